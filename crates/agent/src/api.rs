@@ -1,0 +1,163 @@
+//! The C entry points that the Python bootstrap calls through `ctypes.PyDLL` (GIL held).
+//!
+//! Every entry point returns 0 on success; on failure, `refhunt_error()` says why in one line.
+//! None of them lets a panic cross into the host process.
+
+use crate::cpython::{self, Api, Layout};
+use crate::guard::Reentry;
+use crate::hooks::{self, State, STATE, TRACKING};
+use crate::live::LiveTable;
+use crate::snapshot;
+use crate::stacks::StackTable;
+use crate::unwind::{self, Unwinder};
+use refhunt_core::capture::{Capture, FORMAT, VERSION};
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+static ERROR: Mutex<Option<CString>> = Mutex::new(None);
+
+fn fail(message: impl Into<String>) -> c_int {
+    let text = message.into().replace('\0', " ");
+    *ERROR.lock().unwrap_or_else(|e| e.into_inner()) = CString::new(text).ok();
+    1
+}
+
+fn guarded(f: impl FnOnce() -> Result<(), String>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(message)) => fail(message),
+        Err(_) => fail("internal error in the refhunt agent; tracking stopped"),
+    }
+}
+
+/// The last error, valid until the next failing call.
+#[no_mangle]
+pub extern "C" fn refhunt_error() -> *const c_char {
+    ERROR
+        .lock()
+        .map(|e| e.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()))
+        .unwrap_or(std::ptr::null())
+}
+
+/// Resolves the interpreter, installs the hooks and starts recording.
+#[no_mangle]
+pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
+    guarded(|| unsafe {
+        if STATE.lock().is_some() {
+            TRACKING.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
+        let major = hexversion >> 24;
+        let minor = (hexversion >> 16) & 0xff;
+        let layout = Layout::for_version(minor)
+            .filter(|_| major == 3)
+            .ok_or_else(|| format!("CPython {major}.{minor} is not supported (3.9 to 3.13 are)"))?;
+        let api = Api::resolve()?;
+        let code_start = *((api.code_type + cpython::TP_BASICSIZE) as *const isize) as usize;
+        let other_tracer = match api.get_reftracer {
+            Some(get) => get(std::ptr::null_mut()).is_some(),
+            None => false,
+        };
+        let tracer_active = layout.reftracer && api.set_reftracer.is_some() && !other_tracer;
+        let unwinder = Unwinder::new(api.eval_loop);
+        libc::pthread_atfork(None, None, Some(after_fork_child));
+        hooks::install(State {
+            api,
+            layout,
+            code_start,
+            unwinder,
+            stacks: StackTable::default(),
+            live: LiveTable::default(),
+            codes: Default::default(),
+            tracer_active,
+        });
+        TRACKING.store(true, Ordering::SeqCst);
+        Ok(())
+    })
+}
+
+/// Stops recording new objects; frees are still followed.
+#[no_mangle]
+pub extern "C" fn refhunt_pause() -> c_int {
+    TRACKING.store(false, Ordering::SeqCst);
+    0
+}
+
+/// Starts a new window: forgets every recorded block and records again.
+#[no_mangle]
+pub extern "C" fn refhunt_restart() -> c_int {
+    guarded(|| {
+        TRACKING.store(false, Ordering::SeqCst);
+        hooks::clear_window();
+        TRACKING.store(true, Ordering::SeqCst);
+        Ok(())
+    })
+}
+
+/// Blocks recorded and not yet freed.
+#[no_mangle]
+pub extern "C" fn refhunt_live_blocks() -> u64 {
+    STATE.lock().as_ref().map_or(0, |s| s.live.len() as u64)
+}
+
+/// A forked child starts with nothing recorded and records nothing: the report belongs to
+/// the parent.
+extern "C" fn after_fork_child() {
+    TRACKING.store(false, Ordering::SeqCst);
+    unsafe { STATE.force_unlock() };
+    unwind::reset_thread_bounds();
+    hooks::clear_window();
+}
+
+/// Classifies the survivors and writes the capture to `path`.
+///
+/// `header` is a capture in JSON with the fields only Python knows (interpreter, argv,
+/// counters, notes); the agent adds modules, stacks and groups. Tracking must be paused.
+///
+/// # Safety
+/// `gc_objects` is the list returned by `gc.get_objects()`; the strings are NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_snapshot(
+    gc_objects: *mut cpython::PyObject,
+    header: *const c_char,
+    path: *const c_char,
+) -> c_int {
+    guarded(|| {
+        let header = CStr::from_ptr(header).to_str().map_err(|e| e.to_string())?;
+        let path = CStr::from_ptr(path).to_str().map_err(|e| e.to_string())?;
+        let mut capture: Capture =
+            serde_json_header(header).map_err(|e| format!("bad capture header: {e}"))?;
+        let _reentry = Reentry::enter().ok_or("snapshot called from inside the agent")?;
+        let guard = STATE.lock();
+        let state = guard.as_ref().ok_or("refhunt was not started")?;
+        let outcome = snapshot::take(state, gc_objects as usize);
+        if state.layout.reftracer && !state.tracer_active {
+            capture.notes.push(
+                "another tool owns PyRefTracer (tracemalloc?), so objects reused from freelists \
+                 may be attributed to the site that first allocated them"
+                    .into(),
+            );
+        } else if !state.layout.reftracer {
+            capture.notes.push(format!(
+                "Python 3.{} reuses float, tuple, list and dict objects from freelists without \
+                 allocating; a leaked object of these types may be counted at the site that \
+                 first allocated its memory",
+                state.layout.minor
+            ));
+        }
+        drop(guard);
+        capture.format = FORMAT.into();
+        capture.version = VERSION;
+        capture.groups = outcome.groups;
+        capture.stacks = outcome.stacks;
+        capture.modules = outcome.modules;
+        capture.counters.live_objects = outcome.live_objects;
+        std::fs::write(path, capture.to_json()).map_err(|e| format!("cannot write {path}: {e}"))
+    })
+}
+
+fn serde_json_header(text: &str) -> Result<Capture, String> {
+    Capture::from_json(text).map_err(|e| e.to_string())
+}

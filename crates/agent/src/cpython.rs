@@ -1,0 +1,267 @@
+//! Everything that depends on the CPython version: the functions the agent calls, found with
+//! `dlsym` at start, and the internal layouts it reads, chosen by `sys.hexversion`.
+//!
+//! The layouts come from each version's headers on x86_64 (default, non-free-threaded builds).
+//! `tests/layout_probe.c` prints the same numbers from the installed headers, and the test
+//! suite compares them with [`Layout::for_version`], so a table here can't drift unseen.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+pub type PyObject = c_void;
+pub type VisitProc = unsafe extern "C" fn(*mut PyObject, *mut c_void) -> c_int;
+pub type TraverseProc = unsafe extern "C" fn(*mut PyObject, VisitProc, *mut c_void) -> c_int;
+pub type RefTracer = unsafe extern "C" fn(*mut PyObject, c_int, *mut c_void) -> c_int;
+
+pub const REFTRACER_CREATE: c_int = 0;
+pub const REFTRACER_DESTROY: c_int = 1;
+
+/// `PyMemAllocatorEx`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Allocator {
+    pub ctx: *mut c_void,
+    pub malloc: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+    pub calloc: unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void,
+    pub realloc: unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void,
+    pub free: unsafe extern "C" fn(*mut c_void, *mut c_void),
+}
+
+pub const DOMAIN_OBJ: c_int = 2;
+
+// Type flags (Include/object.h).
+pub const TPFLAGS_MANAGED_WEAKREF: u64 = 1 << 3;
+pub const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
+pub const TPFLAGS_HAVE_GC: u64 = 1 << 14;
+pub const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
+
+// PyTypeObject and PyObject offsets, the same on every supported version.
+pub const OB_REFCNT: usize = 0;
+pub const OB_TYPE: usize = 8;
+pub const TP_NAME: usize = 24;
+pub const TP_BASICSIZE: usize = 32;
+pub const TP_FLAGS: usize = 168;
+pub const TP_TRAVERSE: usize = 184;
+pub const TP_IS_GC: usize = 328;
+pub const UNICODE_STATE: usize = 32;
+pub const GC_HEAD: usize = 16;
+
+/// Internal layouts of one CPython minor version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub minor: u32,
+    /// Offset in `PyThreadState` of the current frame, or of the `_PyCFrame*` that holds it.
+    pub tstate_frame: usize,
+    /// 3.11-3.12: offset of `current_frame` in `_PyCFrame`.
+    pub cframe_current: Option<usize>,
+    pub frame_code: usize,
+    pub frame_previous: usize,
+    /// 3.11+: `prev_instr`/`instr_ptr`; 3.9-3.10: `f_lasti` (an `int`).
+    pub frame_instr: usize,
+    /// 3.11+: `owner`, to skip frames that the C stack owns.
+    pub frame_owner: Option<usize>,
+    /// 3.10 counts `f_lasti` in code units; 3.9 in bytes.
+    pub lasti_in_units: bool,
+    /// Flags whose types carry two extra pointers before the GC head.
+    pub preheader_flags: u64,
+    /// Has `PyRefTracer_SetTracer` (3.13+).
+    pub reftracer: bool,
+    /// Immortal objects exist (3.12+).
+    pub immortal: bool,
+}
+
+impl Layout {
+    pub fn for_version(minor: u32) -> Option<Layout> {
+        let old = |minor, lasti, units| Layout {
+            minor,
+            tstate_frame: 24,
+            cframe_current: None,
+            frame_code: 32,
+            frame_previous: 24,
+            frame_instr: lasti,
+            frame_owner: None,
+            lasti_in_units: units,
+            preheader_flags: 0,
+            reftracer: false,
+            immortal: false,
+        };
+        Some(match minor {
+            9 => old(9, 104, false),
+            10 => old(10, 96, true),
+            11 => Layout {
+                minor,
+                tstate_frame: 56,
+                cframe_current: Some(8),
+                frame_code: 32,
+                frame_previous: 48,
+                frame_instr: 56,
+                frame_owner: Some(69),
+                lasti_in_units: true,
+                preheader_flags: TPFLAGS_MANAGED_DICT,
+                reftracer: false,
+                immortal: false,
+            },
+            12 | 13 => Layout {
+                minor,
+                tstate_frame: if minor == 12 { 56 } else { 72 },
+                cframe_current: if minor == 12 { Some(0) } else { None },
+                frame_code: 0,
+                frame_previous: 8,
+                frame_instr: 56,
+                frame_owner: Some(70),
+                lasti_in_units: true,
+                preheader_flags: TPFLAGS_MANAGED_DICT | TPFLAGS_MANAGED_WEAKREF,
+                reftracer: minor >= 13,
+                immortal: true,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Bytes between the start of an object's memory block and the object itself.
+    pub fn preheader(&self, tp_flags: u64) -> usize {
+        let gc = if tp_flags & TPFLAGS_HAVE_GC != 0 {
+            GC_HEAD
+        } else {
+            0
+        };
+        let managed = if tp_flags & self.preheader_flags != 0 {
+            16
+        } else {
+            0
+        };
+        gc + managed
+    }
+}
+
+/// CPython functions, resolved once with `dlsym`.
+pub struct Api {
+    pub get_allocator: unsafe extern "C" fn(c_int, *mut Allocator),
+    pub set_allocator: unsafe extern "C" fn(c_int, *mut Allocator),
+    pub set_reftracer: Option<unsafe extern "C" fn(Option<RefTracer>, *mut c_void) -> c_int>,
+    pub get_reftracer: Option<unsafe extern "C" fn(*mut *mut c_void) -> Option<RefTracer>>,
+    pub thread_state: unsafe extern "C" fn() -> *mut c_void,
+    pub code_addr2line: unsafe extern "C" fn(*mut PyObject, c_int) -> c_int,
+    pub incref: unsafe extern "C" fn(*mut PyObject),
+    pub decref: unsafe extern "C" fn(*mut PyObject),
+    pub getattr: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut PyObject,
+    pub repr: unsafe extern "C" fn(*mut PyObject) -> *mut PyObject,
+    pub unicode_utf8: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
+    pub err_clear: unsafe extern "C" fn(),
+    pub type_type: usize,
+    pub code_type: usize,
+    pub unicode_type: usize,
+    pub dict_type: usize,
+    /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
+    pub eval_loop: (usize, usize),
+}
+
+unsafe fn sym(name: &CStr) -> Option<*mut c_void> {
+    let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    (!p.is_null()).then_some(p)
+}
+
+macro_rules! func {
+    ($name:literal) => {
+        match sym($name) {
+            Some(p) => std::mem::transmute::<*mut c_void, _>(p),
+            None => return Err(concat!("missing CPython symbol ", stringify!($name))),
+        }
+    };
+}
+
+impl Api {
+    /// # Safety
+    /// Must run inside a CPython process.
+    pub unsafe fn resolve() -> Result<Api, &'static str> {
+        let thread_state = match sym(c"PyThreadState_GetUnchecked")
+            .or_else(|| sym(c"_PyThreadState_UncheckedGet"))
+        {
+            Some(p) => std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> *mut c_void>(p),
+            None => return Err("missing CPython symbol PyThreadState_GetUnchecked"),
+        };
+        let eval = sym(c"_PyEval_EvalFrameDefault").ok_or("missing _PyEval_EvalFrameDefault")?;
+        Ok(Api {
+            get_allocator: func!(c"PyMem_GetAllocator"),
+            set_allocator: func!(c"PyMem_SetAllocator"),
+            set_reftracer: sym(c"PyRefTracer_SetTracer").map(|p| std::mem::transmute(p)),
+            get_reftracer: sym(c"PyRefTracer_GetTracer").map(|p| std::mem::transmute(p)),
+            thread_state,
+            code_addr2line: func!(c"PyCode_Addr2Line"),
+            incref: func!(c"Py_IncRef"),
+            decref: func!(c"Py_DecRef"),
+            getattr: func!(c"PyObject_GetAttrString"),
+            repr: func!(c"PyObject_Repr"),
+            unicode_utf8: func!(c"PyUnicode_AsUTF8"),
+            err_clear: func!(c"PyErr_Clear"),
+            type_type: sym(c"PyType_Type").ok_or("missing PyType_Type")? as usize,
+            code_type: sym(c"PyCode_Type").ok_or("missing PyCode_Type")? as usize,
+            unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,
+            dict_type: sym(c"PyDict_Type").ok_or("missing PyDict_Type")? as usize,
+            eval_loop: symbol_extent(eval),
+        })
+    }
+}
+
+/// `dladdr1` flag for the symbol's ELF entry (glibc `<dlfcn.h>`).
+const RTLD_DL_SYMENT: libc::c_int = 1;
+
+/// The address range of the function at `p`, from its ELF symbol's size.
+unsafe fn symbol_extent(p: *mut c_void) -> (usize, usize) {
+    let mut info: libc::Dl_info = std::mem::zeroed();
+    let mut sym: *const libc::Elf64_Sym = std::ptr::null();
+    let ok = libc::dladdr1(
+        p,
+        &mut info,
+        &mut sym as *mut _ as *mut *mut c_void,
+        RTLD_DL_SYMENT,
+    );
+    let size = if ok != 0 && !sym.is_null() {
+        (*sym).st_size as usize
+    } else {
+        0
+    };
+    // Without a size, a generous bound still stops the walk inside the eval loop.
+    let size = if size == 0 { 64 * 1024 } else { size };
+    (p as usize, p as usize + size)
+}
+
+/// Raw reads of interpreter memory. Callers guarantee the address is a live object or struct.
+#[inline(always)]
+pub unsafe fn read_usize(addr: usize) -> usize {
+    *(addr as *const usize)
+}
+
+#[inline(always)]
+pub unsafe fn type_of(op: usize) -> usize {
+    read_usize(op + OB_TYPE)
+}
+
+#[inline(always)]
+pub unsafe fn type_flags(tp: usize) -> u64 {
+    *((tp + TP_FLAGS) as *const u64)
+}
+
+/// `PyObject_IS_GC`: a container the collector may traverse. Static types carry the GC flag
+/// but say no through `tp_is_gc`, and traversing one aborts the interpreter.
+pub unsafe fn is_gc(op: usize) -> bool {
+    let tp = type_of(op);
+    if type_flags(tp) & TPFLAGS_HAVE_GC == 0 {
+        return false;
+    }
+    match read_usize(tp + TP_IS_GC) {
+        0 => true,
+        f => {
+            std::mem::transmute::<usize, unsafe extern "C" fn(*mut PyObject) -> c_int>(f)(
+                op as *mut PyObject,
+            ) != 0
+        }
+    }
+}
+
+pub unsafe fn type_name(tp: usize) -> String {
+    let p = read_usize(tp + TP_NAME) as *const c_char;
+    if p.is_null() {
+        return "?".into();
+    }
+    CStr::from_ptr(p).to_string_lossy().into_owned()
+}

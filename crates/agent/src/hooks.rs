@@ -1,0 +1,239 @@
+//! The hooks: a wrapper around Python's object allocator, and on 3.13+ a `PyRefTracer`.
+//!
+//! Up to 3.12 an object's creation is its block's allocation, so the stack is taken in the
+//! allocator hook. From 3.13 the stack is taken at the tracer's CREATE event instead, which
+//! also sees objects handed out again by a freelist; the allocator hook then only records
+//! which blocks are live, because DESTROY events are missing for some frees on 3.13.0.
+
+use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject};
+use crate::guard::Reentry;
+use crate::live::{Block, LiveTable, ALLOCATED, DEAD, LIVE, NO_STACK};
+use crate::lock::SpinLock;
+use crate::pyframes::{self, PyFrameRef};
+use crate::stacks::StackTable;
+use crate::unwind::{here, Regs, Unwinder};
+use rustc_hash::FxHashSet;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+const MAX_NATIVE: usize = 48;
+const MAX_PYTHON: usize = 64;
+
+pub struct State {
+    pub api: Api,
+    pub layout: Layout,
+    /// Offset of the instruction array in a code object (3.11+).
+    pub code_start: usize,
+    pub unwinder: Unwinder,
+    pub stacks: StackTable,
+    pub live: LiveTable,
+    /// Code objects referenced by stored stacks; the agent holds a reference to each.
+    pub codes: FxHashSet<usize>,
+    /// The tracer owns creation events (3.13+ and no other tracer installed).
+    pub tracer_active: bool,
+}
+
+pub static STATE: SpinLock<Option<State>> = SpinLock::new(None);
+/// New objects are recorded only while this is set.
+pub static TRACKING: AtomicBool = AtomicBool::new(false);
+
+impl State {
+    /// Interns the stack that starts at `regs`.
+    unsafe fn capture(&mut self, regs: Regs) -> u32 {
+        let mut native = [0u64; MAX_NATIVE];
+        let n = self.unwinder.walk(regs, &mut native);
+        let mut python = [PyFrameRef::default(); MAX_PYTHON];
+        let m = pyframes::walk(&self.api, &self.layout, self.code_start, &mut python);
+        let mut is_new = false;
+        let id = self.stacks.intern(&native[..n], &python[..m], &mut is_new);
+        if is_new {
+            for f in &python[..m] {
+                if self.codes.insert(f.code) {
+                    (self.api.incref)(f.code as *mut PyObject);
+                }
+            }
+        }
+        id
+    }
+}
+
+/// Installs the hooks. The original allocator becomes the hooks' context.
+pub unsafe fn install(state: State) {
+    let api_get = state.api.get_allocator;
+    let api_set = state.api.set_allocator;
+    let tracer = if state.tracer_active {
+        state.api.set_reftracer
+    } else {
+        None
+    };
+    *STATE.lock() = Some(state);
+    let mut current = std::mem::MaybeUninit::<Allocator>::uninit();
+    api_get(cpython::DOMAIN_OBJ, current.as_mut_ptr());
+    let original = Box::leak(Box::new(current.assume_init()));
+    let mut ours = Allocator {
+        ctx: original as *mut Allocator as *mut c_void,
+        malloc: hook_malloc,
+        calloc: hook_calloc,
+        realloc: hook_realloc,
+        free: hook_free,
+    };
+    api_set(cpython::DOMAIN_OBJ, &mut ours);
+    if let Some(set) = tracer {
+        set(Some(hook_reftracer), std::ptr::null_mut());
+    }
+}
+
+unsafe fn original<'a>(ctx: *mut c_void) -> &'a Allocator {
+    &*(ctx as *const Allocator)
+}
+
+unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let a = original(ctx);
+    let p = (a.malloc)(a.ctx, size);
+    if !p.is_null() && TRACKING.load(Relaxed) {
+        on_alloc(p as usize, size);
+    }
+    p
+}
+
+unsafe extern "C" fn hook_calloc(ctx: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    let a = original(ctx);
+    let p = (a.calloc)(a.ctx, n, size);
+    if !p.is_null() && TRACKING.load(Relaxed) {
+        on_alloc(p as usize, n.saturating_mul(size));
+    }
+    p
+}
+
+unsafe extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
+    let a = original(ctx);
+    let p = (a.realloc)(a.ctx, old, size);
+    if p.is_null() {
+        return p;
+    }
+    if old.is_null() {
+        if TRACKING.load(Relaxed) {
+            on_alloc(p as usize, size);
+        }
+    } else {
+        on_realloc(old as usize, p as usize, size);
+    }
+    p
+}
+
+unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
+    if !p.is_null() {
+        on_free(p as usize);
+    }
+    let a = original(ctx);
+    (a.free)(a.ctx, p)
+}
+
+unsafe extern "C" fn hook_reftracer(op: *mut PyObject, event: c_int, _: *mut c_void) -> c_int {
+    if event == cpython::REFTRACER_CREATE {
+        if TRACKING.load(Relaxed) {
+            on_create(op as usize);
+        }
+    } else if event == cpython::REFTRACER_DESTROY {
+        on_destroy(op as usize);
+    }
+    0
+}
+
+#[inline(never)]
+unsafe fn on_alloc(block: usize, size: usize) {
+    let Some(_reentry) = Reentry::enter() else {
+        return;
+    };
+    let regs = here!();
+    let mut guard = STATE.lock();
+    let Some(s) = guard.as_mut() else { return };
+    let stack = if s.tracer_active {
+        NO_STACK
+    } else {
+        s.capture(regs)
+    };
+    s.live.insert(
+        block,
+        Block {
+            stack,
+            size: size.min(u32::MAX as usize) as u32,
+            state: ALLOCATED,
+            object_offset: 0,
+        },
+    );
+}
+
+unsafe fn on_realloc(old: usize, new: usize, size: usize) {
+    let Some(_reentry) = Reentry::enter() else {
+        return;
+    };
+    let mut guard = STATE.lock();
+    let Some(s) = guard.as_mut() else { return };
+    // A resized block keeps the site that first allocated it.
+    if let Some(mut b) = s.live.remove(old) {
+        b.size = size.min(u32::MAX as usize) as u32;
+        s.live.insert(new, b);
+    }
+}
+
+unsafe fn on_free(block: usize) {
+    let Some(_reentry) = Reentry::enter() else {
+        return;
+    };
+    let mut guard = STATE.lock();
+    if let Some(s) = guard.as_mut() {
+        s.live.remove(block);
+    }
+}
+
+#[inline(never)]
+unsafe fn on_create(op: usize) {
+    let Some(_reentry) = Reentry::enter() else {
+        return;
+    };
+    let regs = here!();
+    let mut guard = STATE.lock();
+    let Some(s) = guard.as_mut() else { return };
+    let tp = type_of(op);
+    let offset = s.layout.preheader(type_flags(tp));
+    let stack = s.capture(regs);
+    let block = op - offset;
+    match s.live.get_mut(block) {
+        // A fresh block, or one handed out again by a freelist: either way, created here.
+        Some(b) => {
+            b.stack = stack;
+            b.state = LIVE;
+            b.object_offset = offset as u8;
+        }
+        // A block from before the window, reused from a freelist.
+        None => s.live.insert(
+            block,
+            Block {
+                stack,
+                size: (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32,
+                state: LIVE,
+                object_offset: offset as u8,
+            },
+        ),
+    }
+}
+
+unsafe fn on_destroy(op: usize) {
+    let Some(_reentry) = Reentry::enter() else {
+        return;
+    };
+    let mut guard = STATE.lock();
+    let Some(s) = guard.as_mut() else { return };
+    let offset = s.layout.preheader(type_flags(type_of(op)));
+    if let Some(b) = s.live.get_mut(op - offset) {
+        b.state = DEAD;
+    }
+}
+
+/// Drops every recorded block: the start of a new window.
+pub fn clear_window() {
+    if let Some(s) = STATE.lock().as_mut() {
+        s.live = LiveTable::default();
+    }
+}

@@ -1,0 +1,25 @@
+//! The refhunt agent: a shared library that the Python bootstrap loads with `ctypes.PyDLL`.
+//!
+//! It links against nothing from Python. Every CPython function it needs is looked up with
+//! `dlsym` when tracking starts, and every internal layout it reads is chosen by the running
+//! interpreter's version (see [`cpython`]), so one build serves CPython 3.9 to 3.13.
+//!
+//! Rules for everything reachable from the hooks:
+//! - no allocation through Python's allocators, and no Python calls (`Py_IncRef` aside);
+//! - a thread-local re-entry guard, so nothing we call can recurse into us;
+//! - any failure disables tracking and leaves the host process running.
+//!
+//! Non-goals: free-threaded builds, and architectures other than x86_64 Linux.
+
+mod api;
+pub mod cpython;
+mod guard;
+mod hooks;
+mod live;
+mod lock;
+mod maps;
+pub mod modules;
+mod pyframes;
+mod snapshot;
+mod stacks;
+mod unwind;

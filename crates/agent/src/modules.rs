@@ -1,0 +1,87 @@
+//! The ELF modules loaded in this process, read from the dynamic loader's program headers.
+
+use std::ffi::CStr;
+
+#[derive(Debug, Clone)]
+pub struct LoadedModule {
+    pub path: String,
+    /// Runtime address minus file address.
+    pub bias: usize,
+    /// Span of all `PT_LOAD` segments.
+    pub start: usize,
+    pub end: usize,
+    /// `PT_GNU_EH_FRAME`: the `.eh_frame_hdr` section, address and size.
+    pub eh_frame_hdr: Option<(usize, usize)>,
+    /// Writable `PT_LOAD` segments (`.data`, `.bss`): where C statics live.
+    pub writable: Vec<(usize, usize)>,
+}
+
+/// Every module the loader knows now, sorted by start address.
+pub fn loaded() -> Vec<LoadedModule> {
+    let mut out: Vec<LoadedModule> = Vec::new();
+    unsafe {
+        libc::dl_iterate_phdr(Some(visit), &mut out as *mut Vec<LoadedModule> as *mut _);
+    }
+    out.sort_by_key(|m| m.start);
+    out
+}
+
+unsafe extern "C" fn visit(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    let out = &mut *(data as *mut Vec<LoadedModule>);
+    let info = &*info;
+    let bias = info.dlpi_addr as usize;
+    let mut module = LoadedModule {
+        path: module_path(info.dlpi_name),
+        bias,
+        start: usize::MAX,
+        end: 0,
+        eh_frame_hdr: None,
+        writable: Vec::new(),
+    };
+    for i in 0..info.dlpi_phnum as usize {
+        let ph = &*info.dlpi_phdr.add(i);
+        let start = bias + ph.p_vaddr as usize;
+        let end = start + ph.p_memsz as usize;
+        match ph.p_type {
+            libc::PT_LOAD => {
+                module.start = module.start.min(start);
+                module.end = module.end.max(end);
+                if ph.p_flags & libc::PF_W != 0 {
+                    module.writable.push((start, end));
+                }
+            }
+            libc::PT_GNU_EH_FRAME => module.eh_frame_hdr = Some((start, ph.p_memsz as usize)),
+            _ => {}
+        }
+    }
+    if module.start < module.end {
+        out.push(module);
+    }
+    0
+}
+
+unsafe fn module_path(name: *const libc::c_char) -> String {
+    let name = if name.is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(name).to_string_lossy().into_owned()
+    };
+    if name.is_empty() {
+        // The main executable has no name in the loader's list.
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        name
+    }
+}
+
+/// The module that holds `addr`, by binary search over a sorted list.
+pub fn find(modules: &[LoadedModule], addr: usize) -> Option<usize> {
+    let i = modules.partition_point(|m| m.start <= addr);
+    (i > 0 && addr < modules[i - 1].end).then(|| i - 1)
+}

@@ -1,0 +1,67 @@
+//! Python frames of the current thread, read from the interpreter's own frame list.
+//!
+//! `PyEval_GetFrame` would create frame objects on 3.11+, which means allocating inside the
+//! allocator hook. Instead the walk follows the internal linked list (see [`Layout`]) and
+//! stores `(code object, byte offset of the instruction)`; lines are looked up only when a
+//! report is written.
+
+use crate::cpython::{read_usize, type_of, Api, Layout};
+
+/// 3.12+: a shim frame pushed by C code, with no Python code of its own.
+const FRAME_OWNED_BY_CSTACK: u8 = 3;
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PyFrameRef {
+    pub code: usize,
+    pub offset: i32,
+}
+
+/// Writes the current thread's frames, innermost first; returns how many.
+///
+/// # Safety
+/// The caller holds the GIL, so the frame list does not change under the walk.
+pub unsafe fn walk(api: &Api, layout: &Layout, code_start: usize, out: &mut [PyFrameRef]) -> usize {
+    let tstate = (api.thread_state)() as usize;
+    if tstate == 0 {
+        return 0;
+    }
+    let mut frame = read_usize(tstate + layout.tstate_frame);
+    if let Some(current) = layout.cframe_current {
+        if frame == 0 {
+            return 0;
+        }
+        frame = read_usize(frame + current);
+    }
+    let mut n = 0;
+    while frame != 0 && n < out.len() {
+        let code = read_usize(frame + layout.frame_code);
+        let skip = layout
+            .frame_owner
+            .is_some_and(|o| *((frame + o) as *const u8) == FRAME_OWNED_BY_CSTACK);
+        if !skip && code != 0 && type_of(code) == api.code_type {
+            out[n] = PyFrameRef {
+                code,
+                offset: instruction_offset(layout, frame, code, code_start),
+            };
+            n += 1;
+        }
+        frame = read_usize(frame + layout.frame_previous);
+    }
+    n
+}
+
+unsafe fn instruction_offset(layout: &Layout, frame: usize, code: usize, code_start: usize) -> i32 {
+    if layout.frame_owner.is_some() {
+        // 3.11+: a pointer into the code's instruction array (`co_code_adaptive`).
+        let instr = read_usize(frame + layout.frame_instr) as isize;
+        let first = (code + code_start) as isize;
+        (instr - first).max(0) as i32
+    } else {
+        let lasti = *((frame + layout.frame_instr) as *const i32);
+        if layout.lasti_in_units {
+            lasti.max(0) * 2
+        } else {
+            lasti.max(0)
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The end of a window: which recorded objects survive, what holds each, and the capture.
+//!
+//! A survivor's refcount is compared with the references that can be found:
+//! - from every object the collector knows (`gc.get_objects()`) and every survivor, through
+//!   `tp_traverse`, or for objects without one (code objects, ranges) a scan of their fixed
+//!   part for pointers;
+//! - from the static data (`.data`, `.bss`) of every loaded module.
+//!
+//! What is left over is a reference nobody can account for: a leaked reference. Objects held
+//! only by leaked objects are indirect leaks; everything else is accounted for.
+
+use crate::cpython::{
+    self, read_usize, type_flags, type_name, type_of, Api, Layout, PyObject, VisitProc,
+    TPFLAGS_HAVE_GC, TPFLAGS_TYPE_SUBCLASS,
+};
+use crate::hooks::State;
+use crate::live::{Block, LIVE, NO_STACK};
+use crate::maps::Readable;
+use crate::modules::{self, LoadedModule};
+use crate::pyframes::PyFrameRef;
+use refhunt_core::capture::{Class, Group, Module, PyFrame, Stack};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::ffi::{c_int, c_void, CStr};
+
+/// What the snapshot hands back for the capture.
+pub struct Outcome {
+    pub groups: Vec<Group>,
+    pub stacks: Vec<Stack>,
+    pub modules: Vec<Module>,
+    pub live_objects: u64,
+}
+
+struct Survivor {
+    op: usize,
+    tp: usize,
+    stack: u32,
+    bytes: u64,
+    refcnt: i64,
+    /// References found in objects.
+    found: i64,
+    /// Pointers found in static data.
+    statics: i64,
+    /// Referred to by an object outside the survivors.
+    outside_holder: bool,
+    class: Class,
+}
+
+struct Walk<'a> {
+    index: &'a FxHashMap<usize, u32>,
+    survivors: &'a mut [Survivor],
+    /// The survivor being traversed, if the holder is one.
+    holder: Option<u32>,
+    edges: Vec<(u32, u32)>,
+    /// Holders already traversed or queued.
+    seen: FxHashSet<usize>,
+    /// Containers found by traversal that the collector does not track, still to traverse.
+    queue: Vec<usize>,
+    code_type: usize,
+}
+
+impl Walk<'_> {
+    /// Containers hold references; so do code objects, though the collector ignores them.
+    unsafe fn holds_references(&self, op: usize) -> bool {
+        type_of(op) == self.code_type || cpython::is_gc(op)
+    }
+}
+
+unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
+    let walk = &mut *(arg as *mut Walk);
+    let op = op as usize;
+    if let Some(&i) = walk.index.get(&op) {
+        let s = &mut walk.survivors[i as usize];
+        s.found += 1;
+        match walk.holder {
+            Some(h) => walk.edges.push((h, i)),
+            None => s.outside_holder = true,
+        }
+    } else if walk.holds_references(op) && walk.seen.insert(op) {
+        walk.queue.push(op);
+    }
+    0
+}
+
+/// Snapshot of the recorded blocks; the caller holds the GIL and has paused tracking.
+///
+/// # Safety
+/// `gc_objects` is a live `list` from `gc.get_objects()`.
+pub unsafe fn take(state: &State, gc_objects: usize) -> Outcome {
+    let api = &state.api;
+    let layout = &state.layout;
+    let modules = modules::loaded();
+    let gc_items = list_items(gc_objects);
+    let types = TypeCheck::new(api, &modules, &gc_items);
+
+    let mut survivors = Vec::new();
+    for (&block, b) in state.live.blocks.iter() {
+        if let Some(op) = object_in(block, b, state.tracer_active, layout, &types) {
+            if let Some(s) = survivor(op, b, layout, api) {
+                survivors.push(s);
+            }
+        }
+    }
+    let index: FxHashMap<usize, u32> = survivors
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.op, i as u32))
+        .collect();
+
+    let mut walk = Walk {
+        index: &index,
+        survivors: &mut survivors,
+        holder: None,
+        edges: Vec::new(),
+        seen: FxHashSet::default(),
+        queue: Vec::new(),
+        code_type: api.code_type,
+    };
+    walk.seen.extend(index.keys().copied());
+    for &op in gc_items.iter().chain(std::iter::once(&gc_objects)) {
+        if walk.seen.insert(op) {
+            walk.queue.push(op);
+        }
+    }
+    let ops: Vec<usize> = walk.survivors.iter().map(|s| s.op).collect();
+    for (i, op) in ops.into_iter().enumerate() {
+        walk.holder = Some(i as u32);
+        references_of(op, &mut walk);
+    }
+    walk.holder = None;
+    scan_statics(&modules, &types, &mut walk);
+    while let Some(op) = walk.queue.pop() {
+        references_of(op, &mut walk);
+    }
+    let edges = std::mem::take(&mut walk.edges);
+    for &code in &state.codes {
+        // The agent's own reference to each code object in a stored stack.
+        if let Some(&i) = index.get(&code) {
+            survivors[i as usize].found += 1;
+        }
+    }
+    classify(&mut survivors, &edges);
+    if std::env::var_os("REFHUNT_DEBUG").is_some() {
+        explain(&survivors, api);
+    }
+    let (groups, stacks) = group(&survivors, state);
+    Outcome {
+        groups,
+        stacks,
+        modules: modules
+            .iter()
+            .map(|m| Module {
+                path: m.path.clone(),
+                start: m.start as u64,
+                end: m.end as u64,
+                bias: m.bias as u64,
+            })
+            .collect(),
+        live_objects: survivors.len() as u64,
+    }
+}
+
+unsafe fn list_items(list: usize) -> Vec<usize> {
+    // PyListObject: ob_size at 16, ob_item at 24 (stable since 3.0).
+    let n = read_usize(list + 16);
+    let items = read_usize(list + 24) as *const usize;
+    (0..n).map(|i| *items.add(i)).collect()
+}
+
+/// Tells a real type object from an arbitrary word, without reading unmapped memory: a type
+/// is either static (inside a module's writable segment) or a heap type the collector tracks.
+struct TypeCheck {
+    dict_type: usize,
+    heap_types: FxHashSet<usize>,
+    segments: Vec<(usize, usize)>,
+    type_type: usize,
+}
+
+impl TypeCheck {
+    unsafe fn new(api: &Api, modules: &[LoadedModule], gc_items: &[usize]) -> TypeCheck {
+        let heap_types = gc_items
+            .iter()
+            .copied()
+            .filter(|&o| type_flags(type_of(o)) & TPFLAGS_TYPE_SUBCLASS != 0)
+            .collect();
+        let mut segments: Vec<(usize, usize)> = modules
+            .iter()
+            .flat_map(|m| m.writable.iter().copied())
+            .collect();
+        segments.sort();
+        TypeCheck {
+            dict_type: api.dict_type,
+            heap_types,
+            segments,
+            type_type: api.type_type,
+        }
+    }
+
+    unsafe fn is_type(&self, tp: usize) -> bool {
+        if tp == 0 || tp % 8 != 0 {
+            return false;
+        }
+        let mapped = self.heap_types.contains(&tp) || {
+            let i = self.segments.partition_point(|s| s.0 <= tp);
+            i > 0 && tp + cpython::TP_TRAVERSE + 8 <= self.segments[i - 1].1
+        };
+        if !mapped {
+            return false;
+        }
+        let meta = type_of(tp);
+        meta == self.type_type
+            || self.heap_types.contains(&meta) && type_flags(meta) & TPFLAGS_TYPE_SUBCLASS != 0
+    }
+}
+
+/// The object that lives in a recorded block, if any.
+unsafe fn object_in(
+    block: usize,
+    b: &Block,
+    tracer: bool,
+    layout: &Layout,
+    types: &TypeCheck,
+) -> Option<usize> {
+    if b.stack == NO_STACK {
+        return None;
+    }
+    if tracer {
+        let op = block + b.object_offset as usize;
+        return (b.state == LIVE && types.is_type(type_of(op))).then_some(op);
+    }
+    // Before 3.13 only the allocation is seen: the object sits after a header whose size
+    // depends on its type, so each possible offset is checked against the type found there.
+    for offset in [0usize, 16, 32] {
+        if offset + 16 > b.size as usize {
+            break;
+        }
+        let op = block + offset;
+        let tp = type_of(op);
+        if types.is_type(tp)
+            && layout.preheader(type_flags(tp)) == offset
+            && offset + basicsize(tp) <= b.size as usize
+        {
+            return Some(op);
+        }
+    }
+    None
+}
+
+unsafe fn basicsize(tp: usize) -> usize {
+    *((tp + cpython::TP_BASICSIZE) as *const isize) as usize
+}
+
+unsafe fn survivor(op: usize, b: &Block, layout: &Layout, api: &Api) -> Option<Survivor> {
+    let refcnt = read_usize(op + cpython::OB_REFCNT) as i64;
+    if refcnt <= 0 || layout.immortal && (refcnt as i32) < 0 {
+        return None;
+    }
+    let tp = type_of(op);
+    if tp == api.unicode_type && *((op + cpython::UNICODE_STATE) as *const u32) & 3 != 0 {
+        return None; // interned strings belong to the interpreter
+    }
+    Some(Survivor {
+        op,
+        tp,
+        stack: b.stack,
+        bytes: (b.size as u64).div_ceil(16) * 16,
+        refcnt,
+        found: 0,
+        statics: 0,
+        outside_holder: false,
+        class: Class::Reachable,
+    })
+}
+
+/// Visits what `op` refers to: `tp_traverse` for containers, a pointer scan of the fixed part
+/// for other objects (code objects, ranges), which the collector does not traverse.
+unsafe fn references_of(op: usize, walk: &mut Walk) {
+    let tp = type_of(op);
+    if type_flags(tp) & TPFLAGS_HAVE_GC != 0 {
+        if !cpython::is_gc(op) {
+            return; // a static type: its references live in static data, scanned apart
+        }
+        let traverse = read_usize(tp + cpython::TP_TRAVERSE);
+        if traverse != 0 {
+            let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
+            traverse(
+                op as *mut PyObject,
+                visit as VisitProc,
+                walk as *mut Walk as *mut c_void,
+            );
+        }
+        return;
+    }
+    let end = basicsize(tp).min(4096);
+    let mut at = 16;
+    while at + 8 <= end {
+        let word = read_usize(op + at);
+        if walk.index.contains_key(&word) {
+            visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+        }
+        at += 8;
+    }
+}
+
+/// Counts pointers to survivors in every module's static data, and queues the untracked
+/// containers that statics hold (such as the interpreter's table of loaded extensions), which
+/// nothing else leads to.
+unsafe fn scan_statics(modules: &[LoadedModule], types: &TypeCheck, walk: &mut Walk) {
+    let readable = Readable::of_self();
+    let own = modules::find(modules, scan_statics as *const () as usize);
+    for (i, m) in modules.iter().enumerate() {
+        if Some(i) == own {
+            continue;
+        }
+        for &(start, end) in &m.writable {
+            let mut at = start.next_multiple_of(8);
+            while at + 8 <= end {
+                let word = read_usize(at);
+                if let Some(&s) = walk.index.get(&word) {
+                    walk.survivors[s as usize].statics += 1;
+                } else if !walk.seen.contains(&word) && untracked_container(word, &readable, types)
+                {
+                    walk.seen.insert(word);
+                    walk.queue.push(word);
+                }
+                at += 8;
+            }
+        }
+    }
+}
+
+/// Whether a word from static data is a dict that the collector does not track, such as the
+/// interpreter's table of loaded extensions. Only exact dicts that pass structural checks are
+/// accepted, every read checked against the process's mappings first: most words are not
+/// pointers, and traversing something that only looks like an object would crash the host.
+unsafe fn untracked_container(word: usize, readable: &Readable, types: &TypeCheck) -> bool {
+    const MA_USED: usize = 16;
+    const MA_KEYS: usize = 32;
+    if word % 8 != 0
+        || word < cpython::GC_HEAD
+        || !readable.contains(word - cpython::GC_HEAD, cpython::GC_HEAD + 48)
+    {
+        return false;
+    }
+    if type_of(word) != types.dict_type || read_usize(word - cpython::GC_HEAD) != 0 {
+        return false;
+    }
+    let refcnt = read_usize(word) as isize;
+    let used = read_usize(word + MA_USED) as isize;
+    let keys = read_usize(word + MA_KEYS);
+    refcnt > 0
+        && (0..1 << 32).contains(&used)
+        && keys % 8 == 0
+        && readable.contains(keys, 32)
+        && (read_usize(keys) as isize) > 0
+}
+
+fn classify(survivors: &mut [Survivor], edges: &[(u32, u32)]) {
+    for s in survivors.iter_mut() {
+        let unexplained = s.refcnt - s.found - s.statics;
+        s.class = if unexplained > 0 {
+            Class::Leaked
+        } else if s.statics > 0 {
+            Class::HeldByStatic
+        } else {
+            Class::Reachable
+        };
+    }
+    // Indirect: every holder is leaked. Repeat until nothing changes (chains of containers).
+    let mut holders: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+    for &(h, t) in edges {
+        holders.entry(t).or_default().push(h);
+    }
+    loop {
+        let mut changed = false;
+        for (&t, hs) in &holders {
+            let s = &survivors[t as usize];
+            if s.class != Class::Reachable || s.outside_holder {
+                continue;
+            }
+            if hs.iter().all(|&h| survivors[h as usize].class.is_leak()) {
+                survivors[t as usize].class = Class::Indirect;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// `REFHUNT_DEBUG`: each leaked object's accounting, to triage a false alarm.
+unsafe fn explain(survivors: &[Survivor], api: &Api) {
+    for s in survivors.iter().filter(|s| s.class == Class::Leaked) {
+        let repr = (api.repr)(s.op as *mut PyObject);
+        let text = if repr.is_null() {
+            (api.err_clear)();
+            String::from("?")
+        } else {
+            let t = CStr::from_ptr((api.unicode_utf8)(repr))
+                .to_string_lossy()
+                .into_owned();
+            (api.decref)(repr);
+            t
+        };
+        eprintln!(
+            "refhunt-debug: {:#x} {} refcnt={} found={} statics={} {:.120}",
+            s.op,
+            type_name(s.tp),
+            s.refcnt,
+            s.found,
+            s.statics,
+            text
+        );
+    }
+}
+
+unsafe fn group(survivors: &[Survivor], state: &State) -> (Vec<Group>, Vec<Stack>) {
+    let mut groups: FxHashMap<(Class, usize, u32), (u64, u64)> = FxHashMap::default();
+    for s in survivors {
+        let g = groups.entry((s.class, s.tp, s.stack)).or_default();
+        g.0 += 1;
+        g.1 += s.bytes;
+    }
+    let mut stack_ids: FxHashMap<u32, u32> = FxHashMap::default();
+    let mut stacks = Vec::new();
+    let mut out = Vec::new();
+    for ((class, tp, stack), (count, bytes)) in groups {
+        let id = *stack_ids.entry(stack).or_insert_with(|| {
+            stacks.push(resolve_stack(state, stack));
+            (stacks.len() - 1) as u32
+        });
+        out.push(Group {
+            class,
+            type_name: type_name(tp),
+            count,
+            bytes,
+            stack: id,
+        });
+    }
+    out.sort_by(|a, b| (a.class, b.bytes).cmp(&(b.class, a.bytes)));
+    (out, stacks)
+}
+
+unsafe fn resolve_stack(state: &State, id: u32) -> Stack {
+    Stack {
+        native: state.stacks.native(id).to_vec(),
+        python: state
+            .stacks
+            .python(id)
+            .map(|f| python_frame(&state.api, f))
+            .collect(),
+    }
+}
+
+unsafe fn python_frame(api: &Api, f: PyFrameRef) -> PyFrame {
+    let code = f.code as *mut PyObject;
+    let line = (api.code_addr2line)(code, f.offset);
+    PyFrame {
+        file: str_attr(api, code, c"co_filename"),
+        function: {
+            let q = str_attr(api, code, c"co_qualname");
+            if q.is_empty() {
+                str_attr(api, code, c"co_name")
+            } else {
+                q
+            }
+        },
+        line: line.max(0) as u32,
+    }
+}
+
+unsafe fn str_attr(api: &Api, op: *mut PyObject, name: &CStr) -> String {
+    let value = (api.getattr)(op, name.as_ptr());
+    if value.is_null() {
+        (api.err_clear)();
+        return String::new();
+    }
+    let utf8 = (api.unicode_utf8)(value);
+    let text = if utf8.is_null() {
+        (api.err_clear)();
+        String::new()
+    } else {
+        CStr::from_ptr(utf8).to_string_lossy().into_owned()
+    };
+    (api.decref)(value);
+    text
+}

@@ -1,0 +1,120 @@
+//! Interned creation stacks: each distinct (native, Python) stack is stored once and named by
+//! a `u32`, so that a million objects from one line cost one stack.
+
+use crate::pyframes::PyFrameRef;
+use hashbrown::HashTable;
+use std::hash::Hasher;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    start: u32,
+    native: u16,
+    python: u16,
+    hash: u64,
+}
+
+#[derive(Default)]
+pub struct StackTable {
+    /// Native addresses, then (code, offset) pairs, of every stack back to back.
+    words: Vec<u64>,
+    entries: Vec<Entry>,
+    index: HashTable<u32>,
+}
+
+impl StackTable {
+    /// The id of this stack, adding it if new; `is_new` reports whether it was.
+    pub fn intern(&mut self, native: &[u64], python: &[PyFrameRef], is_new: &mut bool) -> u32 {
+        let hash = hash(native, python);
+        let found = self.index.find(hash, |&id| {
+            let e = self.entries[id as usize];
+            e.hash == hash && self.matches(e, native, python)
+        });
+        if let Some(&id) = found {
+            *is_new = false;
+            return id;
+        }
+        *is_new = true;
+        let id = self.entries.len() as u32;
+        let start = self.words.len() as u32;
+        self.words.extend_from_slice(native);
+        for f in python {
+            self.words.push(f.code as u64);
+            self.words.push(f.offset as u64);
+        }
+        self.entries.push(Entry {
+            start,
+            native: native.len() as u16,
+            python: python.len() as u16,
+            hash,
+        });
+        let entries = &self.entries;
+        self.index
+            .insert_unique(hash, id, |&i| entries[i as usize].hash);
+        id
+    }
+
+    fn matches(&self, e: Entry, native: &[u64], python: &[PyFrameRef]) -> bool {
+        if e.native as usize != native.len() || e.python as usize != python.len() {
+            return false;
+        }
+        let s = e.start as usize;
+        let n = native.len();
+        self.words[s..s + n] == *native
+            && python.iter().enumerate().all(|(i, f)| {
+                self.words[s + n + 2 * i] == f.code as u64
+                    && self.words[s + n + 2 * i + 1] == f.offset as u64
+            })
+    }
+
+    pub fn native(&self, id: u32) -> &[u64] {
+        let e = self.entries[id as usize];
+        &self.words[e.start as usize..e.start as usize + e.native as usize]
+    }
+
+    pub fn python(&self, id: u32) -> impl Iterator<Item = PyFrameRef> + '_ {
+        let e = self.entries[id as usize];
+        let s = e.start as usize + e.native as usize;
+        self.words[s..s + 2 * e.python as usize]
+            .chunks_exact(2)
+            .map(|w| PyFrameRef {
+                code: w[0] as usize,
+                offset: w[1] as i32,
+            })
+    }
+}
+
+fn hash(native: &[u64], python: &[PyFrameRef]) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    for pc in native {
+        h.write_u64(*pc);
+    }
+    for f in python {
+        h.write_usize(f.code);
+        h.write_i32(f.offset);
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_stack_same_id_and_round_trip() {
+        let mut t = StackTable::default();
+        let py = [PyFrameRef {
+            code: 7,
+            offset: 12,
+        }];
+        let mut new = false;
+        let a = t.intern(&[1, 2, 3], &py, &mut new);
+        assert!(new);
+        let b = t.intern(&[1, 2, 3], &py, &mut new);
+        assert!(!new);
+        assert_eq!(a, b);
+        let c = t.intern(&[1, 2], &py, &mut new);
+        assert_ne!(a, c);
+        assert_eq!(t.native(a), &[1, 2, 3]);
+        assert_eq!(t.python(a).collect::<Vec<_>>(), py.to_vec());
+    }
+}

@@ -1,0 +1,146 @@
+//! The capture file: what the agent saw, before symbolization.
+//!
+//! The agent writes one JSON document at the end of a tracking window. Native frames are raw
+//! return addresses plus the module map needed to symbolize them later; Python frames are
+//! already resolved, because only the live interpreter can turn a code object into a line.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// First field of every capture, so that a wrong file is named as such.
+pub const FORMAT: &str = "refhunt-capture";
+/// Bumped whenever a field changes meaning.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Capture {
+    pub format: String,
+    pub version: u32,
+    pub python: PythonInfo,
+    pub pid: u32,
+    pub argv: Vec<String>,
+    /// Loaded ELF modules at capture time, for symbolization.
+    pub modules: Vec<Module>,
+    /// Interned creation stacks; groups refer to them by index.
+    pub stacks: Vec<Stack>,
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub counters: Counters,
+    /// Things the agent could not be sure of, said in words for the report.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PythonInfo {
+    pub version: String,
+    pub executable: String,
+    /// A `Py_DEBUG` build, which has `sys.gettotalrefcount`.
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Module {
+    pub path: String,
+    pub start: u64,
+    pub end: u64,
+    /// Load bias: runtime address minus the address in the file.
+    pub bias: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stack {
+    /// Return addresses, innermost first, from the allocator's caller up to the eval loop.
+    pub native: Vec<u64>,
+    /// Python frames, innermost first.
+    pub python: Vec<PyFrame>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct PyFrame {
+    pub file: String,
+    pub function: String,
+    pub line: u32,
+}
+
+/// What keeps a surviving object alive. See `docs/classes.md` for examples of each.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Its refcount is higher than every reference found in objects, frames and C statics.
+    Leaked,
+    /// Referred to only by leaked objects: it goes when they go.
+    Indirect,
+    /// Held by a pointer in an extension's or the interpreter's static data.
+    HeldByStatic,
+    /// Referred to by a live Python object that is itself accounted for.
+    Reachable,
+}
+
+impl Class {
+    pub fn is_leak(self) -> bool {
+        matches!(self, Class::Leaked | Class::Indirect)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Leaked => "leaked reference",
+            Class::Indirect => "indirectly leaked",
+            Class::HeldByStatic => "held by a C static",
+            Class::Reachable => "reachable from Python",
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Group {
+    pub class: Class,
+    pub type_name: String,
+    pub count: u64,
+    pub bytes: u64,
+    pub stack: u32,
+}
+
+/// Whole-process counters, before and after the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    /// Objects created in the window and alive at its end, after `gc.collect()`.
+    pub live_objects: u64,
+    /// What the final `gc.collect()` returned.
+    pub gc_freed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("not a refhunt capture: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("not a refhunt capture: format is {0:?}")]
+    WrongFormat(String),
+    #[error("capture version {found} is not supported (this refhunt reads version {VERSION})")]
+    WrongVersion { found: u32 },
+}
+
+impl Capture {
+    pub fn from_json(text: &str) -> Result<Capture, CaptureError> {
+        let capture: Capture = serde_json::from_str(text)?;
+        if capture.format != FORMAT {
+            return Err(CaptureError::WrongFormat(capture.format));
+        }
+        if capture.version != VERSION {
+            return Err(CaptureError::WrongVersion {
+                found: capture.version,
+            });
+        }
+        Ok(capture)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("capture serializes")
+    }
+}

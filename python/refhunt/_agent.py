@@ -1,0 +1,60 @@
+"""Loads the Rust agent (a plain shared library) and wraps its C entry points.
+
+The agent is loaded with ctypes.PyDLL so that every call keeps the GIL, which the agent relies
+on. It does not link against libpython: it finds the interpreter's symbols at run time.
+"""
+import ctypes
+import glob
+import os
+
+_lib = None
+
+
+class AgentError(RuntimeError):
+    """The agent could not do what was asked; the message says why in one line."""
+
+
+def library_path():
+    """The agent's shared library: $REFHUNT_AGENT, or the one installed beside this file."""
+    explicit = os.environ.get("REFHUNT_AGENT")
+    if explicit:
+        return explicit
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = sorted(glob.glob(os.path.join(here, "_agent*.so")))
+    if not found:
+        raise AgentError("the refhunt agent library is missing from %s; reinstall refhunt" % here)
+    return found[0]
+
+
+def load():
+    global _lib
+    if _lib is None:
+        lib = ctypes.PyDLL(library_path())
+        lib.refhunt_error.restype = ctypes.c_char_p
+        lib.refhunt_start.argtypes = [ctypes.c_uint32]
+        lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.c_char_p, ctypes.c_char_p]
+        lib.refhunt_live_blocks.restype = ctypes.c_uint64
+        _lib = lib
+    return _lib
+
+
+def _check(status):
+    if status != 0:
+        message = load().refhunt_error()
+        raise AgentError(message.decode("utf-8", "replace") if message else "unknown agent error")
+
+
+def start(hexversion):
+    _check(load().refhunt_start(hexversion))
+
+
+def pause():
+    _check(load().refhunt_pause())
+
+
+def restart():
+    _check(load().refhunt_restart())
+
+
+def snapshot(gc_objects, header_json, path):
+    _check(load().refhunt_snapshot(gc_objects, header_json.encode(), os.fsencode(path)))
