@@ -20,7 +20,7 @@ def library_path():
     if explicit:
         return explicit
     here = os.path.dirname(os.path.abspath(__file__))
-    found = sorted(glob.glob(os.path.join(here, "_agent*.so")))
+    found = sorted(glob.glob(os.path.join(here, "_refhunt_agent*.so")))
     if not found:
         raise AgentError("the refhunt agent library is missing from %s; reinstall refhunt" % here)
     return found[0]

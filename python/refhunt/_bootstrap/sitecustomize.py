@@ -1,5 +1,6 @@
 # Loaded first by `refhunt run` (through PYTHONPATH): start tracking, then hand over to the
-# program's own sitecustomize, if it has one.
+# program's own sitecustomize, if it has one. A failure here is reported to refhunt through
+# REFHUNT_STATUS; the program itself always runs.
 import os
 import sys
 
@@ -9,12 +10,13 @@ def _refhunt_bootstrap():
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     try:
         from refhunt import _run
-    except ImportError:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(here)))
-        from refhunt import _run
 
-        del sys.path[0]
-    _run.start(here)
+        _run.start(here)
+    except Exception as error:
+        status = os.environ.pop("REFHUNT_STATUS", None)
+        if status:
+            with open(status, "w") as f:
+                f.write("error: %s: %s" % (type(error).__name__, error))
     ours = sys.modules.pop("sitecustomize")
     try:
         import sitecustomize  # noqa: F401  (the program's own)

@@ -1,0 +1,40 @@
+//! Everything that can stop refhunt itself, each said in one line.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no command given: put the Python command after `--`, e.g. `refhunt run -- python app.py`"
+    )]
+    NoCommand,
+    #[error("command not found: {0}")]
+    CommandNotFound(String),
+    #[error("{0} is not a Python interpreter or a Python script; refhunt runs Python programs")]
+    NotPython(String),
+    #[error("{interpreter} cannot import refhunt ({detail}); install it there with `{interpreter} -m pip install refhunt`")]
+    NoAgent { interpreter: String, detail: String },
+    #[error("script not found: {0}")]
+    ScriptNotFound(PathBuf),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a refhunt capture: {detail}")]
+    BadCapture { path: PathBuf, detail: String },
+    #[error("cannot start {command}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("the agent could not start in the target: {0}")]
+    AgentFailed(String),
+    #[error("output closed")]
+    BrokenPipe,
+}

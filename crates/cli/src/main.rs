@@ -1,0 +1,67 @@
+//! `refhunt`: find reference leaks in Python C extensions.
+
+mod error;
+mod report_cmd;
+mod run;
+mod target;
+
+use clap::{Parser, Subcommand};
+use error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code when refhunt itself fails (bad input, unreadable capture); a traced program's own
+/// exit code is passed through unchanged.
+pub const EXIT_REFHUNT_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "refhunt",
+    version,
+    about = "Find reference leaks in Python C extensions: notice, measure, locate.",
+    after_help = "Examples:\n  \
+        refhunt run -- python -c \"import zoo; zoo.leakNewRefs(1000, 1000000)\"\n  \
+        refhunt run --json leaks.json -o run.capture -- python -m pytest tests/\n  \
+        refhunt report run.capture --format json"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Python command with the tracker loaded and report the objects it leaked.
+    #[command(
+        after_help = "The command's stdout, stderr and exit code pass through unchanged; \
+        the report goes to stderr when the program exits.\n\nExamples:\n  \
+        refhunt run -- python app.py\n  \
+        refhunt run --json r.json -- python -c \"import zoo; zoo.leakNewRefs(1000, 1000)\"\n  \
+        refhunt run -- pytest -x tests/"
+    )]
+    Run(run::RunArgs),
+    /// Render a capture written by `refhunt run -o` again.
+    Report {
+        /// The capture file.
+        capture: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: report_cmd::Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Report { capture, format } => report_cmd::report(&capture, format).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Error::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("refhunt: error: {e}");
+            ExitCode::from(EXIT_REFHUNT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `refhunt report`: render a capture, and the symbolization shared with `run`.
+
+use crate::error::Error;
+use refhunt_core::capture::Capture;
+use refhunt_core::report::Report;
+use refhunt_core::text;
+use refhunt_symbolize::{interpreter_predicate, ElfSymbolizer};
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn load_capture(path: &Path) -> Result<Capture, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Capture::from_json(&text).map_err(|e| Error::BadCapture {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+pub fn build(capture: &Capture) -> Report {
+    let mut symbolizer = ElfSymbolizer::new(interpreter_predicate(&capture.python.executable));
+    Report::build(capture, &mut symbolizer)
+}
+
+pub fn report(path: &Path, format: Format) -> Result<(), Error> {
+    let report = build(&load_capture(path)?);
+    let out = match format {
+        Format::Text => text::render(&report),
+        Format::Json => report.to_json() + "\n",
+    };
+    write_stdout(&out)
+}
+
+pub fn write_stdout(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::BrokenPipe),
+        Err(source) => Err(Error::Write {
+            path: "<stdout>".into(),
+            source,
+        }),
+        Ok(()) => Ok(()),
+    }
+}

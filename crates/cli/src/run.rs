@@ -1,0 +1,174 @@
+//! `refhunt run`: start the program with the agent, pass its I/O and exit code through, and
+//! report when it ends.
+
+use crate::error::Error;
+use crate::report_cmd::{build, load_capture};
+use crate::target;
+use refhunt_core::text;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Keep the raw capture in FILE, to render again with `refhunt report`.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// The Python command to run.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// Files the agent writes, in a private directory removed at the end.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch, Error> {
+        let dir = std::env::temp_dir().join(format!("refhunt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Scratch { dir })
+    }
+
+    fn capture(&self) -> PathBuf {
+        self.dir.join("capture.json")
+    }
+
+    fn status(&self) -> PathBuf {
+        self.dir.join("status")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn create(path: &Path) -> Result<File, Error> {
+    File::create(path).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub fn run(args: RunArgs) -> Result<u8, Error> {
+    // Every output is opened before the program runs, so that a bad path fails in a second
+    // rather than after an hour of tracing.
+    let json_out = args.json.as_deref().map(create).transpose()?;
+    let capture_out = args.capture.as_deref().map(create).transpose()?;
+    let target = target::resolve(&args.command)?;
+    let scratch = Scratch::new()?;
+
+    let mut pythonpath = OsString::from(&target.bootstrap);
+    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+        pythonpath.push(":");
+        pythonpath.push(existing);
+    }
+    let mut child = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env("PYTHONPATH", pythonpath)
+        .env("REFHUNT_CAPTURE", scratch.capture())
+        .env("REFHUNT_STATUS", scratch.status())
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            command: args.command[0].to_string_lossy().into_owned(),
+            source,
+        })?;
+    // Ctrl-C goes to the whole process group: the program decides what it means, and refhunt
+    // stays to report.
+    let status = {
+        let _ignore = IgnoreInterrupts::new();
+        child.wait().map_err(|source| Error::Spawn {
+            command: args.command[0].to_string_lossy().into_owned(),
+            source,
+        })?
+    };
+
+    match std::fs::read_to_string(scratch.status()).ok().as_deref() {
+        Some("started") => {}
+        Some(other) => {
+            return Err(Error::AgentFailed(
+                other.trim_start_matches("error: ").into(),
+            ))
+        }
+        None => {
+            return Err(Error::NotPython(format!(
+                "{} (it never started refhunt's bootstrap)",
+                args.command[0].to_string_lossy()
+            )))
+        }
+    }
+    let capture_path = scratch.capture();
+    if capture_path.exists() {
+        let capture = load_capture(&capture_path)?;
+        let report = build(&capture);
+        eprint!("\n{}", text::render(&report));
+        if let (Some(mut file), Some(path)) = (json_out, &args.json) {
+            file.write_all(report.to_json().as_bytes())
+                .map_err(|source| Error::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        if let (Some(mut file), Some(path)) = (capture_out, &args.capture) {
+            file.write_all(capture.to_json().as_bytes())
+                .map_err(|source| Error::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+    } else {
+        eprintln!(
+            "refhunt: the program ended without running its exit handlers (os._exit() or a \
+             signal), so there is no report"
+        );
+    }
+    Ok(exit_code(status))
+}
+
+/// The program's exit code; a death by signal is passed on as the shell reports it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
+        _ => 1,
+    }
+}
+
+/// Ignores SIGINT and SIGQUIT while alive, as `system()` does while it waits.
+struct IgnoreInterrupts {
+    previous: [libc::sighandler_t; 2],
+}
+
+impl IgnoreInterrupts {
+    fn new() -> Self {
+        unsafe {
+            IgnoreInterrupts {
+                previous: [
+                    libc::signal(libc::SIGINT, libc::SIG_IGN),
+                    libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+                ],
+            }
+        }
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        unsafe {
+            libc::signal(libc::SIGINT, self.previous[0]);
+            libc::signal(libc::SIGQUIT, self.previous[1]);
+        }
+    }
+}

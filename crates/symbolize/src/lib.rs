@@ -1,0 +1,122 @@
+//! Symbolization of the native addresses in a capture, done once per address after the
+//! program has ended.
+//!
+//! Each address is tried against the module's DWARF (function, file, line, and the chain of
+//! inlined calls), then its ELF symbol table (function only), then reported as module+offset.
+//! Every frame says which of the three it came from, because a stripped wheel is common and a
+//! reader must know when a name is a guess.
+
+use addr2line::Loader;
+use refhunt_core::capture::Module;
+use refhunt_core::report::{NativeFrame, SymbolSource, Symbolizer};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Symbolizes addresses from the ELF files named in a capture's module map.
+pub struct ElfSymbolizer {
+    loaders: HashMap<String, Option<Loader>>,
+    is_interpreter: Box<dyn Fn(&str) -> bool>,
+}
+
+impl ElfSymbolizer {
+    /// `is_interpreter` tells the interpreter's own modules from extensions, by path.
+    pub fn new(is_interpreter: impl Fn(&str) -> bool + 'static) -> ElfSymbolizer {
+        ElfSymbolizer {
+            loaders: HashMap::new(),
+            is_interpreter: Box::new(is_interpreter),
+        }
+    }
+
+    fn loader(&mut self, path: &str) -> Option<&Loader> {
+        self.loaders
+            .entry(path.to_string())
+            .or_insert_with(|| Loader::new(path).ok())
+            .as_ref()
+    }
+}
+
+/// The interpreter's modules: libpython, or the executable when Python is linked statically.
+pub fn interpreter_predicate(executable: &str) -> impl Fn(&str) -> bool {
+    let exe = std::fs::canonicalize(executable).ok();
+    move |path: &str| {
+        let name = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        name.starts_with("libpython") || exe.is_some() && std::fs::canonicalize(path).ok() == exe
+    }
+}
+
+impl Symbolizer for ElfSymbolizer {
+    fn symbolize(&mut self, pc: u64, module: Option<&Module>) -> Vec<NativeFrame> {
+        let Some(module) = module else {
+            return vec![unknown(pc, "?".into(), pc, false)];
+        };
+        let name = Path::new(&module.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| module.path.clone());
+        let interpreter = (self.is_interpreter)(&module.path);
+        // A return address follows its call; the call's line is the one before it.
+        let probe = pc.wrapping_sub(module.bias).wrapping_sub(1);
+        let offset = pc.wrapping_sub(module.start);
+        let Some(loader) = self.loader(&module.path) else {
+            return vec![unknown(pc, name, offset, interpreter)];
+        };
+        let frame = |function: Option<String>, file, line, source, inlined| NativeFrame {
+            pc,
+            function,
+            file,
+            line,
+            module: name.clone(),
+            offset,
+            source,
+            inlined,
+            interpreter,
+        };
+        let mut out = Vec::new();
+        if let Ok(mut frames) = loader.find_frames(probe) {
+            while let Ok(Some(f)) = frames.next() {
+                let function = f
+                    .function
+                    .as_ref()
+                    .and_then(|n| n.demangle().ok().map(|d| d.into_owned()));
+                let (file, line) = f
+                    .location
+                    .map(|l| (l.file.map(str::to_string), l.line))
+                    .unwrap_or((None, None));
+                out.push(frame(function, file, line, SymbolSource::Dwarf, true));
+            }
+        }
+        if let Some(last) = out.last_mut() {
+            last.inlined = false;
+        }
+        if out.iter().any(|f| f.function.is_some()) {
+            return out;
+        }
+        if let Some(symbol) = loader.find_symbol(probe) {
+            return vec![frame(
+                Some(symbol.to_string()),
+                None,
+                None,
+                SymbolSource::Symtab,
+                false,
+            )];
+        }
+        vec![unknown(pc, name, offset, interpreter)]
+    }
+}
+
+fn unknown(pc: u64, module: String, offset: u64, interpreter: bool) -> NativeFrame {
+    NativeFrame {
+        pc,
+        function: None,
+        file: None,
+        line: None,
+        module,
+        offset,
+        source: SymbolSource::Offset,
+        inlined: false,
+        interpreter,
+    }
+}
