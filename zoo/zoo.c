@@ -69,7 +69,7 @@ static PyObject *leak_setitem(PyObject *module, PyObject *args) {
     }
     for (int i = 0; i < count; ++i) {
         PyObject *key = PyLong_FromLong(i);
-        PyObject *value = PyFloat_FromDouble(i + 0.5); /* zoo:setitem */
+        PyObject *value = PyLong_FromLong(400000 + i); /* zoo:setitem */
         if (key == NULL || value == NULL || PyDict_SetItem(dict, key, value) < 0) {
             return NULL;
         }
@@ -290,7 +290,7 @@ static PyMethodDef zoo_methods[] = {
     {"leak_incref", leak_incref, METH_O, "Take one extra reference to the argument."},
     {"leak_on_error", leak_on_error, METH_O, "Raise, leaking a new int on the error path."},
     {"leak_append", leak_append, METH_VARARGS, "leak_append(list, count): append new ints without releasing them."},
-    {"leak_setitem", leak_setitem, METH_VARARGS, "leak_setitem(dict, count): set new floats without releasing them."},
+    {"leak_setitem", leak_setitem, METH_VARARGS, "leak_setitem(dict, count): set new ints without releasing them."},
     {"leak_build_value", leak_build_value, METH_O, "Return (value,) built with \"O\" from a new reference."},
     {"leak_container", leak_container, METH_O, "Leak a list of n new ints."},
     {"leak_float", leak_float, METH_VARARGS, "leak_float(value, count): leak new floats."},

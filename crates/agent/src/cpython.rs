@@ -5,6 +5,9 @@
 //! `tests/layout_probe.c` prints the same numbers from the installed headers, and the test
 //! suite compares them with [`Layout::for_version`], so a table here can't drift unseen.
 
+// dlsym results are typed by the Api field they are stored in.
+#![allow(clippy::missing_transmute_annotations)]
+
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 pub type PyObject = c_void;
@@ -32,7 +35,14 @@ pub const DOMAIN_OBJ: c_int = 2;
 pub const TPFLAGS_MANAGED_WEAKREF: u64 = 1 << 3;
 pub const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
 pub const TPFLAGS_HAVE_GC: u64 = 1 << 14;
+pub const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
 pub const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
+
+// PyDictObject and PyDictKeysObject (3.11+, default builds).
+pub const DICT_KEYS: usize = 32;
+pub const DICT_VALUES: usize = 40;
+pub const DICT_KEYS_KIND: usize = 10;
+pub const DICT_KEYS_UNICODE: u8 = 1;
 
 // PyTypeObject and PyObject offsets, the same on every supported version.
 pub const OB_REFCNT: usize = 0;
@@ -147,6 +157,12 @@ pub struct Api {
     pub repr: unsafe extern "C" fn(*mut PyObject) -> *mut PyObject,
     pub unicode_utf8: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
     pub err_clear: unsafe extern "C" fn(),
+    pub dict_next: unsafe extern "C" fn(
+        *mut PyObject,
+        *mut isize,
+        *mut *mut PyObject,
+        *mut *mut PyObject,
+    ) -> c_int,
     pub type_type: usize,
     pub code_type: usize,
     pub unicode_type: usize,
@@ -193,6 +209,7 @@ impl Api {
             repr: func!(c"PyObject_Repr"),
             unicode_utf8: func!(c"PyUnicode_AsUTF8"),
             err_clear: func!(c"PyErr_Clear"),
+            dict_next: func!(c"PyDict_Next"),
             type_type: sym(c"PyType_Type").ok_or("missing PyType_Type")? as usize,
             code_type: sym(c"PyCode_Type").ok_or("missing PyCode_Type")? as usize,
             unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,

@@ -12,13 +12,13 @@
 //! Non-goals: free-threaded builds, and architectures other than x86_64 Linux.
 
 mod api;
-pub mod cpython;
+mod cpython;
 mod guard;
 mod hooks;
 mod live;
 mod lock;
 mod maps;
-pub mod modules;
+mod modules;
 mod pyframes;
 mod snapshot;
 mod stacks;

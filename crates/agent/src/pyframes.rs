@@ -10,7 +10,7 @@ use crate::cpython::{read_usize, type_of, Api, Layout};
 /// 3.12+: a shim frame pushed by C code, with no Python code of its own.
 const FRAME_OWNED_BY_CSTACK: u8 = 3;
 
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PyFrameRef {
     pub code: usize,
     pub offset: i32,

@@ -40,6 +40,8 @@ struct Survivor {
     found: i64,
     /// Pointers found in static data.
     statics: i64,
+    /// Pointers found in live C frames of this thread.
+    on_stack: i64,
     /// Referred to by an object outside the survivors.
     outside_holder: bool,
     class: Class,
@@ -56,6 +58,14 @@ struct Walk<'a> {
     /// Containers found by traversal that the collector does not track, still to traverse.
     queue: Vec<usize>,
     code_type: usize,
+    dict_next: unsafe extern "C" fn(
+        *mut PyObject,
+        *mut isize,
+        *mut *mut PyObject,
+        *mut *mut PyObject,
+    ) -> c_int,
+    /// 3.11+: dicts whose keys are all strings do not visit their keys.
+    unicode_dicts: bool,
 }
 
 impl Walk<'_> {
@@ -114,6 +124,8 @@ pub unsafe fn take(state: &State, gc_objects: usize) -> Outcome {
         seen: FxHashSet::default(),
         queue: Vec::new(),
         code_type: api.code_type,
+        dict_next: api.dict_next,
+        unicode_dicts: state.layout.minor >= 11,
     };
     walk.seen.extend(index.keys().copied());
     for &op in gc_items.iter().chain(std::iter::once(&gc_objects)) {
@@ -132,13 +144,16 @@ pub unsafe fn take(state: &State, gc_objects: usize) -> Outcome {
         references_of(op, &mut walk);
     }
     let edges = std::mem::take(&mut walk.edges);
+    scan_stack(&index, &mut survivors);
     for &code in &state.codes {
         // The agent's own reference to each code object in a stored stack.
         if let Some(&i) = index.get(&code) {
             survivors[i as usize].found += 1;
         }
     }
-    classify(&mut survivors, &edges);
+    classify(&mut survivors, &edges, |survivors| {
+        attribute_to_interpreter(survivors, state, &modules)
+    });
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
         explain(&survivors, api);
     }
@@ -196,7 +211,7 @@ impl TypeCheck {
     }
 
     unsafe fn is_type(&self, tp: usize) -> bool {
-        if tp == 0 || tp % 8 != 0 {
+        if tp == 0 || !tp.is_multiple_of(8) {
             return false;
         }
         let mapped = self.heap_types.contains(&tp) || {
@@ -266,6 +281,7 @@ unsafe fn survivor(op: usize, b: &Block, layout: &Layout, api: &Api) -> Option<S
         refcnt,
         found: 0,
         statics: 0,
+        on_stack: 0,
         outside_holder: false,
         class: Class::Reachable,
     })
@@ -288,6 +304,9 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
                 walk as *mut Walk as *mut c_void,
             );
         }
+        if walk.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
+            visit_unicode_keys(op, walk);
+        }
         return;
     }
     let end = basicsize(tp).min(4096);
@@ -304,6 +323,25 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
 /// Counts pointers to survivors in every module's static data, and queues the untracked
 /// containers that statics hold (such as the interpreter's table of loaded extensions), which
 /// nothing else leads to.
+/// A combined table whose keys are all strings holds a reference to each key that
+/// `dict_traverse` does not visit (a string cannot form a cycle). Split tables share their
+/// keys with the type, which holds them once.
+unsafe fn visit_unicode_keys(op: usize, walk: &mut Walk) {
+    let keys = read_usize(op + cpython::DICT_KEYS);
+    if keys == 0 || read_usize(op + cpython::DICT_VALUES) != 0 {
+        return;
+    }
+    if *((keys + cpython::DICT_KEYS_KIND) as *const u8) != cpython::DICT_KEYS_UNICODE {
+        return;
+    }
+    let mut pos: isize = 0;
+    let mut key: *mut PyObject = std::ptr::null_mut();
+    let mut value: *mut PyObject = std::ptr::null_mut();
+    while (walk.dict_next)(op as *mut PyObject, &mut pos, &mut key, &mut value) != 0 {
+        visit(key, walk as *mut Walk as *mut c_void);
+    }
+}
+
 unsafe fn scan_statics(modules: &[LoadedModule], types: &TypeCheck, walk: &mut Walk) {
     let readable = Readable::of_self();
     let own = modules::find(modules, scan_statics as *const () as usize);
@@ -335,7 +373,7 @@ unsafe fn scan_statics(modules: &[LoadedModule], types: &TypeCheck, walk: &mut W
 unsafe fn untracked_container(word: usize, readable: &Readable, types: &TypeCheck) -> bool {
     const MA_USED: usize = 16;
     const MA_KEYS: usize = 32;
-    if word % 8 != 0
+    if !word.is_multiple_of(8)
         || word < cpython::GC_HEAD
         || !readable.contains(word - cpython::GC_HEAD, cpython::GC_HEAD + 48)
     {
@@ -349,14 +387,33 @@ unsafe fn untracked_container(word: usize, readable: &Readable, types: &TypeChec
     let keys = read_usize(word + MA_KEYS);
     refcnt > 0
         && (0..1 << 32).contains(&used)
-        && keys % 8 == 0
+        && keys.is_multiple_of(8)
         && readable.contains(keys, 32)
         && (read_usize(keys) as isize) > 0
 }
 
-fn classify(survivors: &mut [Survivor], edges: &[(u32, u32)]) {
+/// Counts pointers to survivors in this thread's live C frames: under `sys.exit()`, the
+/// interpreter's own `main` still holds the command it runs.
+unsafe fn scan_stack(index: &FxHashMap<usize, u32>, survivors: &mut [Survivor]) {
+    let marker = 0usize;
+    let (_, top) = crate::unwind::stack_bounds();
+    let mut at = (&marker as *const usize as usize).next_multiple_of(8);
+    while at + 8 <= top {
+        if let Some(&s) = index.get(&read_usize(at)) {
+            survivors[s as usize].on_stack += 1;
+        }
+        at += 8;
+    }
+}
+
+/// Direct leaks first; `refine` may reclassify them before indirect leaks are derived.
+fn classify(
+    survivors: &mut [Survivor],
+    edges: &[(u32, u32)],
+    refine: impl FnOnce(&mut [Survivor]),
+) {
     for s in survivors.iter_mut() {
-        let unexplained = s.refcnt - s.found - s.statics;
+        let unexplained = s.refcnt - s.found - s.statics - s.on_stack;
         s.class = if unexplained > 0 {
             Class::Leaked
         } else if s.statics > 0 {
@@ -365,6 +422,7 @@ fn classify(survivors: &mut [Survivor], edges: &[(u32, u32)]) {
             Class::Reachable
         };
     }
+    refine(survivors);
     // Indirect: every holder is leaked. Repeat until nothing changes (chains of containers).
     let mut holders: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
     for &(h, t) in edges {
@@ -403,15 +461,55 @@ unsafe fn explain(survivors: &[Survivor], api: &Api) {
             t
         };
         eprintln!(
-            "refhunt-debug: {:#x} {} refcnt={} found={} statics={} {:.120}",
+            "refhunt-debug: {:#x} {} refcnt={} found={} statics={} stack={} {:.120}",
             s.op,
             type_name(s.tp),
             s.refcnt,
             s.found,
             s.statics,
+            s.on_stack,
             text
         );
     }
+}
+
+/// Leaks that no extension and no program code took part in creating are the interpreter's:
+/// no native frame outside the runtime, and the innermost Python frame in the import system.
+unsafe fn attribute_to_interpreter(
+    survivors: &mut [Survivor],
+    state: &State,
+    modules: &[LoadedModule],
+) {
+    let runtime: Vec<(usize, usize)> = modules
+        .iter()
+        .filter(|m| is_runtime(&m.path))
+        .map(|m| (m.start, m.end))
+        .collect();
+    let mut verdicts: FxHashMap<u32, bool> = FxHashMap::default();
+    for s in survivors.iter_mut().filter(|s| s.class == Class::Leaked) {
+        let user_made = *verdicts.entry(s.stack).or_insert_with(|| {
+            let native = state.stacks.native(s.stack).iter().any(|&pc| {
+                !runtime
+                    .iter()
+                    .any(|&(lo, hi)| (lo..hi).contains(&(pc as usize)))
+            });
+            // The innermost Python frame is the code that was running: the import system's own
+            // frames are the interpreter's, whoever asked for the import.
+            native
+                || state.stacks.python(s.stack).next().is_some_and(|f| {
+                    !str_attr(&state.api, f.code as *mut PyObject, c"co_filename")
+                        .starts_with("<frozen ")
+                })
+        });
+        if !user_made {
+            s.class = Class::Interpreter;
+        }
+    }
+}
+
+fn is_runtime(path: &str) -> bool {
+    refhunt_core::runtime::is_runtime_library(path)
+        || std::fs::read_link("/proc/self/exe").is_ok_and(|exe| exe.as_os_str() == path)
 }
 
 unsafe fn group(survivors: &[Survivor], state: &State) -> (Vec<Group>, Vec<Stack>) {

@@ -75,6 +75,10 @@ pub enum Class {
     HeldByStatic,
     /// Referred to by a live Python object that is itself accounted for.
     Reachable,
+    /// An unexplained reference to an object that only the interpreter's own code created
+    /// (no extension frame, no Python frame outside the import system): its C bookkeeping,
+    /// such as the table of loaded extensions, holds it where no traversal can see.
+    Interpreter,
 }
 
 impl Class {
@@ -88,6 +92,7 @@ impl Class {
             Class::Indirect => "indirectly leaked",
             Class::HeldByStatic => "held by a C static",
             Class::Reachable => "reachable from Python",
+            Class::Interpreter => "held by the interpreter",
         }
     }
 }

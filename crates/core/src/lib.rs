@@ -7,4 +7,5 @@
 pub mod capture;
 pub mod numfmt;
 pub mod report;
+pub mod runtime;
 pub mod text;

@@ -82,7 +82,7 @@ pub struct Report {
 impl Report {
     pub fn build(capture: &Capture, symbolizer: &mut dyn Symbolizer) -> Report {
         let mut frames_of: HashMap<u64, Vec<NativeFrame>> = HashMap::new();
-        let mut leaks = Vec::new();
+        let mut leaks: Vec<ReportGroup> = Vec::new();
         let mut totals: HashMap<Class, ClassTotal> = HashMap::new();
         for group in &capture.groups {
             if !group.class.is_leak() {
@@ -120,6 +120,7 @@ impl Report {
                 python: stack.python,
             });
         }
+        let mut leaks = merge_by_site(leaks);
         leaks.sort_by(|a, b| {
             (
                 a.class,
@@ -152,6 +153,37 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
     }
+}
+
+/// One group per (class, type, creation site, Python stack). The same line can be reached
+/// through different native paths (3.11+ specializes a call site once it is warm and then
+/// calls the C function straight from the eval loop); the longest native stack is kept.
+fn merge_by_site(groups: Vec<ReportGroup>) -> Vec<ReportGroup> {
+    let mut merged: Vec<ReportGroup> = Vec::new();
+    let mut index: HashMap<(Class, String, Option<String>, Vec<PyFrame>), usize> = HashMap::new();
+    for g in groups {
+        let key = (
+            g.class,
+            g.type_name.clone(),
+            g.site.clone(),
+            g.python.clone(),
+        );
+        match index.get(&key) {
+            Some(&i) => {
+                let m = &mut merged[i];
+                m.count += g.count;
+                m.bytes += g.bytes;
+                if g.native.len() > m.native.len() {
+                    m.native = g.native;
+                }
+            }
+            None => {
+                index.insert(key, merged.len());
+                merged.push(g);
+            }
+        }
+    }
+    merged
 }
 
 pub fn module_of(modules: &[Module], pc: u64) -> Option<&Module> {

@@ -1,0 +1,37 @@
+//! Which loaded modules are the runtime (interpreter, C library, loader) rather than code a
+//! user wrote: a creation site is never placed in the runtime.
+
+const RUNTIME_PREFIXES: [&str; 7] = [
+    "libpython",
+    "libc.so",
+    "libc-",
+    "ld-linux",
+    "libpthread",
+    "libdl",
+    "linux-vdso",
+];
+
+/// Whether the module at `path` is a runtime library, judged by its file name. A statically
+/// linked python executable is runtime too; callers check that themselves.
+pub fn is_runtime_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    RUNTIME_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_libraries_by_name() {
+        assert!(is_runtime_library("/usr/lib/libpython3.11.so.1.0"));
+        assert!(is_runtime_library("/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_runtime_library("/lib64/ld-linux-x86-64.so.2"));
+        assert!(!is_runtime_library(
+            "/tmp/zoo.cpython-311-x86_64-linux-gnu.so"
+        ));
+        assert!(!is_runtime_library(
+            "/site-packages/numpy/core/_multiarray_umath.so"
+        ));
+    }
+}

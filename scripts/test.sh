@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test, on a fresh machine: Rust unit tests, then the end-to-end suite against real
+# interpreters (3.11 and 3.13 by default; set REFHUNT_TEST_VERSIONS) and the real zoo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+
+echo "== cargo fmt, clippy and unit tests"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+cargo test --workspace -q
+
+venvs=()
+for version in ${REFHUNT_TEST_VERSIONS:-3.11 3.13}; do
+    echo "== installing refhunt for Python $version"
+    venvs+=("$(dirname "$(dirname "$(setup_venv "$version")")")")
+done
+
+echo "== end-to-end tests"
+REFHUNT_TEST_VENVS="${venvs[*]}" "${venvs[0]}/bin/python" -m pytest tests -q "$@"

@@ -1,0 +1,53 @@
+"""Bad input: one clear line and a non-zero exit, never a traceback or a panic."""
+import subprocess
+import sys
+
+
+def _one_line_error(completed):
+    lines = completed.stderr.strip().splitlines()
+    assert completed.returncode == 2, completed.stderr
+    assert len(lines) == 1 and lines[0].startswith("refhunt: error: "), completed.stderr
+    assert "Traceback" not in completed.stderr and "panicked" not in completed.stderr
+    return lines[0]
+
+
+def _refhunt(env, *args):
+    return subprocess.run([env.refhunt, *args], capture_output=True, text=True, cwd=str(env.tmp))
+
+
+def test_command_that_is_not_python(env):
+    assert "ls is not a Python" in _one_line_error(_refhunt(env, "run", "--", "ls", "-l"))
+
+
+def test_command_not_found(env):
+    assert "command not found" in _one_line_error(_refhunt(env, "run", "--", "no-such-command-xyz"))
+
+
+def test_interpreter_without_the_agent(env, tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([env.python, "-m", "venv", "--without-pip", str(bare)], check=True)
+    line = _one_line_error(_refhunt(env, "run", "--", str(bare / "bin" / "python"), "-c", "pass"))
+    assert "cannot import refhunt" in line
+
+
+def test_missing_script(env):
+    assert "script not found: missing.py" in _one_line_error(_refhunt(env, "run", "--", env.python, "missing.py"))
+
+
+def test_unwritable_json_path(env):
+    line = _one_line_error(_refhunt(env, "run", "--json", "/nonexistent-dir/r.json", "--", env.python, "-c", "pass"))
+    assert "cannot write /nonexistent-dir/r.json" in line
+
+
+def test_corrupt_capture(env, tmp_path):
+    bad = tmp_path / "bad.capture"
+    bad.write_text("{ not json")
+    assert "is not a refhunt capture" in _one_line_error(_refhunt(env, "report", str(bad)))
+
+
+def test_capture_renders_again(env, tmp_path):
+    capture = tmp_path / "run.capture"
+    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(1000, 10)", refhunt_args=["-o", str(capture)])
+    assert r.rc == 0
+    again = _refhunt(env, "report", str(capture))
+    assert again.returncode == 0 and "10 int objects" in again.stdout
