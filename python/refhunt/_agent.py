@@ -33,7 +33,6 @@ def load():
         lib.refhunt_error.restype = ctypes.c_char_p
         lib.refhunt_start.argtypes = [ctypes.c_uint32]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.c_char_p, ctypes.c_char_p]
-        lib.refhunt_live_blocks.restype = ctypes.c_uint64
         _lib = lib
     return _lib
 
@@ -50,10 +49,6 @@ def start(hexversion):
 
 def pause():
     _check(load().refhunt_pause())
-
-
-def restart():
-    _check(load().refhunt_restart())
 
 
 def snapshot(gc_objects, header_json, path):

@@ -6,9 +6,7 @@
 use crate::cpython::{self, Api, Layout};
 use crate::guard::Reentry;
 use crate::hooks::{self, State, STATE, TRACKING};
-use crate::live::LiveTable;
 use crate::snapshot;
-use crate::stacks::StackTable;
 use crate::unwind::{self, Unwinder};
 use refhunt_core::capture::{Capture, FORMAT, VERSION};
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -63,16 +61,7 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
         let tracer_active = layout.reftracer && api.set_reftracer.is_some() && !other_tracer;
         let unwinder = Unwinder::new(api.eval_loop);
         libc::pthread_atfork(None, None, Some(after_fork_child));
-        hooks::install(State {
-            api,
-            layout,
-            code_start,
-            unwinder,
-            stacks: StackTable::default(),
-            live: LiveTable::default(),
-            codes: Default::default(),
-            tracer_active,
-        });
+        hooks::install(State::new(api, layout, code_start, unwinder, tracer_active));
         TRACKING.store(true, Ordering::SeqCst);
         Ok(())
     })
@@ -83,23 +72,6 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
 pub extern "C" fn refhunt_pause() -> c_int {
     TRACKING.store(false, Ordering::SeqCst);
     0
-}
-
-/// Starts a new window: forgets every recorded block and records again.
-#[no_mangle]
-pub extern "C" fn refhunt_restart() -> c_int {
-    guarded(|| {
-        TRACKING.store(false, Ordering::SeqCst);
-        hooks::clear_window();
-        TRACKING.store(true, Ordering::SeqCst);
-        Ok(())
-    })
-}
-
-/// Blocks recorded and not yet freed.
-#[no_mangle]
-pub extern "C" fn refhunt_live_blocks() -> u64 {
-    STATE.lock().as_ref().map_or(0, |s| s.live.len() as u64)
 }
 
 /// A forked child starts with nothing recorded and records nothing: the report belongs to
@@ -127,8 +99,8 @@ pub unsafe extern "C" fn refhunt_snapshot(
     guarded(|| {
         let header = CStr::from_ptr(header).to_str().map_err(|e| e.to_string())?;
         let path = CStr::from_ptr(path).to_str().map_err(|e| e.to_string())?;
-        let mut capture: Capture =
-            serde_json_header(header).map_err(|e| format!("bad capture header: {e}"))?;
+        let mut capture =
+            Capture::from_json(header).map_err(|e| format!("bad capture header: {e}"))?;
         let _reentry = Reentry::enter().ok_or("snapshot called from inside the agent")?;
         let guard = STATE.lock();
         let state = guard.as_ref().ok_or("refhunt was not started")?;
@@ -156,8 +128,4 @@ pub unsafe extern "C" fn refhunt_snapshot(
         capture.counters.live_objects = outcome.live_objects;
         std::fs::write(path, capture.to_json()).map_err(|e| format!("cannot write {path}: {e}"))
     })
-}
-
-fn serde_json_header(text: &str) -> Result<Capture, String> {
-    Capture::from_json(text).map_err(|e| e.to_string())
 }

@@ -2,8 +2,8 @@
 //! `dlsym` at start, and the internal layouts it reads, chosen by `sys.hexversion`.
 //!
 //! The layouts come from each version's headers on x86_64 (default, non-free-threaded builds).
-//! `tests/layout_probe.c` prints the same numbers from the installed headers, and the test
-//! suite compares them with [`Layout::for_version`], so a table here can't drift unseen.
+//! `layout_probe.c` (beside Cargo.toml) prints the same numbers from the installed headers, and
+//! the test below compares them with [`Layout::for_version`], so a table can't drift unseen.
 
 // dlsym results are typed by the Api field they are stored in.
 #![allow(clippy::missing_transmute_annotations)]
@@ -281,4 +281,124 @@ pub unsafe fn type_name(tp: usize) -> String {
         return "?".into();
     }
     CStr::from_ptr(p).to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tables above against the headers of every CPython installed here (pyenv or PATH).
+
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn interpreters() -> Vec<(u32, PathBuf)> {
+        let pyenv_root = Command::new("pyenv")
+            .arg("root")
+            .output()
+            .ok()
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        (9..=13)
+            .filter_map(|minor| {
+                let name = format!("python3.{minor}");
+                let from_pyenv = pyenv_root.as_ref().and_then(|root| {
+                    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+                        .ok()?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            let v = p.file_name().unwrap().to_string_lossy().into_owned();
+                            v.starts_with(&format!("3.{minor}."))
+                        })
+                        .collect();
+                    dirs.sort();
+                    dirs.pop().map(|d| d.join("bin").join(&name))
+                });
+                let from_path = std::env::split_paths(&std::env::var_os("PATH")?)
+                    .map(|d| d.join(&name))
+                    .find(|p| p.is_file());
+                from_pyenv
+                    .filter(|p| p.is_file())
+                    .or(from_path)
+                    .map(|p| (minor, p))
+            })
+            .collect()
+    }
+
+    fn probe(python: &Path, out: &Path) -> HashMap<String, i64> {
+        let include = Command::new(python)
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['include'])",
+            ])
+            .output()
+            .expect("python runs");
+        let include = String::from_utf8_lossy(&include.stdout).trim().to_string();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("layout_probe.c");
+        let status = Command::new("gcc")
+            .arg(format!("-I{include}"))
+            .arg(format!("-I{include}/internal"))
+            .arg(&source)
+            .arg("-o")
+            .arg(out)
+            .status()
+            .expect("gcc runs");
+        assert!(
+            status.success(),
+            "layout probe does not compile for {python:?}"
+        );
+        let text = Command::new(out).output().expect("probe runs").stdout;
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn layouts_match_the_installed_headers() {
+        let found = interpreters();
+        assert!(
+            !found.is_empty(),
+            "no CPython 3.9-3.13 found through pyenv or PATH"
+        );
+        let dir = std::env::temp_dir().join(format!("refhunt-layout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (minor, python) in found {
+            let h = probe(&python, &dir.join(format!("probe3{minor}")));
+            let l = Layout::for_version(minor).unwrap();
+            let at = |k: &str| h[k] as usize;
+            let what = format!("3.{minor} ({python:?})");
+            assert_eq!(l.tstate_frame, at("tstate_frame"), "{what}");
+            assert_eq!(
+                l.cframe_current,
+                h.get("cframe_current").map(|&v| v as usize),
+                "{what}"
+            );
+            assert_eq!(l.frame_code, at("frame_code"), "{what}");
+            assert_eq!(l.frame_previous, at("frame_previous"), "{what}");
+            assert_eq!(l.frame_instr, at("frame_instr"), "{what}");
+            assert_eq!(
+                l.frame_owner,
+                h.get("frame_owner").map(|&v| v as usize),
+                "{what}"
+            );
+            if minor >= 11 {
+                assert_eq!(DICT_KEYS_KIND, at("dict_keys_kind"), "{what}");
+            }
+            for (ours, key) in [
+                (TP_NAME, "tp_name"),
+                (TP_BASICSIZE, "tp_basicsize"),
+                (TP_FLAGS, "tp_flags"),
+                (TP_TRAVERSE, "tp_traverse"),
+                (TP_IS_GC, "tp_is_gc"),
+                (UNICODE_STATE, "unicode_state"),
+                (DICT_KEYS, "dict_keys"),
+                (DICT_VALUES, "dict_values"),
+                (GC_HEAD, "gc_head"),
+            ] {
+                assert_eq!(ours, at(key), "{key} on {what}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

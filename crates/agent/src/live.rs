@@ -37,8 +37,4 @@ impl LiveTable {
     pub fn get_mut(&mut self, addr: usize) -> Option<&mut Block> {
         self.blocks.get_mut(&addr)
     }
-
-    pub fn len(&self) -> usize {
-        self.blocks.len()
-    }
 }

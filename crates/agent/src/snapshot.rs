@@ -40,8 +40,6 @@ struct Survivor {
     found: i64,
     /// Pointers found in static data.
     statics: i64,
-    /// Pointers found in live C frames of this thread.
-    on_stack: i64,
     /// Referred to by an object outside the survivors.
     outside_holder: bool,
     class: Class,
@@ -100,7 +98,7 @@ pub unsafe fn take(state: &State, gc_objects: usize) -> Outcome {
     let layout = &state.layout;
     let modules = modules::loaded();
     let gc_items = list_items(gc_objects);
-    let types = TypeCheck::new(api, &modules, &gc_items);
+    let types = Heap::new(api, &modules, &gc_items);
 
     let mut survivors = Vec::new();
     for (&block, b) in state.live.blocks.iter() {
@@ -144,7 +142,6 @@ pub unsafe fn take(state: &State, gc_objects: usize) -> Outcome {
         references_of(op, &mut walk);
     }
     let edges = std::mem::take(&mut walk.edges);
-    scan_stack(&index, &mut survivors);
     for &code in &state.codes {
         // The agent's own reference to each code object in a stored stack.
         if let Some(&i) = index.get(&code) {
@@ -181,17 +178,20 @@ unsafe fn list_items(list: usize) -> Vec<usize> {
     (0..n).map(|i| *items.add(i)).collect()
 }
 
-/// Tells a real type object from an arbitrary word, without reading unmapped memory: a type
-/// is either static (inside a module's writable segment) or a heap type the collector tracks.
-struct TypeCheck {
+/// What is known for certain about the heap at the snapshot, to tell real objects from words
+/// that only look like them without reading unmapped memory. A type is static (inside a
+/// module's writable segment) or a heap type the collector tracks.
+struct Heap {
     dict_type: usize,
     heap_types: FxHashSet<usize>,
+    tracked: FxHashSet<usize>,
+    readable: Readable,
     segments: Vec<(usize, usize)>,
     type_type: usize,
 }
 
-impl TypeCheck {
-    unsafe fn new(api: &Api, modules: &[LoadedModule], gc_items: &[usize]) -> TypeCheck {
+impl Heap {
+    unsafe fn new(api: &Api, modules: &[LoadedModule], gc_items: &[usize]) -> Heap {
         let heap_types = gc_items
             .iter()
             .copied()
@@ -202,9 +202,11 @@ impl TypeCheck {
             .flat_map(|m| m.writable.iter().copied())
             .collect();
         segments.sort();
-        TypeCheck {
+        Heap {
             dict_type: api.dict_type,
             heap_types,
+            tracked: gc_items.iter().copied().collect(),
+            readable: Readable::of_self(),
             segments,
             type_type: api.type_type,
         }
@@ -233,7 +235,7 @@ unsafe fn object_in(
     b: &Block,
     tracer: bool,
     layout: &Layout,
-    types: &TypeCheck,
+    types: &Heap,
 ) -> Option<usize> {
     if b.stack == NO_STACK {
         return None;
@@ -253,11 +255,45 @@ unsafe fn object_in(
         if types.is_type(tp)
             && layout.preheader(type_flags(tp)) == offset
             && offset + basicsize(tp) <= b.size as usize
+            && proven_object(op, tp, b.size as usize - offset, types)
         {
             return Some(op);
         }
     }
     None
+}
+
+/// A block can hold something that looks like an object: a dict's key table whose entries
+/// hold a class sits where that class's instance would, with the right header size. Since a
+/// survivor gets traversed, and traversing a fake object crashes the host, a container must
+/// prove itself: tracked by the collector (exact membership), or untracked with an empty
+/// GC link, a static type, and contents that fit its block.
+unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool {
+    const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
+    const TP_ITEMSIZE: usize = 40;
+    const OB_SIZE: usize = 16;
+    let refcnt = read_usize(op) as isize;
+    if !(1..1 << 40).contains(&refcnt) {
+        return false;
+    }
+    let flags = type_flags(tp);
+    if flags & TPFLAGS_HAVE_GC == 0 || heap.tracked.contains(&op) {
+        return true;
+    }
+    if read_usize(op - cpython::GC_HEAD) != 0 || flags & TPFLAGS_HEAPTYPE != 0 {
+        return false;
+    }
+    let itemsize = read_usize(tp + TP_ITEMSIZE);
+    let items = read_usize(op + OB_SIZE) as isize;
+    let fits = itemsize == 0
+        || items >= 0 && basicsize(tp).saturating_add(items as usize * itemsize) <= room;
+    fits && (flags & cpython::TPFLAGS_DICT_SUBCLASS == 0 || dict_keys_readable(op, heap))
+}
+
+/// A dict's key table: aligned, mapped, with a positive refcount.
+unsafe fn dict_keys_readable(op: usize, heap: &Heap) -> bool {
+    let keys = read_usize(op + cpython::DICT_KEYS);
+    keys.is_multiple_of(8) && heap.readable.contains(keys, 32) && (read_usize(keys) as isize) > 0
 }
 
 unsafe fn basicsize(tp: usize) -> usize {
@@ -281,7 +317,6 @@ unsafe fn survivor(op: usize, b: &Block, layout: &Layout, api: &Api) -> Option<S
         refcnt,
         found: 0,
         statics: 0,
-        on_stack: 0,
         outside_holder: false,
         class: Class::Reachable,
     })
@@ -342,8 +377,7 @@ unsafe fn visit_unicode_keys(op: usize, walk: &mut Walk) {
     }
 }
 
-unsafe fn scan_statics(modules: &[LoadedModule], types: &TypeCheck, walk: &mut Walk) {
-    let readable = Readable::of_self();
+unsafe fn scan_statics(modules: &[LoadedModule], types: &Heap, walk: &mut Walk) {
     let own = modules::find(modules, scan_statics as *const () as usize);
     for (i, m) in modules.iter().enumerate() {
         if Some(i) == own {
@@ -355,8 +389,7 @@ unsafe fn scan_statics(modules: &[LoadedModule], types: &TypeCheck, walk: &mut W
                 let word = read_usize(at);
                 if let Some(&s) = walk.index.get(&word) {
                     walk.survivors[s as usize].statics += 1;
-                } else if !walk.seen.contains(&word) && untracked_container(word, &readable, types)
-                {
+                } else if !walk.seen.contains(&word) && untracked_container(word, types) {
                     walk.seen.insert(word);
                     walk.queue.push(word);
                 }
@@ -370,40 +403,22 @@ unsafe fn scan_statics(modules: &[LoadedModule], types: &TypeCheck, walk: &mut W
 /// interpreter's table of loaded extensions. Only exact dicts that pass structural checks are
 /// accepted, every read checked against the process's mappings first: most words are not
 /// pointers, and traversing something that only looks like an object would crash the host.
-unsafe fn untracked_container(word: usize, readable: &Readable, types: &TypeCheck) -> bool {
+unsafe fn untracked_container(word: usize, heap: &Heap) -> bool {
     const MA_USED: usize = 16;
-    const MA_KEYS: usize = 32;
     if !word.is_multiple_of(8)
         || word < cpython::GC_HEAD
-        || !readable.contains(word - cpython::GC_HEAD, cpython::GC_HEAD + 48)
+        || !heap
+            .readable
+            .contains(word - cpython::GC_HEAD, cpython::GC_HEAD + 48)
     {
         return false;
     }
-    if type_of(word) != types.dict_type || read_usize(word - cpython::GC_HEAD) != 0 {
+    if type_of(word) != heap.dict_type || read_usize(word - cpython::GC_HEAD) != 0 {
         return false;
     }
     let refcnt = read_usize(word) as isize;
     let used = read_usize(word + MA_USED) as isize;
-    let keys = read_usize(word + MA_KEYS);
-    refcnt > 0
-        && (0..1 << 32).contains(&used)
-        && keys.is_multiple_of(8)
-        && readable.contains(keys, 32)
-        && (read_usize(keys) as isize) > 0
-}
-
-/// Counts pointers to survivors in this thread's live C frames: under `sys.exit()`, the
-/// interpreter's own `main` still holds the command it runs.
-unsafe fn scan_stack(index: &FxHashMap<usize, u32>, survivors: &mut [Survivor]) {
-    let marker = 0usize;
-    let (_, top) = crate::unwind::stack_bounds();
-    let mut at = (&marker as *const usize as usize).next_multiple_of(8);
-    while at + 8 <= top {
-        if let Some(&s) = index.get(&read_usize(at)) {
-            survivors[s as usize].on_stack += 1;
-        }
-        at += 8;
-    }
+    refcnt > 0 && (0..1 << 32).contains(&used) && dict_keys_readable(word, heap)
 }
 
 /// Direct leaks first; `refine` may reclassify them before indirect leaks are derived.
@@ -413,7 +428,7 @@ fn classify(
     refine: impl FnOnce(&mut [Survivor]),
 ) {
     for s in survivors.iter_mut() {
-        let unexplained = s.refcnt - s.found - s.statics - s.on_stack;
+        let unexplained = s.refcnt - s.found - s.statics;
         s.class = if unexplained > 0 {
             Class::Leaked
         } else if s.statics > 0 {
@@ -461,13 +476,12 @@ unsafe fn explain(survivors: &[Survivor], api: &Api) {
             t
         };
         eprintln!(
-            "refhunt-debug: {:#x} {} refcnt={} found={} statics={} stack={} {:.120}",
+            "refhunt-debug: {:#x} {} refcnt={} found={} statics={} {:.120}",
             s.op,
             type_name(s.tp),
             s.refcnt,
             s.found,
             s.statics,
-            s.on_stack,
             text
         );
     }

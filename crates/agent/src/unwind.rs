@@ -86,7 +86,7 @@ thread_local! {
 }
 
 /// This thread's stack, read once per thread.
-pub fn stack_bounds() -> (usize, usize) {
+fn stack_bounds() -> (usize, usize) {
     STACK_BOUNDS.with(|b| {
         if b.get().1 == 0 {
             b.set(query_stack_bounds());

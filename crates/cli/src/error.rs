@@ -33,6 +33,10 @@ pub enum Error {
         command: String,
         source: std::io::Error,
     },
+    #[error(
+        "{0} ran but never started Python with refhunt's bootstrap, so there is nothing to report"
+    )]
+    NeverStarted(String),
     #[error("the agent could not start in the target: {0}")]
     AgentFailed(String),
     #[error("output closed")]

@@ -103,10 +103,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             ))
         }
         None => {
-            return Err(Error::NotPython(format!(
-                "{} (it never started refhunt's bootstrap)",
-                args.command[0].to_string_lossy()
-            )))
+            return Err(Error::NeverStarted(
+                args.command[0].to_string_lossy().into_owned(),
+            ))
         }
     }
     let capture_path = scratch.capture();
@@ -114,20 +113,8 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         let capture = load_capture(&capture_path)?;
         let report = build(&capture);
         eprint!("\n{}", text::render(&report));
-        if let (Some(mut file), Some(path)) = (json_out, &args.json) {
-            file.write_all(report.to_json().as_bytes())
-                .map_err(|source| Error::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        if let (Some(mut file), Some(path)) = (capture_out, &args.capture) {
-            file.write_all(capture.to_json().as_bytes())
-                .map_err(|source| Error::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
+        write_to(json_out, args.json.as_deref(), &report.to_json())?;
+        write_to(capture_out, args.capture.as_deref(), &capture.to_json())?;
     } else {
         eprintln!(
             "refhunt: the program ended without running its exit handlers (os._exit() or a \
@@ -135,6 +122,18 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         );
     }
     Ok(exit_code(status))
+}
+
+/// Writes `text` to an output opened before the run, if that output was asked for.
+fn write_to(file: Option<File>, path: Option<&Path>, text: &str) -> Result<(), Error> {
+    if let (Some(mut file), Some(path)) = (file, path) {
+        file.write_all(text.as_bytes())
+            .map_err(|source| Error::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// The program's exit code; a death by signal is passed on as the shell reports it.

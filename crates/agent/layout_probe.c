@@ -1,0 +1,48 @@
+/* Prints, from one CPython's own headers, the offsets that the agent's layout tables hold
+ * (crates/agent/src/cpython.rs). The layout test compiles it for every interpreter it finds. */
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <stddef.h>
+#include <stdio.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h>
+#else
+#include "internal/pycore_frame.h"
+#include "internal/pycore_dict.h"
+#endif
+#include "internal/pycore_gc.h"
+
+#define SHOW(name, value) printf("%s=%ld\n", name, (long)(value))
+
+int main(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+    SHOW("tstate_frame", offsetof(PyThreadState, current_frame));
+    SHOW("frame_code", offsetof(_PyInterpreterFrame, f_executable));
+    SHOW("frame_instr", offsetof(_PyInterpreterFrame, instr_ptr));
+#elif PY_VERSION_HEX >= 0x030B0000
+    SHOW("tstate_frame", offsetof(PyThreadState, cframe));
+    SHOW("cframe_current", offsetof(_PyCFrame, current_frame));
+    SHOW("frame_code", offsetof(_PyInterpreterFrame, f_code));
+    SHOW("frame_instr", offsetof(_PyInterpreterFrame, prev_instr));
+#else
+    SHOW("tstate_frame", offsetof(PyThreadState, frame));
+    SHOW("frame_code", offsetof(PyFrameObject, f_code));
+    SHOW("frame_previous", offsetof(PyFrameObject, f_back));
+    SHOW("frame_instr", offsetof(PyFrameObject, f_lasti));
+#endif
+#if PY_VERSION_HEX >= 0x030B0000
+    SHOW("frame_previous", offsetof(_PyInterpreterFrame, previous));
+    SHOW("frame_owner", offsetof(_PyInterpreterFrame, owner));
+    SHOW("dict_keys_kind", offsetof(PyDictKeysObject, dk_kind));
+#endif
+    SHOW("tp_name", offsetof(PyTypeObject, tp_name));
+    SHOW("tp_basicsize", offsetof(PyTypeObject, tp_basicsize));
+    SHOW("tp_flags", offsetof(PyTypeObject, tp_flags));
+    SHOW("tp_traverse", offsetof(PyTypeObject, tp_traverse));
+    SHOW("tp_is_gc", offsetof(PyTypeObject, tp_is_gc));
+    SHOW("unicode_state", offsetof(PyASCIIObject, state));
+    SHOW("dict_keys", offsetof(PyDictObject, ma_keys));
+    SHOW("dict_values", offsetof(PyDictObject, ma_values));
+    SHOW("gc_head", sizeof(PyGC_Head));
+    return 0;
+}
