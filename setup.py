@@ -6,8 +6,7 @@ from setuptools_rust import Binding, RustBin, RustExtension
 
 setup(
     package_dir={"": "python"},
-    packages=["refhunt"],
-    package_data={"refhunt": ["_bootstrap/sitecustomize.py"]},
+    packages=["refhunt", "refhunt._bootstrap"],
     rust_extensions=[
         RustExtension(
             "refhunt._refhunt_agent",
