@@ -39,6 +39,10 @@ pub enum Error {
     NeverStarted(String),
     #[error("the agent could not start in the target: {0}")]
     AgentFailed(String),
+    #[error("{0}")]
+    BadArgument(String),
+    #[error("{0}")]
+    Watch(String),
     #[error("output closed")]
     BrokenPipe,
 }

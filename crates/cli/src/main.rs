@@ -4,6 +4,7 @@ mod error;
 mod report_cmd;
 mod run;
 mod target;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use error::Error;
@@ -22,7 +23,8 @@ pub const EXIT_REFHUNT_ERROR: u8 = 2;
     after_help = "Examples:\n  \
         refhunt run -- python -c \"import zoo; zoo.leakNewRefs(1000, 1000000)\"\n  \
         refhunt run --json leaks.json -o run.capture -- python -m pytest tests/\n  \
-        refhunt report run.capture --format json"
+        refhunt report run.capture --format json\n  \
+        refhunt watch 14488 --interval 0.2"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +33,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch a process's memory (RSS) over time and say what the curve means.
+    #[command(
+        after_help = "Prints the memory once, then RSS and its change at each interval, as the \
+        seed's pidmon.py does; at the end, a summary and a verdict: steady growth, step growth, \
+        stable or shrinking. On a terminal Ctrl-C pauses, Enter resumes and a second Ctrl-C \
+        ends; otherwise Ctrl-C or SIGTERM ends the watch.\n\nExamples:\n  \
+        refhunt watch 14488\n  \
+        refhunt watch 14488 --interval 0.2 --duration 30s --plot mem.svg\n  \
+        refhunt watch --csv mem.csv -- python app.py"
+    )]
+    Watch(watch::WatchArgs),
     /// Run a Python command with the tracker loaded and report the objects it leaked.
     #[command(
         after_help = "The command's stdout, stderr and exit code pass through unchanged; \
@@ -54,6 +67,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Watch(args) => watch::watch(args),
         Command::Report { capture, format } => report_cmd::report(&capture, format).map(|()| 0),
     };
     match result {

@@ -55,7 +55,7 @@ impl Drop for Scratch {
     }
 }
 
-fn create(path: &Path) -> Result<File, Error> {
+pub(crate) fn create(path: &Path) -> Result<File, Error> {
     File::create(path).map_err(|source| Error::Write {
         path: path.to_path_buf(),
         source,
@@ -125,7 +125,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
 }
 
 /// Writes `text` to an output opened before the run, if that output was asked for.
-fn write_to(file: Option<File>, path: Option<&Path>, text: &str) -> Result<(), Error> {
+pub(crate) fn write_to(file: Option<File>, path: Option<&Path>, text: &str) -> Result<(), Error> {
     if let (Some(mut file), Some(path)) = (file, path) {
         file.write_all(text.as_bytes())
             .map_err(|source| Error::Write {
@@ -137,7 +137,7 @@ fn write_to(file: Option<File>, path: Option<&Path>, text: &str) -> Result<(), E
 }
 
 /// The program's exit code; a death by signal is passed on as the shell reports it.
-fn exit_code(status: std::process::ExitStatus) -> u8 {
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
