@@ -33,3 +33,21 @@ setup_venv() {
     "$venv/bin/python" -m pip install -q --force-reinstall --no-deps . >&2
     echo "$venv/bin/python"
 }
+
+# Debian's debug build of CPython 3.11 (sys.gettotalrefcount), installed with apt when missing;
+# creates .venv/3.11d with refhunt and prints the venv's python.
+setup_debug_venv() {
+    local python=/usr/bin/python3.11d venv=.venv/3.11d sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    if [ ! -x "$python" ] || [ ! -f /usr/lib/python3.11/ensurepip/__main__.py ]; then
+        $sudo apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+            python3.11-dbg python3.11-venv >&2
+    fi
+    if [ ! -x "$venv/bin/python" ]; then
+        "$python" -m venv "$venv" >&2
+    fi
+    "$venv/bin/python" -m pip install -q pytest >&2
+    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps . >&2
+    echo "$venv/bin/python"
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: Rust unit tests, then the end-to-end suite against real
-# interpreters (3.11 and 3.13 by default; set REFHUNT_TEST_VERSIONS) and the real zoo.
+# interpreters (3.11 and 3.13 by default; set REFHUNT_TEST_VERSIONS; Debian's debug build
+# python3.11d, installed with apt) and the real zoo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -16,5 +17,9 @@ for version in ${REFHUNT_TEST_VERSIONS:-3.11 3.13}; do
     venvs+=("$(dirname "$(dirname "$(setup_venv "$version")")")")
 done
 
+echo "== installing refhunt for Debian's debug build, python3.11d"
+debug_venv="$(dirname "$(dirname "$(setup_debug_venv)")")"
+
 echo "== end-to-end tests"
-REFHUNT_TEST_VENVS="${venvs[*]}" "${venvs[0]}/bin/python" -m pytest tests -q "$@"
+REFHUNT_TEST_VENVS="${venvs[*]}" REFHUNT_TEST_DEBUG_VENV="$debug_venv" \
+    "${venvs[0]}/bin/python" -m pytest tests -q "$@"

@@ -37,9 +37,10 @@ class Result:
         return self.report["leaks"]
 
     def at(self, filename, line):
-        """Leak groups whose creation site is filename:line."""
+        """Groups, leaks or listed survivors, whose creation site is filename:line."""
         suffix = "%s:%d" % (filename, line)
-        return [g for g in self.leaks if (g["site"] or "").endswith(suffix)]
+        groups = self.leaks + self.report.get("held", [])
+        return [g for g in groups if (g["site"] or "").endswith(suffix)]
 
     def group_at(self, filename, line, class_="leaked"):
         groups = [g for g in self.at(filename, line) if g["class"] == class_]

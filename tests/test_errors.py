@@ -51,3 +51,8 @@ def test_capture_renders_again(env, tmp_path):
     assert r.rc == 0
     again = _refhunt(env, "report", str(capture))
     assert again.returncode == 0 and "10 int objects" in again.stdout
+
+
+def test_repeat_without_a_window(env):
+    line = _one_line_error(_refhunt(env, "run", "--repeat", "4", "--", env.python, "-c", "pass"))
+    assert "--repeat needs a window to repeat" in line

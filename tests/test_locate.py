@@ -148,7 +148,7 @@ def test_controls_are_never_leaks(request, env, code):
     assert r.leaks == [], r.stderr
 
 
-def test_static_cache_is_held_by_a_c_static(env):
+def test_static_cache_is_held_outside_python(env):
     r = env.run("python", "-c", "import zoo; zoo.cached()")
-    held = [t for t in r.report["not_leaks"] if t["class"] == "held_by_static"]
+    held = [t for t in r.report["not_leaks"] if t["class"] == "held_outside"]
     assert held and held[0]["count"] >= 1

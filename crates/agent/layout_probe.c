@@ -40,6 +40,7 @@ int main(void) {
     SHOW("tp_flags", offsetof(PyTypeObject, tp_flags));
     SHOW("tp_traverse", offsetof(PyTypeObject, tp_traverse));
     SHOW("tp_is_gc", offsetof(PyTypeObject, tp_is_gc));
+    SHOW("tp_subclasses", offsetof(PyTypeObject, tp_subclasses));
     SHOW("unicode_state", offsetof(PyASCIIObject, state));
     SHOW("dict_keys", offsetof(PyDictObject, ma_keys));
     SHOW("dict_values", offsetof(PyDictObject, ma_values));

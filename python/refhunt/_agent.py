@@ -32,7 +32,9 @@ def load():
         lib = ctypes.PyDLL(library_path())
         lib.refhunt_error.restype = ctypes.c_char_p
         lib.refhunt_start.argtypes = [ctypes.c_uint32]
-        lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.c_char_p, ctypes.c_char_p]
+        lib.refhunt_set_epoch.argtypes = [ctypes.c_uint16]
+        lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p,
+                                         ctypes.c_char_p]
         _lib = lib
     return _lib
 
@@ -51,5 +53,15 @@ def pause():
     _check(load().refhunt_pause())
 
 
-def snapshot(gc_objects, header_json, path):
-    _check(load().refhunt_snapshot(gc_objects, header_json.encode(), os.fsencode(path)))
+def set_epoch(epoch):
+    """Stamps new objects with measured run `epoch` (1, 2, ...); 0 ends repetition."""
+    _check(load().refhunt_set_epoch(epoch))
+
+
+def clear():
+    """Forgets every object recorded so far."""
+    _check(load().refhunt_clear())
+
+
+def snapshot(gc_objects, garbage, header_json, path):
+    _check(load().refhunt_snapshot(gc_objects, garbage, header_json.encode(), os.fsencode(path)))

@@ -5,7 +5,7 @@
 
 use crate::cpython::{self, Api, Layout};
 use crate::guard::Reentry;
-use crate::hooks::{self, State, STATE, TRACKING};
+use crate::hooks::{self, State, EPOCH, STATE, TRACKING};
 use crate::snapshot;
 use crate::unwind::{self, Unwinder};
 use refhunt_core::capture::{Capture, FORMAT, VERSION};
@@ -74,6 +74,21 @@ pub extern "C" fn refhunt_pause() -> c_int {
     0
 }
 
+/// Starts measured run `epoch` (1, 2, ...): new objects are stamped with it. 0 ends
+/// repetition.
+#[no_mangle]
+pub extern "C" fn refhunt_set_epoch(epoch: u16) -> c_int {
+    EPOCH.store(epoch, Ordering::SeqCst);
+    0
+}
+
+/// Forgets every object recorded so far: the window starts again from here.
+#[no_mangle]
+pub extern "C" fn refhunt_clear() -> c_int {
+    hooks::clear_window();
+    0
+}
+
 /// A forked child starts with nothing recorded and records nothing: the report belongs to
 /// the parent.
 extern "C" fn after_fork_child() {
@@ -88,11 +103,16 @@ extern "C" fn after_fork_child() {
 /// `header` is a capture in JSON with the fields only Python knows (interpreter, argv,
 /// counters, notes); the agent adds modules, stacks and groups. Tracking must be paused.
 ///
+/// `garbage` lists the objects the last `gc.collect()` found unreachable (kept with
+/// `gc.DEBUG_SAVEALL`): they are cyclic garbage.
+///
 /// # Safety
-/// `gc_objects` is the list returned by `gc.get_objects()`; the strings are NUL-terminated.
+/// `gc_objects` is the list returned by `gc.get_objects()` and `garbage` a list; the strings
+/// are NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_snapshot(
     gc_objects: *mut cpython::PyObject,
+    garbage: *mut cpython::PyObject,
     header: *const c_char,
     path: *const c_char,
 ) -> c_int {
@@ -104,7 +124,7 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let _reentry = Reentry::enter().ok_or("snapshot called from inside the agent")?;
         let guard = STATE.lock();
         let state = guard.as_ref().ok_or("refhunt was not started")?;
-        let outcome = snapshot::take(state, gc_objects as usize);
+        let outcome = snapshot::take(state, gc_objects as usize, garbage as usize);
         if state.layout.reftracer && !state.tracer_active {
             capture.notes.push(
                 "another tool owns PyRefTracer (tracemalloc?), so objects reused from freelists \

@@ -52,6 +52,7 @@ pub const TP_BASICSIZE: usize = 32;
 pub const TP_FLAGS: usize = 168;
 pub const TP_TRAVERSE: usize = 184;
 pub const TP_IS_GC: usize = 328;
+pub const TP_SUBCLASSES: usize = 360;
 pub const UNICODE_STATE: usize = 32;
 pub const GC_HEAD: usize = 16;
 
@@ -391,6 +392,7 @@ mod tests {
                 (TP_FLAGS, "tp_flags"),
                 (TP_TRAVERSE, "tp_traverse"),
                 (TP_IS_GC, "tp_is_gc"),
+                (TP_SUBCLASSES, "tp_subclasses"),
                 (UNICODE_STATE, "unicode_state"),
                 (DICT_KEYS, "dict_keys"),
                 (DICT_VALUES, "dict_values"),

@@ -14,7 +14,7 @@ use crate::stacks::StackTable;
 use crate::unwind::{here, Regs, Unwinder};
 use rustc_hash::FxHashSet;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::Relaxed};
 
 const MAX_NATIVE: usize = 48;
 const MAX_PYTHON: usize = 64;
@@ -39,6 +39,8 @@ pub struct State {
 pub static STATE: SpinLock<Option<State>> = SpinLock::new(None);
 /// New objects are recorded only while this is set.
 pub static TRACKING: AtomicBool = AtomicBool::new(false);
+/// The measured run under way, stamped on each new object; 0 outside repetition.
+pub static EPOCH: AtomicU16 = AtomicU16::new(0);
 
 impl State {
     pub fn new(
@@ -184,6 +186,7 @@ unsafe fn on_alloc(block: usize, size: usize) {
             size: size.min(u32::MAX as usize) as u32,
             state: ALLOCATED,
             object_offset: 0,
+            epoch: EPOCH.load(Relaxed),
         },
     );
 }
@@ -229,6 +232,7 @@ unsafe fn on_create(op: usize) {
             b.stack = stack;
             b.state = LIVE;
             b.object_offset = offset as u8;
+            b.epoch = EPOCH.load(Relaxed);
         }
         // A block from before the window, reused from a freelist.
         None => s.live.insert(
@@ -238,6 +242,7 @@ unsafe fn on_create(op: usize) {
                 size: (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32,
                 state: LIVE,
                 object_offset: offset as u8,
+                epoch: EPOCH.load(Relaxed),
             },
         ),
     }

@@ -19,6 +19,7 @@ mod live;
 mod lock;
 mod maps;
 mod modules;
+mod paths;
 mod pyframes;
 mod snapshot;
 mod stacks;

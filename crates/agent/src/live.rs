@@ -16,6 +16,8 @@ pub struct Block {
     pub state: u8,
     /// Bytes from the block start to the object, once known from a creation event.
     pub object_offset: u8,
+    /// The measured run that created the object; 0 outside repetition.
+    pub epoch: u16,
 }
 
 pub const NO_STACK: u32 = u32::MAX;

@@ -17,6 +17,7 @@ use crate::hooks::State;
 use crate::live::{Block, LIVE, NO_STACK};
 use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
+use crate::paths;
 use crate::pyframes::PyFrameRef;
 use refhunt_core::capture::{Class, Group, Module, PyFrame, Stack};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -34,6 +35,7 @@ struct Survivor {
     op: usize,
     tp: usize,
     stack: u32,
+    epoch: u16,
     bytes: u64,
     refcnt: i64,
     /// References found in objects.
@@ -92,8 +94,9 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
 /// Snapshot of the recorded blocks; the caller holds the GIL and has paused tracking.
 ///
 /// # Safety
-/// `gc_objects` is a live `list` from `gc.get_objects()`.
-pub unsafe fn take(state: &State, gc_objects: usize) -> Outcome {
+/// `gc_objects` is a live `list` from `gc.get_objects()`; `garbage` is a list of the objects
+/// the last collection found unreachable.
+pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome {
     let api = &state.api;
     let layout = &state.layout;
     let modules = modules::loaded();
@@ -148,13 +151,15 @@ pub unsafe fn take(state: &State, gc_objects: usize) -> Outcome {
             survivors[i as usize].found += 1;
         }
     }
-    classify(&mut survivors, &edges, |survivors| {
+    let garbage: FxHashSet<usize> = list_items(garbage).into_iter().collect();
+    classify(&mut survivors, &edges, &garbage, |survivors| {
         attribute_to_interpreter(survivors, state, &modules)
     });
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
         explain(&survivors, api);
     }
-    let (groups, stacks) = group(&survivors, state);
+    let paths = reachable_paths(&survivors, state, &modules, &gc_items);
+    let (groups, stacks) = group(&survivors, state, &paths);
     Outcome {
         groups,
         stacks,
@@ -313,6 +318,7 @@ unsafe fn survivor(op: usize, b: &Block, layout: &Layout, api: &Api) -> Option<S
         op,
         tp,
         stack: b.stack,
+        epoch: b.epoch,
         bytes: (b.size as u64).div_ceil(16) * 16,
         refcnt,
         found: 0,
@@ -341,6 +347,18 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
         }
         if walk.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
             visit_unicode_keys(op, walk);
+        }
+        if type_flags(tp) & TPFLAGS_TYPE_SUBCLASS != 0 {
+            // A class holds the dict of its subclasses, which `type_traverse` skips because
+            // it holds only weak references. Only a dict made in the window can be a
+            // survivor, and the index says so without reading the word.
+            let subclasses = read_usize(op + cpython::TP_SUBCLASSES);
+            if walk.index.contains_key(&subclasses) {
+                visit(
+                    subclasses as *mut PyObject,
+                    walk as *mut Walk as *mut c_void,
+                );
+            }
         }
         return;
     }
@@ -421,24 +439,29 @@ unsafe fn untracked_container(word: usize, heap: &Heap) -> bool {
     refcnt > 0 && (0..1 << 32).contains(&used) && dict_keys_readable(word, heap)
 }
 
-/// Direct leaks first; `refine` may reclassify them before indirect leaks are derived.
+/// Cyclic garbage and direct leaks first; `refine` may reclassify leaks before indirect leaks
+/// and garbage are derived from their holders.
 fn classify(
     survivors: &mut [Survivor],
     edges: &[(u32, u32)],
+    garbage: &FxHashSet<usize>,
     refine: impl FnOnce(&mut [Survivor]),
 ) {
     for s in survivors.iter_mut() {
         let unexplained = s.refcnt - s.found - s.statics;
-        s.class = if unexplained > 0 {
+        s.class = if garbage.contains(&s.op) {
+            Class::Garbage
+        } else if unexplained > 0 {
             Class::Leaked
         } else if s.statics > 0 {
-            Class::HeldByStatic
+            Class::HeldOutside
         } else {
             Class::Reachable
         };
     }
     refine(survivors);
-    // Indirect: every holder is leaked. Repeat until nothing changes (chains of containers).
+    // Held only by leaked objects: indirectly leaked; only by garbage: garbage. Repeat until
+    // nothing changes (chains of containers).
     let mut holders: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
     for &(h, t) in edges {
         holders.entry(t).or_default().push(h);
@@ -450,10 +473,16 @@ fn classify(
             if s.class != Class::Reachable || s.outside_holder {
                 continue;
             }
-            if hs.iter().all(|&h| survivors[h as usize].class.is_leak()) {
-                survivors[t as usize].class = Class::Indirect;
-                changed = true;
-            }
+            let class_of = |h: &u32| survivors[*h as usize].class;
+            let inherited = if hs.iter().all(|h| class_of(h).is_leak()) {
+                Class::Indirect
+            } else if hs.iter().all(|h| class_of(h) == Class::Garbage) {
+                Class::Garbage
+            } else {
+                continue;
+            };
+            survivors[t as usize].class = inherited;
+            changed = true;
         }
         if !changed {
             break;
@@ -494,19 +523,11 @@ unsafe fn attribute_to_interpreter(
     state: &State,
     modules: &[LoadedModule],
 ) {
-    let runtime: Vec<(usize, usize)> = modules
-        .iter()
-        .filter(|m| is_runtime(&m.path))
-        .map(|m| (m.start, m.end))
-        .collect();
+    let runtime = runtime_ranges(modules);
     let mut verdicts: FxHashMap<u32, bool> = FxHashMap::default();
     for s in survivors.iter_mut().filter(|s| s.class == Class::Leaked) {
         let user_made = *verdicts.entry(s.stack).or_insert_with(|| {
-            let native = state.stacks.native(s.stack).iter().any(|&pc| {
-                !runtime
-                    .iter()
-                    .any(|&(lo, hi)| (lo..hi).contains(&(pc as usize)))
-            });
+            let native = has_extension_frame(state, s.stack, &runtime);
             // The innermost Python frame is the code that was running: the import system's own
             // frames are the interpreter's, whoever asked for the import.
             native
@@ -521,22 +542,93 @@ unsafe fn attribute_to_interpreter(
     }
 }
 
+/// Address ranges of the runtime's modules: the interpreter, the C library, the loader.
+fn runtime_ranges(modules: &[LoadedModule]) -> Vec<(usize, usize)> {
+    modules
+        .iter()
+        .filter(|m| is_runtime(&m.path))
+        .map(|m| (m.start, m.end))
+        .collect()
+}
+
+/// Whether a native frame of the stack lies outside the runtime: an extension took part.
+fn has_extension_frame(state: &State, stack: u32, runtime: &[(usize, usize)]) -> bool {
+    state.stacks.native(stack).iter().any(|&pc| {
+        !runtime
+            .iter()
+            .any(|&(lo, hi)| (lo..hi).contains(&(pc as usize)))
+    })
+}
+
+/// One path from a module for each reachable group that the report lists: those an
+/// extension made, and under repetition all of them.
+unsafe fn reachable_paths(
+    survivors: &[Survivor],
+    state: &State,
+    modules: &[LoadedModule],
+    gc_items: &[usize],
+) -> FxHashMap<(usize, u32), String> {
+    const MAX_GROUPS: usize = 256;
+    let runtime = runtime_ranges(modules);
+    let mut targets: FxHashMap<(usize, u32), usize> = FxHashMap::default();
+    for s in survivors.iter().filter(|s| s.class == Class::Reachable) {
+        if targets.len() == MAX_GROUPS {
+            break;
+        }
+        let key = (s.tp, s.stack);
+        if !targets.contains_key(&key)
+            && (s.epoch > 0 || has_extension_frame(state, s.stack, &runtime))
+        {
+            targets.insert(key, s.op);
+        }
+    }
+    if targets.is_empty() {
+        return FxHashMap::default();
+    }
+    let wanted: FxHashSet<usize> = targets.values().copied().collect();
+    let mut found = paths::from_modules(&state.api, gc_items, &wanted);
+    targets
+        .into_iter()
+        .filter_map(|(key, op)| Some((key, found.remove(&op)?)))
+        .collect()
+}
+
 fn is_runtime(path: &str) -> bool {
     refhunt_core::runtime::is_runtime_library(path)
         || std::fs::read_link("/proc/self/exe").is_ok_and(|exe| exe.as_os_str() == path)
 }
 
-unsafe fn group(survivors: &[Survivor], state: &State) -> (Vec<Group>, Vec<Stack>) {
-    let mut groups: FxHashMap<(Class, usize, u32), (u64, u64)> = FxHashMap::default();
+unsafe fn group(
+    survivors: &[Survivor],
+    state: &State,
+    paths: &FxHashMap<(usize, u32), String>,
+) -> (Vec<Group>, Vec<Stack>) {
+    struct Tally {
+        count: u64,
+        bytes: u64,
+        runs: Vec<u64>,
+    }
+    let mut groups: FxHashMap<(Class, usize, u32), Tally> = FxHashMap::default();
     for s in survivors {
-        let g = groups.entry((s.class, s.tp, s.stack)).or_default();
-        g.0 += 1;
-        g.1 += s.bytes;
+        let g = groups.entry((s.class, s.tp, s.stack)).or_insert(Tally {
+            count: 0,
+            bytes: 0,
+            runs: Vec::new(),
+        });
+        g.count += 1;
+        g.bytes += s.bytes;
+        if s.epoch > 0 {
+            let run = s.epoch as usize - 1;
+            if g.runs.len() <= run {
+                g.runs.resize(run + 1, 0);
+            }
+            g.runs[run] += 1;
+        }
     }
     let mut stack_ids: FxHashMap<u32, u32> = FxHashMap::default();
     let mut stacks = Vec::new();
     let mut out = Vec::new();
-    for ((class, tp, stack), (count, bytes)) in groups {
+    for ((class, tp, stack), tally) in groups {
         let id = *stack_ids.entry(stack).or_insert_with(|| {
             stacks.push(resolve_stack(state, stack));
             (stacks.len() - 1) as u32
@@ -544,9 +636,11 @@ unsafe fn group(survivors: &[Survivor], state: &State) -> (Vec<Group>, Vec<Stack
         out.push(Group {
             class,
             type_name: type_name(tp),
-            count,
-            bytes,
+            count: tally.count,
+            bytes: tally.bytes,
             stack: id,
+            runs: tally.runs,
+            path: paths.get(&(tp, stack)).cloned(),
         });
     }
     out.sort_by(|a, b| (a.class, b.bytes).cmp(&(b.class, a.bytes)));

@@ -39,6 +39,8 @@ pub enum Error {
     NeverStarted(String),
     #[error("the agent could not start in the target: {0}")]
     AgentFailed(String),
+    #[error("--repeat needs a window to repeat: `refhunt run --repeat 4 -- python -m refhunt.call module:function args...`")]
+    NoWindow,
     #[error("{0}")]
     BadArgument(String),
     #[error("{0}")]

@@ -20,6 +20,13 @@ pub struct RunArgs {
     /// Keep the raw capture in FILE, to render again with `refhunt report`.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     capture: Option<PathBuf>,
+    /// Repeat the window N times and call a group a leak only if it grew in every run. The
+    /// window is named by the command: `python -m refhunt.call module:function args...`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    repeat: Option<u16>,
+    /// Untracked calls before the measured runs (default 5, as regrtest -R).
+    #[arg(long, value_name = "N", requires = "repeat")]
+    warmup: Option<u16>,
     /// The Python command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -68,6 +75,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     let json_out = args.json.as_deref().map(create).transpose()?;
     let capture_out = args.capture.as_deref().map(create).transpose()?;
     let target = target::resolve(&args.command)?;
+    if args.repeat.is_some() && !names_a_window(&args.command) {
+        return Err(Error::NoWindow);
+    }
     let scratch = Scratch::new()?;
 
     let mut pythonpath = OsString::from(&target.bootstrap);
@@ -80,6 +90,14 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         .env("PYTHONPATH", pythonpath)
         .env("REFHUNT_CAPTURE", scratch.capture())
         .env("REFHUNT_STATUS", scratch.status())
+        .env(
+            "REFHUNT_REPEAT",
+            args.repeat.map(|n| n.to_string()).unwrap_or_default(),
+        )
+        .env(
+            "REFHUNT_WARMUP",
+            args.warmup.map(|n| n.to_string()).unwrap_or_default(),
+        )
         .spawn()
         .map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),
@@ -122,6 +140,13 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         );
     }
     Ok(exit_code(status))
+}
+
+/// Whether the command runs `python -m refhunt.call`, the window that `--repeat` repeats.
+fn names_a_window(command: &[OsString]) -> bool {
+    command
+        .windows(2)
+        .any(|w| w[0] == "-m" && w[1] == "refhunt.call")
 }
 
 /// Writes `text` to an output opened before the run, if that output was asked for.

@@ -63,7 +63,7 @@ pub struct PyFrame {
     pub line: u32,
 }
 
-/// What keeps a surviving object alive. See `docs/classes.md` for examples of each.
+/// What keeps a surviving object alive. `docs/classes.md` explains each with an example.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
@@ -71,10 +71,14 @@ pub enum Class {
     Leaked,
     /// Referred to only by leaked objects: it goes when they go.
     Indirect,
-    /// Held by a pointer in an extension's or the interpreter's static data.
-    HeldByStatic,
+    /// Held outside Python and not growing: a pointer in an extension's or the interpreter's
+    /// static data, or, under repetition, an unexplained reference that did not grow in every
+    /// run (a C cache).
+    HeldOutside,
     /// Referred to by a live Python object that is itself accounted for.
     Reachable,
+    /// Unreachable and in a reference cycle: the next `gc.collect()` would free it.
+    Garbage,
     /// An unexplained reference to an object that only the interpreter's own code created
     /// (no extension frame, no Python frame outside the import system): its C bookkeeping,
     /// such as the table of loaded extensions, holds it where no traversal can see.
@@ -90,8 +94,9 @@ impl Class {
         match self {
             Class::Leaked => "leaked reference",
             Class::Indirect => "indirectly leaked",
-            Class::HeldByStatic => "held by a C static",
+            Class::HeldOutside => "held outside Python",
             Class::Reachable => "reachable from Python",
+            Class::Garbage => "cyclic garbage",
             Class::Interpreter => "held by the interpreter",
         }
     }
@@ -110,15 +115,53 @@ pub struct Group {
     pub count: u64,
     pub bytes: u64,
     pub stack: u32,
+    /// Under repetition, the survivors created in each measured run, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<u64>,
+    /// For a reachable group, one path from a module to one of its objects, e.g.
+    /// `module zoo . _registry [list] -> int`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
-/// Whole-process counters, before and after the window.
+/// A counter read at the start of the window and at its end.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Change {
+    pub before: i64,
+    pub after: i64,
+}
+
+impl Change {
+    pub fn delta(self) -> i64 {
+        self.after - self.before
+    }
+}
+
+/// Whole-process counters over the window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Counters {
     /// Objects created in the window and alive at its end, after `gc.collect()`.
     pub live_objects: u64,
-    /// What the final `gc.collect()` returned.
+    /// What the final `gc.collect()` found unreachable.
     pub gc_freed: u64,
+    /// `sys.gettotalrefcount()`, on debug builds only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_refcount: Option<Change>,
+    /// `sys.getallocatedblocks()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_blocks: Option<Change>,
+    /// Resident set size, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss: Option<Change>,
+    /// Measured runs and warm-ups, when the window was repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<Repeat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Repeat {
+    pub runs: u32,
+    pub warmup: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,38 @@ pub fn bytes(n: u64) -> String {
     format!("{value:.1} {unit}")
 }
 
+/// A signed count in three significant digits: `+1.00M`, `+12.3k`, `-950`, `0`.
+pub fn compact(n: i64) -> String {
+    let sign = match n.signum() {
+        1 => "+",
+        -1 => "-",
+        _ => "",
+    };
+    let m = n.unsigned_abs() as f64;
+    if m < 1000.0 {
+        return format!("{sign}{m}");
+    }
+    // Round to three significant digits first, so that 999,945 reads +1.00M, not +999k.
+    let step = 10f64.powi(m.log10().floor() as i32 - 2);
+    let rounded = (m / step).round() * step;
+    let (value, unit) = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|&(scale, _)| rounded >= scale)
+        .map(|(scale, unit)| (rounded / scale, unit))
+        .unwrap_or((rounded, ""));
+    let decimals = 2usize.saturating_sub(value.log10().floor() as usize);
+    format!("{sign}{value:.decimals$}{unit}")
+}
+
+/// A rate: whole numbers grouped by three, others with one decimal.
+pub fn rate(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        thousands(x.round() as u64)
+    } else {
+        format!("{x:.1}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +74,24 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(12_345_678), "12,345,678");
+    }
+
+    #[test]
+    fn compact_has_three_significant_digits() {
+        assert_eq!(compact(1_000_048), "+1.00M");
+        assert_eq!(compact(12_345), "+12.3k");
+        assert_eq!(compact(456_789), "+457k");
+        assert_eq!(compact(-950), "-950");
+        assert_eq!(compact(0), "0");
+        assert_eq!(compact(999_945), "+1.00M");
+        assert_eq!(compact(-4_000), "-4.00k");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate(1000.0), "1,000");
+        assert_eq!(rate(0.25), "0.2");
+        assert_eq!(rate(2.5), "2.5");
     }
 
     #[test]

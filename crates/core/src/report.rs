@@ -2,6 +2,7 @@
 
 use crate::capture::{Capture, Class, Counters, Module, PyFrame, PythonInfo};
 use serde::Serialize;
+use std::cmp::Reverse;
 use std::collections::HashMap;
 
 /// Where a native frame's name came from, best first.
@@ -29,7 +30,7 @@ pub struct NativeFrame {
     pub source: SymbolSource,
     /// Inlined into the frame that follows it.
     pub inlined: bool,
-    /// In the interpreter itself rather than an extension.
+    /// In the runtime (the interpreter, the C library, the loader) rather than an extension.
     pub interpreter: bool,
 }
 
@@ -56,6 +57,30 @@ pub struct ReportGroup {
     pub site: Option<String>,
     pub native: Vec<NativeFrame>,
     pub python: Vec<PyFrame>,
+    /// Under repetition: survivors created in each measured run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<u64>,
+    /// Under repetition: survivors per call, averaged over the measured runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_call: Option<f64>,
+    /// A path from a module to one of the group's objects, for reachable groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl ReportGroup {
+    /// Made by an extension's own code, not only by the interpreter's.
+    fn made_by_extension(&self) -> bool {
+        self.native.iter().any(|f| !f.interpreter)
+    }
+
+    /// Under repetition, whether every measured run left survivors here.
+    fn grew_every_run(&self, repeat: Option<u32>) -> bool {
+        match repeat {
+            Some(runs) => self.runs.len() == runs as usize && self.runs.iter().all(|&n| n > 0),
+            None => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -73,30 +98,22 @@ pub struct Report {
     pub argv: Vec<String>,
     pub counters: Counters,
     pub notes: Vec<String>,
-    /// Leak groups (direct, then indirect), biggest first.
+    /// Leak groups (direct, then indirect), biggest first. Under repetition, only groups that
+    /// grew in every measured run.
     pub leaks: Vec<ReportGroup>,
-    /// Survivors that are not leaks, totalled by class.
+    /// Survivors that are not leaks but worth a look, one group each: held outside Python,
+    /// cyclic garbage, and reachable objects that an extension made or that grew in every run.
+    pub held: Vec<ReportGroup>,
+    /// Every survivor that is not a leak, totalled by class.
     pub not_leaks: Vec<ClassTotal>,
 }
 
 impl Report {
     pub fn build(capture: &Capture, symbolizer: &mut dyn Symbolizer) -> Report {
+        let repeat = capture.counters.repeat.map(|r| r.runs).filter(|&r| r > 0);
         let mut frames_of: HashMap<u64, Vec<NativeFrame>> = HashMap::new();
-        let mut leaks: Vec<ReportGroup> = Vec::new();
-        let mut totals: HashMap<Class, ClassTotal> = HashMap::new();
+        let mut groups: Vec<ReportGroup> = Vec::new();
         for group in &capture.groups {
-            if !group.class.is_leak() {
-                let t = totals.entry(group.class).or_insert(ClassTotal {
-                    class: group.class,
-                    groups: 0,
-                    count: 0,
-                    bytes: 0,
-                });
-                t.groups += 1;
-                t.count += group.count;
-                t.bytes += group.bytes;
-                continue;
-            }
             let stack = capture
                 .stacks
                 .get(group.stack as usize)
@@ -109,30 +126,64 @@ impl Report {
                     .or_insert_with(|| symbolizer.symbolize(*pc, module_of(&capture.modules, *pc)));
                 native.extend(frames.iter().cloned());
             }
-            let site = creation_site(&native, &stack.python);
-            leaks.push(ReportGroup {
+            groups.push(ReportGroup {
                 class: group.class,
                 type_name: group.type_name.clone(),
                 count: group.count,
                 bytes: group.bytes,
-                site,
+                site: creation_site(&native, &stack.python),
                 native,
                 python: stack.python,
+                runs: group.runs.clone(),
+                per_call: None,
+                path: group.path.clone(),
             });
         }
-        let mut leaks = merge_by_site(leaks);
-        leaks.sort_by(|a, b| {
-            (
-                a.class,
-                std::cmp::Reverse(a.bytes),
-                std::cmp::Reverse(a.count),
-            )
-                .cmp(&(
-                    b.class,
-                    std::cmp::Reverse(b.bytes),
-                    std::cmp::Reverse(b.count),
-                ))
-        });
+        let mut leaks = Vec::new();
+        let mut held = Vec::new();
+        let mut totals: HashMap<Class, ClassTotal> = HashMap::new();
+        for mut g in merge_by_site(groups) {
+            let grew = g.grew_every_run(repeat);
+            if let Some(runs) = repeat {
+                g.runs.resize(runs as usize, 0);
+                g.per_call = Some(g.count as f64 / runs as f64);
+            }
+            // An unexplained reference that did not come back with every call is a cache
+            // filled once, not a leak.
+            if g.class.is_leak() && !grew {
+                g.class = Class::HeldOutside;
+            }
+            if g.class.is_leak() {
+                leaks.push(g);
+                continue;
+            }
+            let t = totals.entry(g.class).or_insert(ClassTotal {
+                class: g.class,
+                groups: 0,
+                count: 0,
+                bytes: 0,
+            });
+            t.groups += 1;
+            t.count += g.count;
+            t.bytes += g.bytes;
+            let listed = match g.class {
+                Class::HeldOutside | Class::Garbage => g.made_by_extension() || repeat.is_some(),
+                Class::Reachable => g.made_by_extension() || (repeat.is_some() && grew),
+                _ => false,
+            };
+            if listed {
+                held.push(g);
+            }
+        }
+        let biggest_first = |a: &ReportGroup, b: &ReportGroup| {
+            (a.class, Reverse(a.bytes), Reverse(a.count)).cmp(&(
+                b.class,
+                Reverse(b.bytes),
+                Reverse(b.count),
+            ))
+        };
+        leaks.sort_by(biggest_first);
+        held.sort_by(biggest_first);
         let mut not_leaks: Vec<ClassTotal> = totals.into_values().collect();
         not_leaks.sort_by_key(|t| t.class);
         Report {
@@ -142,6 +193,7 @@ impl Report {
             counters: capture.counters.clone(),
             notes: capture.notes.clone(),
             leaks,
+            held,
             not_leaks,
         }
     }
@@ -173,6 +225,13 @@ fn merge_by_site(groups: Vec<ReportGroup>) -> Vec<ReportGroup> {
                 let m = &mut merged[i];
                 m.count += g.count;
                 m.bytes += g.bytes;
+                if m.runs.len() < g.runs.len() {
+                    m.runs.resize(g.runs.len(), 0);
+                }
+                for (total, n) in m.runs.iter_mut().zip(&g.runs) {
+                    *total += n;
+                }
+                m.path = m.path.take().or(g.path);
                 if g.native.len() > m.native.len() {
                     m.native = g.native;
                 }
@@ -275,6 +334,8 @@ mod tests {
             count,
             bytes: count * 32,
             stack,
+            runs: vec![],
+            path: None,
         }
     }
 
@@ -302,7 +363,7 @@ mod tests {
             group(Class::Leaked, 50, 1),
             group(Class::Reachable, 7, 1),
             group(Class::Reachable, 3, 0),
-            group(Class::HeldByStatic, 1, 0),
+            group(Class::HeldOutside, 1, 0),
         ]);
         let r = Report::build(&c, &mut Table);
         let order: Vec<(Class, u64)> = r.leaks.iter().map(|g| (g.class, g.count)).collect();
@@ -321,5 +382,64 @@ mod tests {
             .find(|t| t.class == Class::Reachable)
             .unwrap();
         assert_eq!((reach.groups, reach.count), (2, 10));
+        // Listed one by one: what an extension made (stack 0 has an extension frame).
+        let listed: Vec<(Class, u64)> = r.held.iter().map(|g| (g.class, g.count)).collect();
+        assert_eq!(listed, vec![(Class::HeldOutside, 1), (Class::Reachable, 3)]);
+    }
+
+    #[test]
+    fn under_repetition_a_leak_grows_in_every_run_and_has_a_rate() {
+        let mut c = capture(vec![
+            Group {
+                runs: vec![1000, 1000, 1000, 1000],
+                ..group(Class::Leaked, 4000, 0)
+            },
+            Group {
+                runs: vec![1, 0, 0, 0],
+                ..group(Class::Leaked, 1, 1)
+            },
+            Group {
+                runs: vec![2, 2, 2, 2],
+                path: Some("module zoo . _registry [list] -> int".into()),
+                ..group(Class::Reachable, 8, 1)
+            },
+        ]);
+        c.counters.repeat = Some(crate::capture::Repeat { runs: 4, warmup: 5 });
+        let r = Report::build(&c, &mut Table);
+        assert_eq!(r.leaks.len(), 1);
+        assert_eq!(r.leaks[0].per_call, Some(1000.0));
+        let classes: Vec<(Class, u64)> = r.held.iter().map(|g| (g.class, g.count)).collect();
+        assert_eq!(
+            classes,
+            vec![(Class::HeldOutside, 1), (Class::Reachable, 8)]
+        );
+        assert_eq!(
+            r.held[1].path.as_deref(),
+            Some("module zoo . _registry [list] -> int")
+        );
+        assert_eq!(r.held[1].per_call, Some(2.0));
+    }
+
+    #[test]
+    fn runs_of_one_site_reached_by_two_native_paths_add_up() {
+        // Run 1 through the slow call path, runs 2 and 3 through the specialized one.
+        let mut c = capture(vec![
+            Group {
+                runs: vec![10, 0, 0],
+                ..group(Class::Leaked, 10, 0)
+            },
+            Group {
+                runs: vec![0, 10, 10],
+                ..group(Class::Leaked, 20, 2)
+            },
+        ]);
+        c.stacks.push(Stack {
+            native: vec![0x20],
+            python: c.stacks[0].python.clone(),
+        });
+        c.counters.repeat = Some(crate::capture::Repeat { runs: 3, warmup: 0 });
+        let r = Report::build(&c, &mut Table);
+        assert_eq!(r.leaks.len(), 1, "{:?}", r.held);
+        assert_eq!(r.leaks[0].runs, vec![10, 10, 10]);
     }
 }

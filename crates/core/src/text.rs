@@ -1,11 +1,14 @@
 //! The report as text, for a terminal or a CI log.
 
-use crate::numfmt::{bytes, thousands};
+use crate::capture::Counters;
+use crate::numfmt::{bytes, compact, rate, thousands};
 use crate::report::{NativeFrame, Report, ReportGroup, SymbolSource};
 use std::fmt::Write;
 
 /// Interpreter frames above the creation site are folded into one line past this many.
 const INTERPRETER_FRAMES_SHOWN: usize = 2;
+/// Groups listed under "not leaks" in the text; the JSON has them all.
+const HELD_SHOWN: usize = 10;
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -20,15 +23,43 @@ pub fn render(report: &Report) -> String {
         report.python.version,
         report.pid,
     );
-    let _ = writeln!(
-        out,
-        "  live objects +{} · gc.collect() freed {}",
-        thousands(report.counters.live_objects),
-        thousands(report.counters.gc_freed),
-    );
+    let _ = writeln!(out, "  {}", counters_line(&report.counters));
+    if let Some(r) = report.counters.repeat {
+        let _ = writeln!(
+            out,
+            "  repeated: {} measured {} after {} warm-up {}; a leak grew in every measured run",
+            r.runs,
+            if r.runs == 1 { "run" } else { "runs" },
+            r.warmup,
+            if r.warmup == 1 { "call" } else { "calls" },
+        );
+    }
+    if !report.leaks.is_empty() && report.counters.gc_freed == 0 {
+        let _ = writeln!(
+            out,
+            "  not collectable: gc.collect() freed nothing, and no garbage collection frees a \
+             reference that C code never released"
+        );
+    }
     for (i, group) in report.leaks.iter().enumerate() {
         out.push('\n');
-        render_group(&mut out, i + 1, group);
+        render_group(&mut out, &format!("#{}", i + 1), group);
+    }
+    if !report.held.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnot leaks, listed because C code made them or they grew:"
+        );
+        for group in report.held.iter().take(HELD_SHOWN) {
+            render_group(&mut out, "-", group);
+        }
+        if report.held.len() > HELD_SHOWN {
+            let _ = writeln!(
+                out,
+                "- ... {} more in the JSON report",
+                report.held.len() - HELD_SHOWN
+            );
+        }
     }
     if !report.not_leaks.is_empty() {
         out.push('\n');
@@ -45,15 +76,50 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-fn render_group(out: &mut String, rank: usize, g: &ReportGroup) {
-    let _ = writeln!(
-        out,
-        "#{rank} {}: {} {} objects, {}",
+/// The whole-process counters in one line, e.g.
+/// `total refcount +1.00M (debug build) · live objects +1.00M · gc.collect() freed 0`.
+fn counters_line(c: &Counters) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = c.total_refcount {
+        parts.push(format!(
+            "total refcount {} (debug build)",
+            compact(r.delta())
+        ));
+    }
+    parts.push(format!("live objects {}", compact(c.live_objects as i64)));
+    if let Some(b) = c.allocated_blocks {
+        parts.push(format!("allocated blocks {}", compact(b.delta())));
+    }
+    if let Some(r) = c.rss {
+        let sign = if r.delta() < 0 { "-" } else { "+" };
+        parts.push(format!("RSS {sign}{}", bytes(r.delta().unsigned_abs())));
+    }
+    parts.push(format!("gc.collect() freed {}", thousands(c.gc_freed)));
+    parts.join(" · ")
+}
+
+fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
+    let mut title = format!(
+        "{rank} {}: {} {} objects, {}",
         g.class,
         thousands(g.count),
         g.type_name,
         bytes(g.bytes)
     );
+    if let Some(per_call) = g.per_call {
+        let grew = g.runs.iter().filter(|&&n| n > 0).count();
+        let _ = write!(
+            title,
+            " · {} {} per call, grew in {grew} of {} runs",
+            rate(per_call),
+            g.type_name,
+            g.runs.len().max(grew)
+        );
+    }
+    let _ = writeln!(out, "{title}");
+    if let Some(path) = &g.path {
+        let _ = writeln!(out, "   path: {path}");
+    }
     if let Some(site) = &g.site {
         let _ = writeln!(out, "   created at {site}");
     }

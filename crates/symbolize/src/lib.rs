@@ -39,11 +39,8 @@ impl ElfSymbolizer {
 pub fn interpreter_predicate(executable: &str) -> impl Fn(&str) -> bool {
     let exe = std::fs::canonicalize(executable).ok();
     move |path: &str| {
-        let name = Path::new(path)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("");
-        name.starts_with("libpython") || exe.is_some() && std::fs::canonicalize(path).ok() == exe
+        refhunt_core::runtime::is_runtime_library(path)
+            || exe.is_some() && std::fs::canonicalize(path).ok() == exe
     }
 }
 
