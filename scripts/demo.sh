@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The seed scenario, end to end: build the zoo extension, leak a million ints in it, watch the
-# memory jump, and let refhunt name the C line that made the ints.
+# memory jump (notice), let refhunt name the C line that made the ints with the counters and
+# "not collectable" (locate, measure), and confirm the leak by repetition with its rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -23,3 +24,7 @@ echo "== locate: refhunt run -- python -c 'import zoo; zoo.leakNewRefs(1000, 100
 PYTHONPATH=$zoo "$(dirname "$python")/refhunt" run --json .venv/demo-report.json -- \
     "$python" -c "import zoo; zoo.leakNewRefs(1000, 1000000)"
 echo "== the same report as JSON: .venv/demo-report.json"
+
+echo "== measure: repeat the call, as regrtest -R does: a leak grows in every run"
+PYTHONPATH=$zoo "$(dirname "$python")/refhunt" run --repeat 4 --warmup 5 -- \
+    "$python" -m refhunt.call zoo:leakNewRefs 1000 1000
