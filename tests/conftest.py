@@ -16,6 +16,8 @@ ZOO_SOURCE = ROOT / "zoo" / "zoo.c"
 sys.path.insert(0, str(ROOT / "zoo"))
 import build as zoo_build  # noqa: E402
 
+pytest_plugins = ["pytester"]
+
 
 def marker_line(name, source=ZOO_SOURCE):
     """The line that carries `zoo:NAME` in the zoo's source."""

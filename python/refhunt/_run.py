@@ -6,16 +6,15 @@ stderr and the program goes on untracked.
 """
 import atexit
 import gc
-import json
 import os
 import sys
 
 from . import _agent, _counters
+from . import _window
 
 _ENV = ("REFHUNT_CAPTURE", "REFHUNT_STATUS", "REFHUNT_AGENT", "REFHUNT_REPEAT", "REFHUNT_WARMUP")
 
-# regrtest -R's defaults: 5 warm-up calls, then 4 measured runs.
-RUNS, WARMUP = 4, 5
+RUNS, WARMUP = _window.RUNS, _window.WARMUP
 
 
 def _say(message):
@@ -54,58 +53,39 @@ def start(bootstrap_dir):
         return
     try:
         _agent.load()
-        _window.update(runs=int(os.environ.get("REFHUNT_REPEAT") or RUNS),
+        _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or RUNS),
                        warmup=int(os.environ.get("REFHUNT_WARMUP") or WARMUP))
         _forget_environment(bootstrap_dir)
         gc.collect()  # empties the freelists, so fewer objects are reused unseen
-        _window.update(capture=capture, owner=os.getpid(), before=_counters.read())
+        _state.update(capture=capture, owner=os.getpid(), before=_counters.read())
         _agent.start(sys.hexversion)
     except Exception as error:  # the program must run even if tracking cannot
-        _window["capture"] = None
+        _state["capture"] = None
         _write_status(status, "error: %s" % error)
         return
     _write_status(status, "started")
-    _window["first_exit_handler"] = _exit_handlers() == 0
+    _state["first_exit_handler"] = _exit_handlers() == 0
     atexit.register(_finish)
 
 
 # The tracking window of this process: where its capture goes, the counters at its start, and
 # how it was repeated.
-_window = {"capture": None, "owner": None, "first_exit_handler": False, "before": {},
-           "repeat": None, "runs": RUNS, "warmup": WARMUP}
+_state = {"capture": None, "owner": None, "first_exit_handler": False, "before": {},
+          "repeat": None, "runs": RUNS, "warmup": WARMUP}
 
 
 def active():
     """Whether `refhunt run` is tracking this process."""
-    return _window["capture"] is not None and _window["owner"] == os.getpid()
+    return _state["capture"] is not None and _state["owner"] == os.getpid()
 
 
 def repeat(call, runs=None, warmup=None):
-    """Makes the window `runs` measured calls of `call()`, after `warmup` untracked ones; by
-    default as many as `refhunt run --repeat/--warmup` said.
-
-    Objects recorded before are forgotten; each measured call stamps what it creates with its
-    run number, so the report can tell a leak (it grows in every run) from a cache filled once.
-    """
-    runs = _window["runs"] if runs is None else runs
-    warmup = _window["warmup"] if warmup is None else warmup
-    _agent.pause()
-    for _ in range(warmup):
-        call()
-    gc.collect()
-    _agent.clear()
-    _window["before"] = _counters.read()
-    _window["repeat"] = {"runs": runs, "warmup": warmup}
-    try:
-        for run in range(1, runs + 1):
-            _agent.set_epoch(run)
-            _agent.start(sys.hexversion)
-            try:
-                call()
-            finally:
-                _agent.pause()
-    finally:
-        _agent.set_epoch(0)
+    """Makes the window `runs` measured calls of `call()` after `warmup` untracked ones; by
+    default as many as `refhunt run --repeat/--warmup` said."""
+    runs = _state["runs"] if runs is None else runs
+    warmup = _state["warmup"] if warmup is None else warmup
+    _state["before"] = _window.repeat(call, runs, warmup)
+    _state["repeat"] = {"runs": runs, "warmup": warmup}
 
 
 def _exit_handlers():
@@ -113,56 +93,16 @@ def _exit_handlers():
     return count() if count else -1
 
 
-def _header(gc_freed, after):
-    counters = {"live_objects": 0, "gc_freed": gc_freed}
-    counters.update(_counters.changes(_window["before"], after))
-    if _window["repeat"]:
-        counters["repeat"] = _window["repeat"]
-    return json.dumps({
-        "format": "refhunt-capture",
-        "version": 1,
-        "python": {
-            "version": "%d.%d.%d" % sys.version_info[:3],
-            "executable": sys.executable,
-            "debug": hasattr(sys, "gettotalrefcount"),
-        },
-        "pid": os.getpid(),
-        "argv": list(sys.argv),
-        "modules": [],
-        "stacks": [],
-        "groups": [],
-        "counters": counters,
-        "notes": [],
-    })
-
-
-def collect_saving_garbage():
-    """gc.collect(), keeping what it finds unreachable: (objects found, the garbage)."""
-    saved = len(gc.garbage)
-    flags = gc.get_debug()
-    gc.set_debug(flags | gc.DEBUG_SAVEALL)
-    try:
-        found = gc.collect()
-    finally:
-        gc.set_debug(flags)
-    garbage = gc.garbage[saved:]
-    del gc.garbage[saved:]
-    return found, garbage
-
-
 def _finish():
     if not active():
         return  # a forked child: the report is the parent's
     try:
         _agent.pause()
-        if _window["first_exit_handler"]:
+        if _state["first_exit_handler"]:
             # Registered first, so run last: every other handler has run. Releasing them now
             # frees what they held (atexit.register's arguments live in a C array that no
             # traversal can see), as finalization would a moment later.
             atexit._clear()
-        found, garbage = collect_saving_garbage()
-        header = _header(found, _counters.read())
-        objects = gc.get_objects()
-        _agent.snapshot(objects, garbage, header, _window["capture"])
+        _window.capture(_state["capture"], _state["before"], _state["repeat"])
     except Exception as error:
         _say("could not write the report: %s" % error)

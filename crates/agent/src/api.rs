@@ -125,7 +125,14 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let guard = STATE.lock();
         let state = guard.as_ref().ok_or("refhunt was not started")?;
         let outcome = snapshot::take(state, gc_objects as usize, garbage as usize);
-        if state.layout.reftracer && !state.tracer_active {
+        let said = capture.notes.iter().any(|n| n.contains("PyRefTracer"));
+        if state.tracer_active && !hooks::tracer_is_ours(&state.api) {
+            capture.notes.push(
+                "another tool replaced refhunt's PyRefTracer during the window (tracemalloc \
+                 started?), so objects created after that were not all seen"
+                    .into(),
+            );
+        } else if state.layout.reftracer && !state.tracer_active && !said {
             capture.notes.push(
                 "another tool owns PyRefTracer (tracemalloc?), so objects reused from freelists \
                  may be attributed to the site that first allocated them"

@@ -34,6 +34,12 @@ pub const DOMAIN_OBJ: c_int = 2;
 // Type flags (Include/object.h).
 pub const TPFLAGS_MANAGED_WEAKREF: u64 = 1 << 3;
 pub const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
+/// 3.13+: instance attributes live inline, after `tp_basicsize`, in a `PyDictValues`.
+pub const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
+/// `PyDictValues.valid` (3.13): whether the inline values are still the attributes.
+pub const INLINE_VALUES_VALID: usize = 3;
+/// The managed `__dict__` pointer sits this far before the object (3.12+).
+pub const MANAGED_DICT_BEFORE: usize = 24;
 pub const TPFLAGS_HAVE_GC: u64 = 1 << 14;
 pub const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
 pub const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;

@@ -260,6 +260,17 @@ unsafe fn on_destroy(op: usize) {
     }
 }
 
+/// Whether refhunt's reference tracer is still the installed one.
+pub unsafe fn tracer_is_ours(api: &Api) -> bool {
+    match api.get_reftracer {
+        Some(get) => {
+            get(std::ptr::null_mut()).map(|f| f as *const () as usize)
+                == Some(hook_reftracer as *const () as usize)
+        }
+        None => false,
+    }
+}
+
 /// Drops every recorded block: the start of a new window.
 pub fn clear_window() {
     if let Some(s) = STATE.lock().as_mut() {

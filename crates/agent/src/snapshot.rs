@@ -66,6 +66,8 @@ struct Walk<'a> {
     ) -> c_int,
     /// 3.11+: dicts whose keys are all strings do not visit their keys.
     unicode_dicts: bool,
+    /// 3.13+: objects may keep their attributes inline and still own a `__dict__`.
+    inline_values: bool,
 }
 
 impl Walk<'_> {
@@ -127,6 +129,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
         code_type: api.code_type,
         dict_next: api.dict_next,
         unicode_dicts: state.layout.minor >= 11,
+        inline_values: state.layout.minor >= 13,
     };
     walk.seen.extend(index.keys().copied());
     for &op in gc_items.iter().chain(std::iter::once(&gc_objects)) {
@@ -348,6 +351,9 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
         if walk.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
             visit_unicode_keys(op, walk);
         }
+        if walk.inline_values {
+            visit_hidden_managed_dict(op, tp, walk);
+        }
         if type_flags(tp) & TPFLAGS_TYPE_SUBCLASS != 0 {
             // A class holds the dict of its subclasses, which `type_traverse` skips because
             // it holds only weak references. Only a dict made in the window can be a
@@ -370,6 +376,20 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
             visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
         }
         at += 8;
+    }
+}
+
+/// 3.13: an object whose attributes still live inline owns its `__dict__` once one is made,
+/// but `PyObject_VisitManagedDict` then visits only the inline values, not the dict.
+unsafe fn visit_hidden_managed_dict(op: usize, tp: usize, walk: &mut Walk) {
+    let flags = type_flags(tp);
+    if flags & cpython::TPFLAGS_MANAGED_DICT == 0 || flags & cpython::TPFLAGS_INLINE_VALUES == 0 {
+        return;
+    }
+    let valid = *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8);
+    let dict = read_usize(op - cpython::MANAGED_DICT_BEFORE);
+    if valid != 0 && walk.index.contains_key(&dict) {
+        visit(dict as *mut PyObject, walk as *mut Walk as *mut c_void);
     }
 }
 
@@ -561,7 +581,7 @@ fn has_extension_frame(state: &State, stack: u32, runtime: &[(usize, usize)]) ->
 }
 
 /// One path from a module for each reachable group that the report lists: those an
-/// extension made, and under repetition all of them.
+/// extension made, and under repetition those that grew in every run.
 unsafe fn reachable_paths(
     survivors: &[Survivor],
     state: &State,
@@ -570,15 +590,31 @@ unsafe fn reachable_paths(
 ) -> FxHashMap<(usize, u32), String> {
     const MAX_GROUPS: usize = 256;
     let runtime = runtime_ranges(modules);
+    let reachable = || survivors.iter().filter(|s| s.class == Class::Reachable);
+    // Under repetition only groups that grew in every run are listed (runs past 64 are
+    // folded onto the last bit).
+    let last_run = reachable().map(|s| s.epoch).max().unwrap_or(0).min(64);
+    let mut runs_seen: FxHashMap<(usize, u32), u64> = FxHashMap::default();
+    for s in reachable().filter(|s| s.epoch > 0) {
+        *runs_seen.entry((s.tp, s.stack)).or_default() |= 1 << (s.epoch.min(64) - 1);
+    }
+    let every_run = if last_run == 64 {
+        u64::MAX
+    } else {
+        (1u64 << last_run) - 1
+    };
     let mut targets: FxHashMap<(usize, u32), usize> = FxHashMap::default();
-    for s in survivors.iter().filter(|s| s.class == Class::Reachable) {
+    for s in reachable() {
         if targets.len() == MAX_GROUPS {
             break;
         }
         let key = (s.tp, s.stack);
-        if !targets.contains_key(&key)
-            && (s.epoch > 0 || has_extension_frame(state, s.stack, &runtime))
-        {
+        let listed = if s.epoch > 0 {
+            runs_seen.get(&key) == Some(&every_run)
+        } else {
+            has_extension_frame(state, s.stack, &runtime)
+        };
+        if listed && !targets.contains_key(&key) {
             targets.insert(key, s.op);
         }
     }

@@ -7,6 +7,8 @@ use std::fmt::Write;
 
 /// Interpreter frames above the creation site are folded into one line past this many.
 const INTERPRETER_FRAMES_SHOWN: usize = 2;
+/// Python frames shown from the innermost; test runners add dozens more outside.
+const PYTHON_FRAMES_SHOWN: usize = 8;
 /// Groups listed under "not leaks" in the text; the JSON has them all.
 const HELD_SHOWN: usize = 10;
 
@@ -129,8 +131,15 @@ fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
     }
     if !g.python.is_empty() {
         let _ = writeln!(out, "   python stack:");
-        for f in &g.python {
+        for f in g.python.iter().take(PYTHON_FRAMES_SHOWN) {
             let _ = writeln!(out, "     {}:{} in {}", f.file, f.line, f.function);
+        }
+        if g.python.len() > PYTHON_FRAMES_SHOWN {
+            let _ = writeln!(
+                out,
+                "     ... {} outer frames",
+                g.python.len() - PYTHON_FRAMES_SHOWN
+            );
         }
     }
 }

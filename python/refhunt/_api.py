@@ -1,0 +1,114 @@
+"""`refhunt.check()` and `refhunt.track()`: windows inside the running process."""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from typing import Any, Callable, Optional
+
+from . import _agent, _counters, _run, _window
+from .report import Report
+
+_started = False
+
+
+def _ensure_started() -> None:
+    """Installs the agent's hooks once, paused; windows resume them."""
+    global _started
+    if _started or _run.active():
+        return
+    _agent.start(sys.hexversion)
+    _agent.pause()
+    _started = True
+
+
+def _cli() -> str:
+    """The `refhunt` executable installed with this package."""
+    here = os.path.join(sysconfig.get_path("scripts"), "refhunt")
+    found = here if os.access(here, os.X_OK) else shutil.which("refhunt")
+    if not found:
+        raise RuntimeError("the refhunt executable is missing beside this Python; reinstall refhunt")
+    return found
+
+
+def _might_leak(capture: dict) -> bool:
+    """Whether any leak group can survive the report's repetition rule. Symbolizing costs a
+    tenth of a second or more, so a clean window skips it. Groups of one type are summed,
+    since the report may merge them."""
+    runs = capture["counters"].get("repeat", {}).get("runs")
+    per_type: dict = {}
+    for g in capture["groups"]:
+        if g["class"] not in ("leaked", "indirect"):
+            continue
+        if not runs:
+            return True
+        counts = per_type.setdefault(g["type_name"], [0] * runs)
+        for i, n in enumerate(g.get("runs", [])[:runs]):
+            counts[i] += n
+    return any(all(counts) for counts in per_type.values())
+
+
+def _report(before: dict, repeated: Optional[dict], symbolize_clean: bool = True) -> Report:
+    with tempfile.TemporaryDirectory(prefix="refhunt-") as tmp:
+        path = os.path.join(tmp, "capture.json")
+        _window.capture(path, before, repeated)
+        with open(path) as f:
+            capture = json.load(f)
+        if not _might_leak(capture) and not symbolize_clean:
+            return Report(leaks=[], held=[], counters=capture["counters"],
+                          notes=capture["notes"], text="refhunt: no leaks\n")
+        cli = _cli()
+        data = json.loads(subprocess.run([cli, "report", path, "--format", "json"],
+                                         check=True, capture_output=True, text=True).stdout)
+        text = subprocess.run([cli, "report", path], check=True, capture_output=True,
+                              text=True).stdout
+    return Report.from_json(data, text)
+
+
+def check(fn: Callable[..., Any], *args: Any, repeat: int = _window.RUNS,
+          warmup: int = _window.WARMUP, symbolize_clean: bool = True, **kwargs: Any) -> Report:
+    """Calls `fn(*args, **kwargs)` `warmup` times untracked, then `repeat` times tracked, and
+    reports what survived. A group is a leak only if it grew in every tracked call.
+
+    `symbolize_clean=False` skips symbolizing when nothing can be a leak (faster; the report
+    then lists no other groups).
+
+    >>> report = refhunt.check(zoo.leakNewRefs, 1000, 1000)
+    >>> report.leaks[0].per_call
+    1000.0
+    """
+    _ensure_started()
+    before = _window.repeat(lambda: fn(*args, **kwargs), repeat, warmup)
+    return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean)
+
+
+class track:
+    """A window around a block: `with refhunt.track() as t: ...`, then `t.report`.
+
+    Without repetition every survivor of the block is reported; prefer `check()` when the
+    code can run more than once.
+    """
+
+    report: Optional[Report] = None
+
+    def __enter__(self) -> "track":
+        _ensure_started()
+        gc.collect()
+        _agent.clear()
+        self._before = _counters.read()
+        _agent.start(sys.hexversion)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _agent.pause()
+        self.report = _report(self._before, None)
+
+    def assert_no_leaks(self, max_objects: float = 0, ignore: tuple = ()) -> None:
+        if self.report is None:
+            raise RuntimeError("the block has not finished")
+        self.report.assert_no_leaks(max_objects, ignore)

@@ -1,0 +1,96 @@
+"""A tracking window, shared by `refhunt run`, `refhunt.call`, the Python API and the pytest
+plugin: measured calls stamped with their run number, and the capture at the end."""
+import gc
+import json
+import os
+import sys
+
+from . import _agent, _counters
+
+# regrtest -R's defaults: 5 warm-up calls, then 4 measured runs.
+RUNS, WARMUP = 4, 5
+
+
+def repeat(call, runs, warmup):
+    """Calls `call()` `warmup` times untracked, then `runs` times tracked, each measured call
+    stamping what it creates with its run number. Forgets what was recorded before. Returns
+    the counters read at the start of the measured runs. Exceptions from `call` propagate."""
+    if runs < 1 or warmup < 0:
+        raise ValueError("repeat must be at least 1 and warmup at least 0")
+    _agent.pause()
+    for _ in range(warmup):
+        call()
+    gc.collect()
+    _agent.clear()
+    before = _counters.read()
+    try:
+        for run in range(1, runs + 1):
+            _agent.set_epoch(run)
+            _agent.start(sys.hexversion)
+            try:
+                call()
+            finally:
+                _agent.pause()
+    finally:
+        _agent.set_epoch(0)
+    return before
+
+
+def _collect_saving_garbage():
+    """gc.collect(), keeping what it finds unreachable: (objects found, the garbage)."""
+    saved = len(gc.garbage)
+    flags = gc.get_debug()
+    gc.set_debug(flags | gc.DEBUG_SAVEALL)
+    try:
+        found = gc.collect()
+    finally:
+        gc.set_debug(flags)
+    garbage = gc.garbage[saved:]
+    del gc.garbage[saved:]
+    return found, garbage
+
+
+def _header(gc_freed, before, after, repeated, notes):
+    counters = {"live_objects": 0, "gc_freed": gc_freed}
+    counters.update(_counters.changes(before, after))
+    if repeated:
+        counters["repeat"] = repeated
+    return json.dumps({
+        "format": "refhunt-capture",
+        "version": 1,
+        "python": {
+            "version": "%d.%d.%d" % sys.version_info[:3],
+            "executable": sys.executable,
+            "debug": hasattr(sys, "gettotalrefcount"),
+        },
+        "pid": os.getpid(),
+        "argv": list(sys.argv),
+        "modules": [],
+        "stacks": [],
+        "groups": [],
+        "counters": counters,
+        "notes": notes,
+    })
+
+
+def other_tracers():
+    """Notes about tools that share the hooks refhunt uses."""
+    tracemalloc = sys.modules.get("tracemalloc")
+    if tracemalloc is not None and tracemalloc.is_tracing():
+        if sys.version_info >= (3, 13):
+            return ["tracemalloc is tracing and owns the reference tracer (PyRefTracer), so "
+                    "objects reused from freelists may be counted at the site that first "
+                    "allocated them; stop tracemalloc for exact creation sites"]
+        return ["tracemalloc is tracing too; both hooks see every allocation, which costs time "
+                "but changes no result"]
+    return []
+
+
+def capture(path, before, repeated=None):
+    """Pauses tracking and writes the capture of the window to `path`. `repeated` is
+    `{"runs": n, "warmup": w}` when the window was repeated."""
+    _agent.pause()
+    found, garbage = _collect_saving_garbage()
+    header = _header(found, before, _counters.read(), repeated, other_tracers())
+    objects = gc.get_objects()
+    _agent.snapshot(objects, garbage, header, path)

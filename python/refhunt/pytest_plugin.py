@@ -1,0 +1,121 @@
+"""pytest plugin: `pytest --refhunt` runs every test's body again and again, as regrtest -R
+does, and fails the tests whose C extensions leak.
+
+- `--refhunt` checks every test; `@pytest.mark.refhunt` checks one test without it.
+- `--refhunt-repeat N` and `--refhunt-warmup N` (default 4 and 5), or the marker's `repeat=`
+  and `warmup=`, set how many measured and warm-up calls of the test body run.
+- The marker's allowances: `max_objects=N` tolerates up to N leaked objects per call, and
+  `ignore=("dict", "*/vendored.c:*")` drops groups whose type or site matches a pattern.
+  `@pytest.mark.refhunt(skip=True)` leaves a test unchecked under `--refhunt`.
+
+Fixtures are set up once and shared by every call of the body, as with pytest-leaks.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, List, Tuple
+
+import pytest
+
+from . import _api, _window
+from .report import Report
+
+
+def pytest_addoption(parser: Any) -> None:
+    group = parser.getgroup("refhunt", "reference leaks in C extensions (refhunt)")
+    group.addoption("--refhunt", action="store_true",
+                    help="check every test for leaked references")
+    group.addoption("--refhunt-repeat", type=int, default=_window.RUNS, metavar="N",
+                    help="measured calls of each test body (default %(default)s)")
+    group.addoption("--refhunt-warmup", type=int, default=_window.WARMUP, metavar="N",
+                    help="untracked calls before them (default %(default)s)")
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line(
+        "markers",
+        "refhunt(max_objects=0, ignore=(), repeat=None, warmup=None, skip=False): check this "
+        "test for leaked references, with allowances")
+    config._refhunt = _Session(config)
+    config.pluginmanager.register(config._refhunt, "refhunt-session")
+
+
+class _Recorded(Exception):
+    """A unittest-style item recorded its outcome: run it no more."""
+
+
+class LeakError(AssertionError):
+    """The test leaked references; the message names each leak and the full report."""
+
+
+def _message(leaks: List[Any], report: Report) -> str:
+    lines = ["refhunt: this test leaks:"]
+    lines += ["  " + g.describe() for g in leaks]
+    return "\n".join(lines) + "\n\n" + report.text
+
+
+class _Session:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.leaking: List[Tuple[str, str]] = []
+        self.checked = 0
+        self.seconds = 0.0
+
+    def _settings(self, item: Any):
+        marker = item.get_closest_marker("refhunt")
+        options = dict(marker.kwargs) if marker else {}
+        wanted = (self.config.getoption("refhunt") or marker is not None) and not options.get("skip")
+        return wanted, options
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item: Any):
+        wanted, options = self._settings(item)
+        if not wanted:
+            yield
+            return
+        runs = options.get("repeat") or self.config.getoption("refhunt_repeat")
+        warmup = options.get("warmup")
+        if warmup is None:
+            warmup = self.config.getoption("refhunt_warmup")
+        body = item.runtest
+        outcome = {}
+
+        def once() -> None:
+            body()
+            # unittest-style items record a failure or a skip instead of raising it; one
+            # recorded outcome ends the checking, as a raised one does.
+            if getattr(item, "_excinfo", None):
+                raise _Recorded()
+
+        def checked() -> None:
+            started = time.perf_counter()
+            try:
+                report = _api.check(once, repeat=runs, warmup=warmup, symbolize_clean=False)
+            except _Recorded:
+                return
+            finally:
+                self.seconds += time.perf_counter() - started
+            self.checked += 1
+            leaks = report.leaks_beyond(options.get("max_objects", 0), options.get("ignore", ()))
+            if leaks:
+                outcome["leaks"] = leaks
+                raise LeakError(_message(leaks, report))
+
+        item.runtest = checked
+        try:
+            yield
+        finally:
+            item.runtest = body
+            if "leaks" in outcome:
+                self.leaking.append((item.nodeid, "; ".join(g.describe() for g in outcome["leaks"])))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.checked:
+            return
+        tr = terminalreporter
+        if self.leaking:
+            tr.write_sep("=", "refhunt: %d leaking tests" % len(self.leaking), red=True)
+            for nodeid, what in self.leaking:
+                tr.write_line("%s: %s" % (nodeid, what))
+        tr.write_sep("=", "refhunt: %d tests checked, %d leaking; %.2f s spent repeating and "
+                          "reporting" % (self.checked, len(self.leaking), self.seconds))

@@ -1,0 +1,111 @@
+"""The report object that `refhunt.check()` and `refhunt.track()` return."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class NativeFrame:
+    """One native frame: function, file:line when DWARF has them, and where the name came
+    from (`dwarf`, `symtab` or `offset`)."""
+    function: Optional[str]
+    file: Optional[str]
+    line: Optional[int]
+    module: str
+    source: str
+    inlined: bool
+
+
+@dataclass(frozen=True)
+class PythonFrame:
+    file: str
+    line: int
+    function: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """Surviving objects of one type, made at one place."""
+    class_: str
+    """`leaked`, `indirect`, `held_outside`, `reachable`, `garbage` or `interpreter`
+    (see docs/classes.md)."""
+    type_name: str
+    count: int
+    bytes: int
+    site: Optional[str]
+    """The C file:line that created them, or the innermost Python frame."""
+    per_call: Optional[float]
+    """Under repetition: objects per call."""
+    runs: List[int]
+    """Under repetition: objects left by each measured run."""
+    path: Optional[str]
+    """For reachable objects: a path from a module, e.g. `module m . cache [list] -> int`."""
+    native: List[NativeFrame]
+    python: List[PythonFrame]
+
+    @property
+    def is_leak(self) -> bool:
+        return self.class_ in ("leaked", "indirect")
+
+    def matches(self, pattern: str) -> bool:
+        """Whether `pattern` (a shell-style wildcard) matches the type name or the site."""
+        return fnmatch.fnmatch(self.type_name, pattern) or fnmatch.fnmatch(self.site or "", pattern)
+
+    def describe(self) -> str:
+        rate = ""
+        if self.per_call is not None:
+            per_call = int(self.per_call) if self.per_call == int(self.per_call) else self.per_call
+            rate = ", %s %s per call" % (format(per_call, ","), self.type_name)
+        return "%s %s (%s%s) created at %s" % (format(self.count, ","), self.type_name,
+                                                self.class_.replace("_", " "), rate, self.site)
+
+
+def _group(data: Dict[str, Any]) -> Group:
+    return Group(
+        class_=data["class"],
+        type_name=data["type_name"],
+        count=data["count"],
+        bytes=data["bytes"],
+        site=data.get("site"),
+        per_call=data.get("per_call"),
+        runs=list(data.get("runs", [])),
+        path=data.get("path"),
+        native=[NativeFrame(f.get("function"), f.get("file"), f.get("line"), f["module"],
+                            f["source"], f["inlined"]) for f in data.get("native", [])],
+        python=[PythonFrame(f["file"], f["line"], f["function"]) for f in data.get("python", [])],
+    )
+
+
+@dataclass
+class Report:
+    """What survived a window: leak groups, other listed groups, counters and the text."""
+    leaks: List[Group]
+    held: List[Group]
+    counters: Dict[str, Any]
+    notes: List[str]
+    text: str = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any], text: str) -> "Report":
+        return cls(leaks=[_group(g) for g in data["leaks"]],
+                   held=[_group(g) for g in data.get("held", [])],
+                   counters=data["counters"], notes=list(data["notes"]), text=text)
+
+    def leaks_beyond(self, max_objects: float = 0, ignore: Sequence[str] = ()) -> List[Group]:
+        """Leak groups left after the allowances: groups matching an `ignore` pattern are
+        dropped, and so are the rest when they leak `max_objects` or fewer objects per call
+        in all (or in all, without repetition)."""
+        kept = [g for g in self.leaks if not any(g.matches(p) for p in ignore)]
+        total = sum(g.per_call if g.per_call is not None else g.count for g in kept)
+        return kept if total > max_objects else []
+
+    def assert_no_leaks(self, max_objects: float = 0, ignore: Sequence[str] = ()) -> None:
+        """Raises AssertionError, with the text report as its message, if anything leaked
+        beyond the allowances (see `leaks_beyond`)."""
+        if self.leaks_beyond(max_objects, ignore):
+            raise AssertionError(self.text)
+
+    def __str__(self) -> str:
+        return self.text
