@@ -1,0 +1,176 @@
+"""refhunt beside valgrind, memray and tracemalloc, on the same workloads in one session.
+
+Run by bench/run.sh, which installs what it needs. For each interpreter given, each workload
+runs under every tool, interleaved (plain, refhunt, memray, ... then again), several times;
+the table gives medians. Wall time is the whole process, report included; "report" is the
+time from the program's end to a readable report. Peak RSS comes from wait4().
+"""
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+WORKLOADS = {
+    "seed": "import zoo; zoo.leakNewRefs(1000, 1000000)",
+    "churn": (
+        "import json\n"
+        "doc = {'name': 'x' * 20, 'tags': ['a', 'b', 'c'], 'items': [{'id': i, 'v': [i, i * 2.5]}"
+        " for i in range(5)]}\n"
+        "for _ in range(50000):\n"
+        "    doc = json.loads(json.dumps(doc))\n"
+    ),
+    "ast": (
+        "import ast, glob, os, sysconfig\n"
+        "lib = sysconfig.get_paths()['stdlib']\n"
+        "for name in ['argparse', 'typing', 'inspect', 'pickle', 'tarfile', 'pydoc']:\n"
+        "    with open(os.path.join(lib, name + '.py')) as f:\n"
+        "        ast.parse(f.read())\n"
+    ),
+}
+
+TRACEMALLOC = """
+import sys, time, tracemalloc
+tracemalloc.start(25)
+exec(compile(open(sys.argv[1]).read(), sys.argv[1], "exec"))
+end = time.perf_counter()
+stats = tracemalloc.take_snapshot().statistics("traceback")
+top = stats[0].traceback.format() if stats else []
+sys.stderr.write("REPORT %.3f\\n" % (time.perf_counter() - end))
+sys.stderr.write("\\n".join(top) + "\\n")
+"""
+
+
+def run(command, env=None):
+    """(wall seconds, peak RSS bytes, stdout + stderr) of one process; GNU time reads the
+    peak RSS."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        started = time.perf_counter()
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name] + command, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+        wall = time.perf_counter() - started
+        kb = int(peak.read().strip().splitlines()[-1])
+    return wall, kb * 1024, out
+
+
+class Tools:
+    def __init__(self, venv, zoo, tmp):
+        self.python = str(venv / "bin" / "python")
+        self.refhunt = str(venv / "bin" / "refhunt")
+        self.memray = str(venv / "bin" / "memray")
+        self.env = dict(os.environ, PYTHONPATH=zoo)
+        self.tmp = tmp
+
+    def script(self, name, code):
+        path = self.tmp / ("%s.py" % name)
+        path.write_text(code)
+        return str(path)
+
+    def plain(self, script):
+        wall, rss, out = run([self.python, script], self.env)
+        return wall, rss, None, None
+
+    def refhunt_exact(self, script):
+        capture = str(self.tmp / "r.capture")
+        wall, rss, out = run([self.refhunt, "run", "-o", capture, "--", self.python, script], self.env)
+        # The snapshot runs inside the program and is in its wall time; symbolizing and
+        # rendering come after it ends.
+        started = time.perf_counter()
+        subprocess.run([self.refhunt, "report", capture], capture_output=True)
+        return wall, rss, time.perf_counter() - started, "zoo.c:19" in out
+
+    def memray_native(self, script):
+        capture = self.tmp / "m.bin"
+        html = self.tmp / "m.html"
+        for p in (capture, html):
+            if p.exists():
+                p.unlink()
+        wall, rss, _ = run([self.memray, "run", "--native", "--trace-python-allocators", "-q",
+                            "-o", str(capture), script], self.env)
+        started = time.perf_counter()
+        subprocess.run([self.memray, "flamegraph", "--leaks", "-o", str(html), str(capture)],
+                       capture_output=True, env=self.env)
+        report = time.perf_counter() - started
+        named = html.exists() and "zoo.c:19" in html.read_text(errors="replace")
+        return wall + report, rss, report, named
+
+    def tracemalloc(self, script):
+        wrapper = self.script("tracemalloc_wrapper", TRACEMALLOC)
+        wall, rss, out = run([self.python, wrapper, script], self.env)
+        took = re.search(r"REPORT ([\d.]+)", out)
+        return wall, rss, float(took.group(1)) if took else None, "zoo.c:19" in out
+
+    def valgrind(self, script):
+        env = dict(self.env, PYTHONMALLOC="malloc")
+        wall, rss, out = run(["valgrind", "--leak-check=full", "--show-leak-kinds=definite",
+                              "--num-callers=12", self.python, script], env)
+        return wall, rss, None, "zoo.c:19" in out
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--venv", action="append", required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "zoo"))
+    import build as zoo_build
+
+    lines = ["# Benchmarks: refhunt beside valgrind, memray and tracemalloc", "",
+             "Written by `bench/run.sh` on %s, %d cores. Medians of %d interleaved runs. Wall "
+             "time is the whole process with its report; ratios are to the plain run. "
+             "\"Report\" is the time from the program's end to a readable report. \"Line\" says "
+             "whether the tool named zoo.c:19, the line that leaks, on the seed case."
+             % (" ".join(os.uname()[0:3:2]), os.cpu_count(), args.runs), ""]
+    for venv in map(pathlib.Path, args.venv):
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix="refhunt-bench-"))
+        tools = Tools(venv.resolve(), zoo_build.build(str(venv / "bin" / "python"), str(tmp / "zoo")), tmp)
+        version = subprocess.run([tools.python, "-c", "import sys; print(sys.version.split()[0])"],
+                                 capture_output=True, text=True).stdout.strip()
+        lines += ["## Python %s" % version, "",
+                  "| workload | tool | wall | ratio | peak RSS ratio | report | line |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for workload, code in WORKLOADS.items():
+            script = tools.script(workload, code)
+            configs = [("plain", tools.plain), ("refhunt (exact, the default)", tools.refhunt_exact),
+                       ("memray --native --trace-python-allocators", tools.memray_native),
+                       ("tracemalloc, 25 frames", tools.tracemalloc)]
+            if workload == "seed" and shutil.which("valgrind"):
+                configs.append(("valgrind memcheck", tools.valgrind))
+            results = {name: [] for name, _ in configs}
+            for _ in range(args.runs):
+                for name, measure in configs:
+                    results[name].append(measure(script))
+                    print("%s %s %s: %.2f s" % (version, workload, name, results[name][-1][0]),
+                          file=sys.stderr)
+            base_wall = median([r[0] for r in results["plain"]])
+            base_rss = median([r[1] for r in results["plain"]])
+            for name, _ in configs:
+                wall = median([r[0] for r in results[name]])
+                rss = median([r[1] for r in results[name]])
+                report = median([r[2] for r in results[name]])
+                named = [r[3] for r in results[name]]
+                line = "-" if workload != "seed" or named[0] is None else ("yes" if all(named) else "no")
+                lines.append("| %s | %s | %.2f s | %.1fx | %.2fx | %s | %s |" % (
+                    workload, name, wall, wall / base_wall, rss / base_rss,
+                    "-" if report is None else "%.2f s" % report, line))
+        lines.append("")
+        shutil.rmtree(tmp, ignore_errors=True)
+    pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
