@@ -101,9 +101,6 @@ def env(request, tmp_path_factory):
 # Known false alarms on 3.13, each a holder refhunt does not see yet. A test that meets one is
 # marked xfail with the reason but still runs, so it shows as XPASS once the gap is closed.
 GAPS_313 = {
-    "module_init": "3.13 keeps the extension's module name, made by PyModule_Create, in a C-level "
-                   "extensions cache that no traversal reaches",
-    "threading": "3.13's thread states hold threading's per-thread dicts from C structures",
     "traceback": "3.13's traceback printer leaves a tuple and a dict held from C",
     "freelist": "3.13.0 misses some PyRefTracer events for freelist reuse (fixed in 3.13.3)",
 }

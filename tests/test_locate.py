@@ -141,8 +141,7 @@ def test_freelist_types(request, env, marker, code, type_name):
     "zoo.make_cycle(100)",
     "zoo.touch_shared(100)",
 ], ids=["static_cache", "module_list", "cycle", "small_ints_interned"])
-def test_controls_are_never_leaks(request, env, code):
-    xfail_on_313(request, env, "module_init")
+def test_controls_are_never_leaks(env, code):
     r = env.run("python", "-c", "import zoo\n" + code)
     assert r.rc == 0, r.stderr
     assert r.leaks == [], r.stderr

@@ -66,8 +66,7 @@ def test_growing_module_list_is_reachable_with_its_path(env):
     assert "path: module zoo . _registry [list] -> int" in r.stderr
 
 
-def test_cycles_are_cyclic_garbage(request, env):
-    xfail_on_313(request, env, "module_init")
+def test_cycles_are_cyclic_garbage(env):
     r = env.run("python", "-c", "import zoo; zoo.make_cycle(100)")
     assert r.leaks == [], r.stderr
     garbage = [g for g in r.at("zoo.c", marker_line("cycle")) if g["class"] == "garbage"]

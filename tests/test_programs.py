@@ -22,8 +22,7 @@ LEAK_FREE = textwrap.dedent("""
 """)
 
 
-def test_leak_free_program_gets_an_empty_report(request, env):
-    xfail_on_313(request, env, "threading")
+def test_leak_free_program_gets_an_empty_report(env):
     r = env.run("python", env.script("clean.py", LEAK_FREE))
     assert r.rc == 0, r.stderr
     assert r.stdout == "1000 True\n"

@@ -11,6 +11,9 @@
 #include "internal/pycore_dict.h"
 #endif
 #include "internal/pycore_gc.h"
+#if PY_VERSION_HEX >= 0x030A0000
+#include "internal/pycore_moduleobject.h" /* 3.9 keeps PyModuleObject private */
+#endif
 
 #define SHOW(name, value) printf("%s=%ld\n", name, (long)(value))
 
@@ -41,6 +44,9 @@ int main(void) {
     SHOW("tp_traverse", offsetof(PyTypeObject, tp_traverse));
     SHOW("tp_is_gc", offsetof(PyTypeObject, tp_is_gc));
     SHOW("tp_subclasses", offsetof(PyTypeObject, tp_subclasses));
+#if PY_VERSION_HEX >= 0x030A0000
+    SHOW("md_name", offsetof(PyModuleObject, md_name));
+#endif
     SHOW("unicode_state", offsetof(PyASCIIObject, state));
     SHOW("dict_keys", offsetof(PyDictObject, ma_keys));
     SHOW("dict_values", offsetof(PyDictObject, ma_values));

@@ -59,6 +59,8 @@ pub const TP_FLAGS: usize = 168;
 pub const TP_TRAVERSE: usize = 184;
 pub const TP_IS_GC: usize = 328;
 pub const TP_SUBCLASSES: usize = 360;
+/// `PyModuleObject.md_name`.
+pub const MD_NAME: usize = 48;
 pub const UNICODE_STATE: usize = 32;
 pub const GC_HEAD: usize = 16;
 
@@ -174,6 +176,7 @@ pub struct Api {
     pub code_type: usize,
     pub unicode_type: usize,
     pub dict_type: usize,
+    pub module_type: usize,
     /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
     pub eval_loop: (usize, usize),
 }
@@ -221,6 +224,7 @@ impl Api {
             code_type: sym(c"PyCode_Type").ok_or("missing PyCode_Type")? as usize,
             unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,
             dict_type: sym(c"PyDict_Type").ok_or("missing PyDict_Type")? as usize,
+            module_type: sym(c"PyModule_Type").ok_or("missing PyModule_Type")? as usize,
             eval_loop: symbol_extent(eval),
         })
     }
@@ -391,6 +395,9 @@ mod tests {
             );
             if minor >= 11 {
                 assert_eq!(DICT_KEYS_KIND, at("dict_keys_kind"), "{what}");
+            }
+            if minor >= 10 {
+                assert_eq!(MD_NAME, at("md_name"), "{what}");
             }
             for (ours, key) in [
                 (TP_NAME, "tp_name"),

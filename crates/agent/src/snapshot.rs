@@ -68,6 +68,7 @@ struct Walk<'a> {
     unicode_dicts: bool,
     /// 3.13+: objects may keep their attributes inline and still own a `__dict__`.
     inline_values: bool,
+    module_type: usize,
 }
 
 impl Walk<'_> {
@@ -130,6 +131,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
         dict_next: api.dict_next,
         unicode_dicts: state.layout.minor >= 11,
         inline_values: state.layout.minor >= 13,
+        module_type: api.module_type,
     };
     walk.seen.extend(index.keys().copied());
     for &op in gc_items.iter().chain(std::iter::once(&gc_objects)) {
@@ -353,6 +355,13 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
         }
         if walk.inline_values {
             visit_hidden_managed_dict(op, tp, walk);
+        }
+        if tp == walk.module_type {
+            // A module holds its name apart from its dict; `module_traverse` skips it.
+            let name = read_usize(op + cpython::MD_NAME);
+            if walk.index.contains_key(&name) {
+                visit(name as *mut PyObject, walk as *mut Walk as *mut c_void);
+            }
         }
         if type_flags(tp) & TPFLAGS_TYPE_SUBCLASS != 0 {
             // A class holds the dict of its subclasses, which `type_traverse` skips because
