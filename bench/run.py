@@ -24,7 +24,7 @@ WORKLOADS = {
         "import json\n"
         "doc = {'name': 'x' * 20, 'tags': ['a', 'b', 'c'], 'items': [{'id': i, 'v': [i, i * 2.5]}"
         " for i in range(5)]}\n"
-        "for _ in range(50000):\n"
+        "for _ in range(20000):\n"
         "    doc = json.loads(json.dumps(doc))\n"
     ),
     "ast": (

@@ -44,6 +44,9 @@ impl NativeFrame {
 /// Turns one return address into frames, innermost (inlined) first.
 pub trait Symbolizer {
     fn symbolize(&mut self, pc: u64, module: Option<&Module>) -> Vec<NativeFrame>;
+    /// Whether `pc` lies in the runtime (interpreter, C library, loader), judged from the
+    /// module alone, without symbols.
+    fn in_runtime(&self, pc: u64, module: Option<&Module>) -> bool;
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -119,8 +122,15 @@ impl Report {
                 .get(group.stack as usize)
                 .cloned()
                 .unwrap_or_default();
+            // Symbols are the costly part: only groups that may be shown one by one get them.
+            let shown = group.class.is_leak()
+                || (repeat.is_some() && !group.runs.is_empty())
+                || stack
+                    .native
+                    .iter()
+                    .any(|&pc| !symbolizer.in_runtime(pc, module_of(&capture.modules, pc)));
             let mut native = Vec::new();
-            for pc in &stack.native {
+            for pc in stack.native.iter().filter(|_| shown) {
                 let frames = frames_of
                     .entry(*pc)
                     .or_insert_with(|| symbolizer.symbolize(*pc, module_of(&capture.modules, *pc)));
@@ -271,6 +281,10 @@ mod tests {
 
     struct Table;
     impl Symbolizer for Table {
+        fn in_runtime(&self, pc: u64, _module: Option<&Module>) -> bool {
+            pc != 0x20
+        }
+
         fn symbolize(&mut self, pc: u64, _module: Option<&Module>) -> Vec<NativeFrame> {
             let (function, file, line, interpreter) = match pc {
                 0x10 => ("PyLong_FromLong", "Objects/longobject.c", 300, true),

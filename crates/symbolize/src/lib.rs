@@ -45,6 +45,10 @@ pub fn interpreter_predicate(executable: &str) -> impl Fn(&str) -> bool {
 }
 
 impl Symbolizer for ElfSymbolizer {
+    fn in_runtime(&self, _pc: u64, module: Option<&Module>) -> bool {
+        module.is_some_and(|m| (self.is_interpreter)(&m.path))
+    }
+
     fn symbolize(&mut self, pc: u64, module: Option<&Module>) -> Vec<NativeFrame> {
         let Some(module) = module else {
             return vec![unknown(pc, "?".into(), pc, false)];
