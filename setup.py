@@ -17,7 +17,5 @@ setup(
         RustBin("refhunt", path="crates/cli/Cargo.toml"),
     ],
     package_data={"refhunt": ["py.typed"]},
-    # Installing refhunt is enough for `pytest --refhunt`.
-    entry_points={"pytest11": ["refhunt = refhunt.pytest_plugin"]},
     zip_safe=False,
 )
