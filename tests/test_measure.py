@@ -48,12 +48,15 @@ def test_a_cache_filled_once_is_held_outside_not_leaked(env):
     r = _call(env, "zoo:cached", warmup=0)
     assert r.rc == 0, r.stderr
     assert r.leaks == [], r.stderr
-    made_once = [g for g in r.report["held"] if g["runs"] == [g["count"], 0, 0, 0]]
-    assert made_once, r.stderr
     if env.version >= (3, 13):
-        # 3.11 hands the dict out from a freelist unseen (see test_locate); 3.13 sees it.
         held = r.group_at("zoo.c", marker_line("static_cache"), class_="held_outside")
         assert held["type_name"] == "dict" and held["count"] == 1
+        assert held["runs"] == [1, 0, 0, 0]
+    else:
+        # 3.11 hands the dict out from a freelist unseen (see test_locate): only its 16 ints
+        # are, reachable through it.
+        totals = {t["class"]: t["count"] for t in r.report["not_leaks"]}
+        assert totals.get("reachable", 0) >= 16, r.stderr
 
 
 def test_growing_module_list_is_reachable_with_its_path(env):

@@ -163,7 +163,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
         explain(&survivors, api);
     }
-    let paths = reachable_paths(&survivors, state, &modules, &gc_items);
+    let paths = reachable_paths(&survivors, state, &gc_items);
     let (groups, stacks) = group(&survivors, state, &paths);
     Outcome {
         groups,
@@ -589,16 +589,14 @@ fn has_extension_frame(state: &State, stack: u32, runtime: &[(usize, usize)]) ->
     })
 }
 
-/// One path from a module for each reachable group that the report lists: those an
-/// extension made, and under repetition those that grew in every run.
+/// One path from a module for each reachable group that the report lists: under repetition,
+/// those that grew in every run.
 unsafe fn reachable_paths(
     survivors: &[Survivor],
     state: &State,
-    modules: &[LoadedModule],
     gc_items: &[usize],
 ) -> FxHashMap<(usize, u32), String> {
     const MAX_GROUPS: usize = 256;
-    let runtime = runtime_ranges(modules);
     let reachable = || survivors.iter().filter(|s| s.class == Class::Reachable);
     // Under repetition only groups that grew in every run are listed (runs past 64 are
     // folded onto the last bit).
@@ -618,11 +616,7 @@ unsafe fn reachable_paths(
             break;
         }
         let key = (s.tp, s.stack);
-        let listed = if s.epoch > 0 {
-            runs_seen.get(&key) == Some(&every_run)
-        } else {
-            has_extension_frame(state, s.stack, &runtime)
-        };
+        let listed = s.epoch > 0 && runs_seen.get(&key) == Some(&every_run);
         if listed && !targets.contains_key(&key) {
             targets.insert(key, s.op);
         }
