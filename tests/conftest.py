@@ -19,6 +19,15 @@ import build as zoo_build  # noqa: E402
 pytest_plugins = ["pytester"]
 
 
+def one_line_error(completed):
+    """refhunt's own errors: exit 2 and one line on stderr, never a traceback or a panic."""
+    lines = completed.stderr.strip().splitlines()
+    assert completed.returncode == 2, completed.stderr
+    assert len(lines) == 1 and lines[0].startswith("refhunt: error: "), completed.stderr
+    assert "Traceback" not in completed.stderr and "panicked" not in completed.stderr
+    return lines[0]
+
+
 def marker_line(name, source=ZOO_SOURCE):
     """The line that carries `zoo:NAME` in the zoo's source."""
     for number, line in enumerate(source.read_text().splitlines(), 1):

@@ -1,14 +1,7 @@
 """Bad input: one clear line and a non-zero exit, never a traceback or a panic."""
 import subprocess
-import sys
 
-
-def _one_line_error(completed):
-    lines = completed.stderr.strip().splitlines()
-    assert completed.returncode == 2, completed.stderr
-    assert len(lines) == 1 and lines[0].startswith("refhunt: error: "), completed.stderr
-    assert "Traceback" not in completed.stderr and "panicked" not in completed.stderr
-    return lines[0]
+from conftest import one_line_error
 
 
 def _refhunt(env, *args):
@@ -16,33 +9,33 @@ def _refhunt(env, *args):
 
 
 def test_command_that_is_not_python(env):
-    assert "ls is not a Python" in _one_line_error(_refhunt(env, "run", "--", "ls", "-l"))
+    assert "ls is not a Python" in one_line_error(_refhunt(env, "run", "--", "ls", "-l"))
 
 
 def test_command_not_found(env):
-    assert "command not found" in _one_line_error(_refhunt(env, "run", "--", "no-such-command-xyz"))
+    assert "command not found" in one_line_error(_refhunt(env, "run", "--", "no-such-command-xyz"))
 
 
 def test_interpreter_without_the_agent(env, tmp_path):
     bare = tmp_path / "bare"
     subprocess.run([env.python, "-m", "venv", "--without-pip", str(bare)], check=True)
-    line = _one_line_error(_refhunt(env, "run", "--", str(bare / "bin" / "python"), "-c", "pass"))
+    line = one_line_error(_refhunt(env, "run", "--", str(bare / "bin" / "python"), "-c", "pass"))
     assert "cannot import refhunt" in line
 
 
 def test_missing_script(env):
-    assert "script not found: missing.py" in _one_line_error(_refhunt(env, "run", "--", env.python, "missing.py"))
+    assert "script not found: missing.py" in one_line_error(_refhunt(env, "run", "--", env.python, "missing.py"))
 
 
 def test_unwritable_json_path(env):
-    line = _one_line_error(_refhunt(env, "run", "--json", "/nonexistent-dir/r.json", "--", env.python, "-c", "pass"))
+    line = one_line_error(_refhunt(env, "run", "--json", "/nonexistent-dir/r.json", "--", env.python, "-c", "pass"))
     assert "cannot write /nonexistent-dir/r.json" in line
 
 
 def test_corrupt_capture(env, tmp_path):
     bad = tmp_path / "bad.capture"
     bad.write_text("{ not json")
-    assert "is not a refhunt capture" in _one_line_error(_refhunt(env, "report", str(bad)))
+    assert "is not a refhunt capture" in one_line_error(_refhunt(env, "report", str(bad)))
 
 
 def test_capture_renders_again(env, tmp_path):
@@ -54,5 +47,5 @@ def test_capture_renders_again(env, tmp_path):
 
 
 def test_repeat_without_a_window(env):
-    line = _one_line_error(_refhunt(env, "run", "--repeat", "4", "--", env.python, "-c", "pass"))
+    line = one_line_error(_refhunt(env, "run", "--repeat", "4", "--", env.python, "-c", "pass"))
     assert "--repeat needs a window to repeat" in line

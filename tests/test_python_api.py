@@ -71,9 +71,11 @@ def test_track_a_block(run_py):
             zoo.leakNewRefs(5000, 10)
         [group] = t.report.leaks
         print(group.type_name, group.count, group.per_call)
+        print(group.site)
     """)
     assert result.ret == 0, result.stderr.str()
-    assert result.stdout.lines == ["int 10 None"]
+    assert result.stdout.lines[0] == "int 10 None"
+    assert result.stdout.lines[1].endswith("zoo.c:%d" % SEED_LINE)
 
 
 LEAKY_SUITE = """

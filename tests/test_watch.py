@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import Env, _venvs
+from conftest import Env, _venvs, one_line_error
 
 CHANGE = re.compile(r"^\s+([\d.]+) \[MB\]\s+([+-][\d.]+) \[MB\]$", re.M)
 MB = 1e6
@@ -183,13 +183,6 @@ def test_on_a_terminal_ctrl_c_pauses_enter_resumes_and_a_second_ctrl_c_ends(one_
     assert "watch ended by Ctrl-C" in text and "verdict" in text
 
 
-def _one_line_error(completed):
-    lines = completed.stderr.strip().splitlines()
-    assert completed.returncode == 2, completed.stderr
-    assert len(lines) == 1 and lines[0].startswith("refhunt: error: "), completed.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("args, says", [
     (["4194305"], "no process with PID 4194305"),
     (["12ab"], '"12ab" is not a process ID'),
@@ -199,7 +192,7 @@ def _one_line_error(completed):
     (["--", "no-such-command-xyz"], "cannot start no-such-command-xyz"),
 ])
 def test_bad_input(one_env, args, says):
-    assert says in _one_line_error(_watch(one_env, *args))
+    assert says in one_line_error(_watch(one_env, *args))
 
 
 def test_a_process_the_user_may_not_read(one_env):
@@ -215,7 +208,7 @@ def test_a_process_the_user_may_not_read(one_env):
         public.chmod(0o755)
         refhunt = shutil.copy(refhunt, public / "refhunt")
     try:
-        line = _one_line_error(subprocess.run(prefix + [refhunt, "watch", "1", "--duration", "1"],
+        line = one_line_error(subprocess.run(prefix + [refhunt, "watch", "1", "--duration", "1"],
                                               capture_output=True, text=True, timeout=30))
     finally:
         if prefix:

@@ -5,16 +5,12 @@ here runs inside the user's program, so it never raises into it: a failure is on
 stderr and the program goes on untracked.
 """
 import atexit
-import gc
 import os
 import sys
 
-from . import _agent, _counters
-from . import _window
+from . import _agent, _window
 
 _ENV = ("REFHUNT_CAPTURE", "REFHUNT_STATUS", "REFHUNT_AGENT", "REFHUNT_REPEAT", "REFHUNT_WARMUP")
-
-RUNS, WARMUP = _window.RUNS, _window.WARMUP
 
 
 def _say(message):
@@ -53,11 +49,10 @@ def start(bootstrap_dir):
         return
     try:
         _agent.load()
-        _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or RUNS),
-                       warmup=int(os.environ.get("REFHUNT_WARMUP") or WARMUP))
+        _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or _window.RUNS),
+                       warmup=int(os.environ.get("REFHUNT_WARMUP") or _window.WARMUP))
         _forget_environment(bootstrap_dir)
-        gc.collect()  # empties the freelists, so fewer objects are reused unseen
-        _state.update(capture=capture, owner=os.getpid(), before=_counters.read())
+        _state.update(capture=capture, owner=os.getpid(), before=_window.begin())
         _agent.start(sys.hexversion)
     except Exception as error:  # the program must run even if tracking cannot
         _state["capture"] = None
@@ -71,7 +66,7 @@ def start(bootstrap_dir):
 # The tracking window of this process: where its capture goes, the counters at its start, and
 # how it was repeated.
 _state = {"capture": None, "owner": None, "first_exit_handler": False, "before": {},
-          "repeat": None, "runs": RUNS, "warmup": WARMUP}
+          "repeat": None, "runs": _window.RUNS, "warmup": _window.WARMUP}
 
 
 def active():

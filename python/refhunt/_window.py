@@ -11,6 +11,15 @@ from . import _agent, _counters
 RUNS, WARMUP = 4, 5
 
 
+def begin():
+    """Starts a window, tracking still paused: collects (which also empties the freelists,
+    so fewer objects are reused unseen), forgets what was recorded, and returns the counters
+    at the start."""
+    gc.collect()
+    _agent.clear()
+    return _counters.read()
+
+
 def repeat(call, runs, warmup):
     """Calls `call()` `warmup` times untracked, then `runs` times tracked, each measured call
     stamping what it creates with its run number. Forgets what was recorded before. Returns
@@ -20,9 +29,7 @@ def repeat(call, runs, warmup):
     _agent.pause()
     for _ in range(warmup):
         call()
-    gc.collect()
-    _agent.clear()
-    before = _counters.read()
+    before = begin()
     try:
         for run in range(1, runs + 1):
             _agent.set_epoch(run)
@@ -74,15 +81,11 @@ def _header(gc_freed, before, after, repeated, notes):
 
 
 def other_tracers():
-    """Notes about tools that share the hooks refhunt uses."""
+    """Notes naming the tools that share refhunt's hooks; the agent says what it costs."""
     tracemalloc = sys.modules.get("tracemalloc")
     if tracemalloc is not None and tracemalloc.is_tracing():
-        if sys.version_info >= (3, 13):
-            return ["tracemalloc is tracing and owns the reference tracer (PyRefTracer), so "
-                    "objects reused from freelists may be counted at the site that first "
-                    "allocated them; stop tracemalloc for exact creation sites"]
-        return ["tracemalloc is tracing too; both hooks see every allocation, which costs time "
-                "but changes no result"]
+        return ["tracemalloc is tracing in this process: it shares the allocator hooks, and on "
+                "3.13 the reference tracer (PyRefTracer) too"]
     return []
 
 

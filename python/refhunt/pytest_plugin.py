@@ -90,7 +90,7 @@ class _Session:
         def checked() -> None:
             started = time.perf_counter()
             try:
-                report = _api.check(once, repeat=runs, warmup=warmup, symbolize_clean=False)
+                report = _api.measure(once, runs, warmup, symbolize_clean=False)
             except _Recorded:
                 return
             finally:

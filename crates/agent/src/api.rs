@@ -125,17 +125,16 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let guard = STATE.lock();
         let state = guard.as_ref().ok_or("refhunt was not started")?;
         let outcome = snapshot::take(state, gc_objects as usize, garbage as usize);
-        let said = capture.notes.iter().any(|n| n.contains("PyRefTracer"));
         if state.tracer_active && !hooks::tracer_is_ours(&state.api) {
             capture.notes.push(
                 "another tool replaced refhunt's PyRefTracer during the window (tracemalloc \
                  started?), so objects created after that were not all seen"
                     .into(),
             );
-        } else if state.layout.reftracer && !state.tracer_active && !said {
+        } else if state.layout.reftracer && !state.tracer_active {
             capture.notes.push(
-                "another tool owns PyRefTracer (tracemalloc?), so objects reused from freelists \
-                 may be attributed to the site that first allocated them"
+                "another tool owned PyRefTracer when refhunt started, so objects reused from \
+                 freelists may be attributed to the site that first allocated them"
                     .into(),
             );
         } else if !state.layout.reftracer {

@@ -23,6 +23,10 @@ use refhunt_core::capture::{Class, Group, Module, PyFrame, Stack};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void, CStr};
 
+/// Reachable groups given a path, at most: one search serves them all, but naming each path
+/// walks dicts.
+const MAX_PATHS: usize = 256;
+
 /// What the snapshot hands back for the capture.
 pub struct Outcome {
     pub groups: Vec<Group>,
@@ -163,8 +167,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
         explain(&survivors, api);
     }
-    let paths = reachable_paths(&survivors, state, &gc_items);
-    let (groups, stacks) = group(&survivors, state, &paths);
+    let (groups, stacks) = group(&survivors, state, &gc_items);
     Outcome {
         groups,
         stacks,
@@ -350,31 +353,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
                 walk as *mut Walk as *mut c_void,
             );
         }
-        if walk.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
-            visit_unicode_keys(op, walk);
-        }
-        if walk.inline_values {
-            visit_hidden_managed_dict(op, tp, walk);
-        }
-        if tp == walk.module_type {
-            // A module holds its name apart from its dict; `module_traverse` skips it.
-            let name = read_usize(op + cpython::MD_NAME);
-            if walk.index.contains_key(&name) {
-                visit(name as *mut PyObject, walk as *mut Walk as *mut c_void);
-            }
-        }
-        if type_flags(tp) & TPFLAGS_TYPE_SUBCLASS != 0 {
-            // A class holds the dict of its subclasses, which `type_traverse` skips because
-            // it holds only weak references. Only a dict made in the window can be a
-            // survivor, and the index says so without reading the word.
-            let subclasses = read_usize(op + cpython::TP_SUBCLASSES);
-            if walk.index.contains_key(&subclasses) {
-                visit(
-                    subclasses as *mut PyObject,
-                    walk as *mut Walk as *mut c_void,
-                );
-            }
-        }
+        visit_untraversed(op, tp, walk);
         return;
     }
     let end = basicsize(tp).min(4096);
@@ -388,17 +367,36 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     }
 }
 
-/// 3.13: an object whose attributes still live inline owns its `__dict__` once one is made,
-/// but `PyObject_VisitManagedDict` then visits only the inline values, not the dict.
-unsafe fn visit_hidden_managed_dict(op: usize, tp: usize, walk: &mut Walk) {
+/// References that `tp_traverse` leaves out because they cannot form a cycle, each found by a
+/// false alarm. All but the string keys are visited only when the target is a survivor: the
+/// index says so without reading through the word.
+unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     let flags = type_flags(tp);
-    if flags & cpython::TPFLAGS_MANAGED_DICT == 0 || flags & cpython::TPFLAGS_INLINE_VALUES == 0 {
-        return;
+    let held = |word: usize, walk: &mut Walk| {
+        if walk.index.contains_key(&word) {
+            visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+        }
+    };
+    // 3.11+: a dict whose keys are all strings does not visit its keys.
+    if walk.unicode_dicts && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
+        visit_unicode_keys(op, walk);
     }
-    let valid = *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8);
-    let dict = read_usize(op - cpython::MANAGED_DICT_BEFORE);
-    if valid != 0 && walk.index.contains_key(&dict) {
-        visit(dict as *mut PyObject, walk as *mut Walk as *mut c_void);
+    // A class holds the dict of its subclasses (weak references only); `import ast` showed it.
+    if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
+        held(read_usize(op + cpython::TP_SUBCLASSES), walk);
+    }
+    // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
+    if tp == walk.module_type {
+        held(read_usize(op + cpython::MD_NAME), walk);
+    }
+    // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
+    // made, but `PyObject_VisitManagedDict` then visits only the inline values.
+    let inline = cpython::TPFLAGS_MANAGED_DICT | cpython::TPFLAGS_INLINE_VALUES;
+    if walk.inline_values
+        && flags & inline == inline
+        && *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8) != 0
+    {
+        held(read_usize(op - cpython::MANAGED_DICT_BEFORE), walk);
     }
 }
 
@@ -589,63 +587,24 @@ fn has_extension_frame(state: &State, stack: u32, runtime: &[(usize, usize)]) ->
     })
 }
 
-/// One path from a module for each reachable group that the report lists: under repetition,
-/// those that grew in every run.
-unsafe fn reachable_paths(
-    survivors: &[Survivor],
-    state: &State,
-    gc_items: &[usize],
-) -> FxHashMap<(usize, u32), String> {
-    const MAX_GROUPS: usize = 256;
-    let reachable = || survivors.iter().filter(|s| s.class == Class::Reachable);
-    // Under repetition only groups that grew in every run are listed (runs past 64 are
-    // folded onto the last bit).
-    let last_run = reachable().map(|s| s.epoch).max().unwrap_or(0).min(64);
-    let mut runs_seen: FxHashMap<(usize, u32), u64> = FxHashMap::default();
-    for s in reachable().filter(|s| s.epoch > 0) {
-        *runs_seen.entry((s.tp, s.stack)).or_default() |= 1 << (s.epoch.min(64) - 1);
-    }
-    let every_run = if last_run == 64 {
-        u64::MAX
-    } else {
-        (1u64 << last_run) - 1
-    };
-    let mut targets: FxHashMap<(usize, u32), usize> = FxHashMap::default();
-    for s in reachable() {
-        if targets.len() == MAX_GROUPS {
-            break;
-        }
-        let key = (s.tp, s.stack);
-        let listed = s.epoch > 0 && runs_seen.get(&key) == Some(&every_run);
-        if listed && !targets.contains_key(&key) {
-            targets.insert(key, s.op);
-        }
-    }
-    if targets.is_empty() {
-        return FxHashMap::default();
-    }
-    let wanted: FxHashSet<usize> = targets.values().copied().collect();
-    let mut found = paths::from_modules(&state.api, gc_items, &wanted);
-    targets
-        .into_iter()
-        .filter_map(|(key, op)| Some((key, found.remove(&op)?)))
-        .collect()
-}
-
 fn is_runtime(path: &str) -> bool {
     refhunt_core::runtime::is_runtime_library(path)
         || std::fs::read_link("/proc/self/exe").is_ok_and(|exe| exe.as_os_str() == path)
 }
 
+/// Survivors grouped by (class, type, creation stack), with their count in each measured run.
+/// Reachable groups that grew in every run get a path from a module, as the report lists them.
 unsafe fn group(
     survivors: &[Survivor],
     state: &State,
-    paths: &FxHashMap<(usize, u32), String>,
+    gc_items: &[usize],
 ) -> (Vec<Group>, Vec<Stack>) {
     struct Tally {
         count: u64,
         bytes: u64,
         runs: Vec<u64>,
+        /// One survivor of the group, to find a path to.
+        example: usize,
     }
     let mut groups: FxHashMap<(Class, usize, u32), Tally> = FxHashMap::default();
     for s in survivors {
@@ -653,6 +612,7 @@ unsafe fn group(
             count: 0,
             bytes: 0,
             runs: Vec::new(),
+            example: s.op,
         });
         g.count += 1;
         g.bytes += s.bytes;
@@ -664,6 +624,24 @@ unsafe fn group(
             g.runs[run] += 1;
         }
     }
+    let runs = survivors
+        .iter()
+        .map(|s| s.epoch as usize)
+        .max()
+        .unwrap_or(0);
+    let wanted: FxHashSet<usize> = groups
+        .iter()
+        .filter(|((class, _, _), t)| {
+            *class == Class::Reachable && runs > 0 && t.runs.len() == runs && !t.runs.contains(&0)
+        })
+        .map(|(_, t)| t.example)
+        .take(MAX_PATHS)
+        .collect();
+    let mut paths = if wanted.is_empty() {
+        FxHashMap::default()
+    } else {
+        paths::from_modules(&state.api, gc_items, &wanted)
+    };
     let mut stack_ids: FxHashMap<u32, u32> = FxHashMap::default();
     let mut stacks = Vec::new();
     let mut out = Vec::new();
@@ -679,7 +657,7 @@ unsafe fn group(
             bytes: tally.bytes,
             stack: id,
             runs: tally.runs,
-            path: paths.get(&(tp, stack)).cloned(),
+            path: paths.remove(&tally.example),
         });
     }
     out.sort_by(|a, b| (a.class, b.bytes).cmp(&(b.class, a.bytes)));
