@@ -6,7 +6,7 @@ from setuptools_rust import Binding, RustBin, RustExtension
 
 setup(
     package_dir={"": "python"},
-    packages=["refhunt", "refhunt._bootstrap"],
+    packages=["refhunt"],
     rust_extensions=[
         RustExtension(
             "refhunt._refhunt_agent",
@@ -16,6 +16,6 @@ setup(
         ),
         RustBin("refhunt", path="crates/cli/Cargo.toml"),
     ],
-    package_data={"refhunt": ["py.typed"]},
+    package_data={"refhunt": ["py.typed", "__init__.pyi"]},
     zip_safe=False,
 )

@@ -44,6 +44,9 @@ int main(void) {
     SHOW("tp_traverse", offsetof(PyTypeObject, tp_traverse));
     SHOW("tp_is_gc", offsetof(PyTypeObject, tp_is_gc));
     SHOW("tp_subclasses", offsetof(PyTypeObject, tp_subclasses));
+    SHOW("ht_slots", offsetof(PyHeapTypeObject, ht_slots));
+    SHOW("ht_name", offsetof(PyHeapTypeObject, ht_name));
+    SHOW("ht_qualname", offsetof(PyHeapTypeObject, ht_qualname));
 #if PY_VERSION_HEX >= 0x030A0000
     SHOW("md_name", offsetof(PyModuleObject, md_name));
 #endif

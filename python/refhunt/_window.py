@@ -1,7 +1,6 @@
 """A tracking window, shared by `refhunt run`, `refhunt.call`, the Python API and the pytest
 plugin: measured calls stamped with their run number, and the capture at the end."""
 import gc
-import json
 import os
 import sys
 
@@ -58,6 +57,8 @@ def _collect_saving_garbage():
 
 
 def _header(gc_freed, before, after, repeated, notes):
+    import json  # here, not at the top: `refhunt run` imports this module at startup
+
     counters = {"live_objects": 0, "gc_freed": gc_freed}
     counters.update(_counters.changes(before, after))
     if repeated:

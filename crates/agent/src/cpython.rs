@@ -40,6 +40,7 @@ pub const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
 pub const INLINE_VALUES_VALID: usize = 3;
 /// The managed `__dict__` pointer sits this far before the object (3.12+).
 pub const MANAGED_DICT_BEFORE: usize = 24;
+pub const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
 pub const TPFLAGS_HAVE_GC: u64 = 1 << 14;
 pub const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
 pub const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
@@ -86,6 +87,8 @@ pub struct Layout {
     pub reftracer: bool,
     /// Immortal objects exist (3.12+).
     pub immortal: bool,
+    /// Offset of `ht_slots` in `PyHeapTypeObject`, between `ht_name` and `ht_qualname`.
+    pub ht_slots: usize,
 }
 
 impl Layout {
@@ -102,6 +105,7 @@ impl Layout {
             preheader_flags: 0,
             reftracer: false,
             immortal: false,
+            ht_slots: if minor == 9 { 848 } else { 856 },
         };
         Some(match minor {
             9 => old(9, 104, false),
@@ -118,6 +122,7 @@ impl Layout {
                 preheader_flags: TPFLAGS_MANAGED_DICT,
                 reftracer: false,
                 immortal: false,
+                ht_slots: 856,
             },
             12 | 13 => Layout {
                 minor,
@@ -131,6 +136,7 @@ impl Layout {
                 preheader_flags: TPFLAGS_MANAGED_DICT | TPFLAGS_MANAGED_WEAKREF,
                 reftracer: minor >= 13,
                 immortal: true,
+                ht_slots: 864,
             },
             _ => return None,
         })
@@ -386,6 +392,9 @@ mod tests {
                 "{what}"
             );
             assert_eq!(l.frame_code, at("frame_code"), "{what}");
+            assert_eq!(l.ht_slots, at("ht_slots"), "{what}");
+            assert_eq!(l.ht_slots - 8, at("ht_name"), "{what}");
+            assert_eq!(l.ht_slots + 8, at("ht_qualname"), "{what}");
             assert_eq!(l.frame_previous, at("frame_previous"), "{what}");
             assert_eq!(l.frame_instr, at("frame_instr"), "{what}");
             assert_eq!(

@@ -73,6 +73,7 @@ struct Walk<'a> {
     /// 3.13+: objects may keep their attributes inline and still own a `__dict__`.
     inline_values: bool,
     module_type: usize,
+    ht_slots: usize,
 }
 
 impl Walk<'_> {
@@ -136,6 +137,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
         unicode_dicts: state.layout.minor >= 11,
         inline_values: state.layout.minor >= 13,
         module_type: api.module_type,
+        ht_slots: state.layout.ht_slots,
     };
     walk.seen.extend(index.keys().copied());
     for &op in gc_items.iter().chain(std::iter::once(&gc_objects)) {
@@ -384,6 +386,13 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     // A class holds the dict of its subclasses (weak references only); `import ast` showed it.
     if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
         held(read_usize(op + cpython::TP_SUBCLASSES), walk);
+    }
+    // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
+    // types on 3.13 and functools' `_HashedSeq` showed them); the three sit side by side.
+    if flags & TPFLAGS_TYPE_SUBCLASS != 0 && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0 {
+        for at in [walk.ht_slots - 8, walk.ht_slots, walk.ht_slots + 8] {
+            held(read_usize(op + at), walk);
+        }
     }
     // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
     if tp == walk.module_type {

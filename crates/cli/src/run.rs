@@ -54,7 +54,20 @@ impl Scratch {
     fn status(&self) -> PathBuf {
         self.dir.join("status")
     }
+
+    /// A directory holding only the bootstrap `sitecustomize.py`, for the front of PYTHONPATH.
+    fn bootstrap(&self) -> Result<PathBuf, Error> {
+        let dir = self.dir.join("bootstrap");
+        let file = dir.join("sitecustomize.py");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&file, BOOTSTRAP))
+            .map_err(|source| Error::Write { path: file, source })?;
+        Ok(dir)
+    }
 }
+
+/// Starts the agent in the target before its program runs.
+const BOOTSTRAP: &str = include_str!("sitecustomize.py");
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -74,13 +87,13 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     // rather than after an hour of tracing.
     let json_out = args.json.as_deref().map(create).transpose()?;
     let capture_out = args.capture.as_deref().map(create).transpose()?;
-    let target = target::resolve(&args.command)?;
+    let interpreter = target::resolve(&args.command)?;
     if args.repeat.is_some() && !names_a_window(&args.command) {
         return Err(Error::NoWindow);
     }
     let scratch = Scratch::new()?;
 
-    let mut pythonpath = OsString::from(&target.bootstrap);
+    let mut pythonpath = OsString::from(scratch.bootstrap()?);
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         pythonpath.push(":");
         pythonpath.push(existing);
@@ -115,6 +128,12 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
 
     match std::fs::read_to_string(scratch.status()).ok().as_deref() {
         Some("started") => {}
+        Some(other) if other.starts_with("noagent: ") => {
+            return Err(Error::NoAgent {
+                interpreter: interpreter.display().to_string(),
+                detail: other["noagent: ".len()..].to_string(),
+            })
+        }
         Some(other) => {
             return Err(Error::AgentFailed(
                 other.trim_start_matches("error: ").into(),

@@ -1,22 +1,14 @@
 //! Which Python a command will run, checked before anything runs: a command that is not
-//! Python, an interpreter without refhunt, or a missing script each get one clear line.
+//! Python or a missing script each get one clear line. Whether that Python has refhunt is
+//! found when it starts, by the bootstrap, which saves starting it twice.
 
 use crate::error::Error;
 use object::{Object, ObjectSymbol};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-pub struct Target {
-    /// Directory whose `sitecustomize.py` starts the agent in the target.
-    pub bootstrap: PathBuf,
-}
-
-/// Prints the bootstrap directory of the refhunt installed in the interpreter.
-const PROBE: &str = "import os, refhunt; \
-    print(os.path.join(os.path.dirname(os.path.abspath(refhunt.__file__)), '_bootstrap'))";
-
-pub fn resolve(command: &[OsString]) -> Result<Target, Error> {
+/// The interpreter that `command` runs, once it is known to be Python.
+pub fn resolve(command: &[OsString]) -> Result<PathBuf, Error> {
     let program = command.first().ok_or(Error::NoCommand)?;
     let path = which(program).ok_or_else(|| Error::CommandNotFound(display(program)))?;
     let interpreter = if looks_like_python_name(&path) || is_python_elf(&path) {
@@ -30,7 +22,7 @@ pub fn resolve(command: &[OsString]) -> Result<Target, Error> {
     } else {
         return Err(Error::NotPython(display(program)));
     };
-    probe(&interpreter)
+    Ok(interpreter)
 }
 
 fn display(s: &OsStr) -> String {
@@ -111,34 +103,6 @@ fn check_script(args: &[OsString]) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn probe(interpreter: &Path) -> Result<Target, Error> {
-    let name = interpreter.display().to_string();
-    let out = Command::new(interpreter)
-        .args(["-c", PROBE])
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: name.clone(),
-            source,
-        })?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        let bootstrap = PathBuf::from(stdout.trim());
-        if bootstrap.join("sitecustomize.py").is_file() {
-            return Ok(Target { bootstrap });
-        }
-    }
-    if let Some(line) = stderr.lines().rev().find(|l| l.contains("Error")) {
-        if line.contains("refhunt") {
-            return Err(Error::NoAgent {
-                interpreter: name,
-                detail: line.trim().to_string(),
-            });
-        }
-    }
-    Err(Error::NotPython(name))
 }
 
 #[cfg(test)]

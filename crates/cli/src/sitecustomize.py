@@ -1,6 +1,8 @@
-# Loaded first by `refhunt run` (through PYTHONPATH): start tracking, then hand over to the
-# program's own sitecustomize, if it has one. A failure here is reported to refhunt through
-# REFHUNT_STATUS; the program itself always runs.
+# Written by `refhunt run` into a private directory put first on PYTHONPATH, so that Python
+# loads it at startup: start tracking, then hand over to the program's own sitecustomize, if
+# it has one. What happened is reported to refhunt through REFHUNT_STATUS. An interpreter
+# that cannot import refhunt stops here, before the program runs: refhunt was asked to watch
+# it and cannot.
 import os
 import sys
 
@@ -10,7 +12,13 @@ def _refhunt_bootstrap():
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     try:
         from refhunt import _run
-
+    except ImportError as error:
+        status = os.environ.get("REFHUNT_STATUS")
+        if status:
+            with open(status, "w") as f:
+                f.write("noagent: %s" % error)
+        os._exit(125)
+    try:
         _run.start(here)
     except Exception as error:
         status = os.environ.pop("REFHUNT_STATUS", None)
