@@ -35,6 +35,9 @@ def load():
         lib.refhunt_set_epoch.argtypes = [ctypes.c_uint16]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p,
                                          ctypes.c_char_p]
+        # ctypes makes each function object on first use: make them all now, before any
+        # window, so that none is counted in one.
+        lib.refhunt_pause, lib.refhunt_clear  # noqa: B018
         _lib = lib
     return _lib
 

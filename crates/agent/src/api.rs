@@ -4,7 +4,6 @@
 //! None of them lets a panic cross into the host process.
 
 use crate::cpython::{self, Api, Layout};
-use crate::guard::Reentry;
 use crate::hooks::{self, State, EPOCH, STATE, TRACKING};
 use crate::snapshot;
 use crate::unwind::{self, Unwinder};
@@ -74,7 +73,7 @@ pub extern "C" fn refhunt_pause() -> c_int {
     0
 }
 
-/// Starts measured run `epoch` (1, 2, ...): new objects are stamped with it. 0 ends
+/// Starts measured run `epoch` (1, 2, ...): stacks taken from now carry it. 0 ends
 /// repetition.
 #[no_mangle]
 pub extern "C" fn refhunt_set_epoch(epoch: u16) -> c_int {
@@ -121,8 +120,10 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let path = CStr::from_ptr(path).to_str().map_err(|e| e.to_string())?;
         let mut capture =
             Capture::from_json(header).map_err(|e| format!("bad capture header: {e}"))?;
-        let _reentry = Reentry::enter().ok_or("snapshot called from inside the agent")?;
-        let guard = STATE.lock();
+        // Held through the snapshot: whatever it allocates passes the hooks unrecorded.
+        let guard = STATE
+            .try_lock()
+            .ok_or("snapshot called from inside the agent")?;
         let state = guard.as_ref().ok_or("refhunt was not started")?;
         let outcome = snapshot::take(state, gc_objects as usize, garbage as usize);
         if state.tracer_active && !hooks::tracer_is_ours(&state.api) {

@@ -6,7 +6,6 @@
 //! which blocks are live, because DESTROY events are missing for some frees on 3.13.0.
 
 use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject};
-use crate::guard::Reentry;
 use crate::live::{Block, LiveTable, ALLOCATED, DEAD, LIVE, NO_STACK};
 use crate::lock::SpinLock;
 use crate::pyframes::{self, PyFrameRef};
@@ -39,7 +38,7 @@ pub struct State {
 pub static STATE: SpinLock<Option<State>> = SpinLock::new(None);
 /// New objects are recorded only while this is set.
 pub static TRACKING: AtomicBool = AtomicBool::new(false);
-/// The measured run under way, stamped on each new object; 0 outside repetition.
+/// The measured run under way, part of each creation stack taken; 0 outside repetition.
 pub static EPOCH: AtomicU16 = AtomicU16::new(0);
 
 impl State {
@@ -69,9 +68,12 @@ impl State {
         let n = self.unwinder.walk(regs, &mut self.native);
         let m = pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python);
         let mut is_new = false;
-        let id = self
-            .stacks
-            .intern(&self.native[..n], &self.python[..m], &mut is_new);
+        let id = self.stacks.intern(
+            &self.native[..n],
+            &self.python[..m],
+            EPOCH.load(Relaxed),
+            &mut is_new,
+        );
         if is_new {
             for f in &self.python[..m] {
                 if self.codes.insert(f.code) {
@@ -168,11 +170,10 @@ unsafe extern "C" fn hook_reftracer(op: *mut PyObject, event: c_int, _: *mut c_v
 
 #[inline(never)]
 unsafe fn on_alloc(block: usize, size: usize) {
-    let Some(_reentry) = Reentry::enter() else {
+    let regs = here!();
+    let Some(mut guard) = STATE.try_lock() else {
         return;
     };
-    let regs = here!();
-    let mut guard = STATE.lock();
     let Some(s) = guard.as_mut() else { return };
     let stack = if s.tracer_active {
         NO_STACK
@@ -186,16 +187,14 @@ unsafe fn on_alloc(block: usize, size: usize) {
             size: size.min(u32::MAX as usize) as u32,
             state: ALLOCATED,
             object_offset: 0,
-            epoch: EPOCH.load(Relaxed),
         },
     );
 }
 
 unsafe fn on_realloc(old: usize, new: usize, size: usize) {
-    let Some(_reentry) = Reentry::enter() else {
+    let Some(mut guard) = STATE.try_lock() else {
         return;
     };
-    let mut guard = STATE.lock();
     let Some(s) = guard.as_mut() else { return };
     // A resized block keeps the site that first allocated it.
     if let Some(mut b) = s.live.remove(old) {
@@ -205,58 +204,48 @@ unsafe fn on_realloc(old: usize, new: usize, size: usize) {
 }
 
 unsafe fn on_free(block: usize) {
-    let Some(_reentry) = Reentry::enter() else {
-        return;
-    };
-    let mut guard = STATE.lock();
-    if let Some(s) = guard.as_mut() {
+    if let Some(s) = STATE.try_lock().as_mut().and_then(|g| g.as_mut()) {
         s.live.remove(block);
     }
 }
 
 #[inline(never)]
 unsafe fn on_create(op: usize) {
-    let Some(_reentry) = Reentry::enter() else {
+    let regs = here!();
+    let Some(mut guard) = STATE.try_lock() else {
         return;
     };
-    let regs = here!();
-    let mut guard = STATE.lock();
     let Some(s) = guard.as_mut() else { return };
     let tp = type_of(op);
     let offset = s.layout.preheader(type_flags(tp));
     let stack = s.capture(regs);
     let block = op - offset;
-    match s.live.get_mut(block) {
-        // A fresh block, or one handed out again by a freelist: either way, created here.
-        Some(b) => {
-            b.stack = stack;
-            b.state = LIVE;
-            b.object_offset = offset as u8;
-            b.epoch = EPOCH.load(Relaxed);
-        }
-        // A block from before the window, reused from a freelist.
-        None => s.live.insert(
-            block,
-            Block {
-                stack,
-                size: (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32,
-                state: LIVE,
-                object_offset: offset as u8,
-                epoch: EPOCH.load(Relaxed),
-            },
-        ),
-    }
+    // A fresh block, or one handed out again by a freelist: either way, created here. A
+    // block from before the window, reused from a freelist, is sized from its type.
+    let size = match s.live.get(block) {
+        Some(b) => b.size,
+        None => (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32,
+    };
+    s.live.insert(
+        block,
+        Block {
+            stack,
+            size,
+            state: LIVE,
+            object_offset: offset as u8,
+        },
+    );
 }
 
 unsafe fn on_destroy(op: usize) {
-    let Some(_reentry) = Reentry::enter() else {
+    let Some(mut guard) = STATE.try_lock() else {
         return;
     };
-    let mut guard = STATE.lock();
     let Some(s) = guard.as_mut() else { return };
     let offset = s.layout.preheader(type_flags(type_of(op)));
-    if let Some(b) = s.live.get_mut(op - offset) {
+    if let Some(mut b) = s.live.get(op - offset) {
         b.state = DEAD;
+        s.live.insert(op - offset, b);
     }
 }
 

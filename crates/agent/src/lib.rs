@@ -6,15 +6,15 @@
 //!
 //! Rules for everything reachable from the hooks:
 //! - no allocation through Python's allocators, and no Python calls (`Py_IncRef` aside);
-//! - a thread-local re-entry guard, so nothing we call can recurse into us;
+//! - the state's lock is only tried, so nothing we call can recurse into us or wait on us;
 //! - any failure disables tracking and leaves the host process running.
 //!
 //! Non-goals: free-threaded builds, and architectures other than x86_64 Linux.
 
 mod api;
 mod cpython;
-mod guard;
 mod hooks;
+mod index;
 mod live;
 mod lock;
 mod maps;

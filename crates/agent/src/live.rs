@@ -1,42 +1,265 @@
-//! The blocks allocated in the tracking window and not yet freed.
+//! The blocks allocated in the tracking window and not yet freed, in a shadow of the heap: one
+//! 32-bit record for every 16 bytes of address space that has held a recorded block.
+//!
+//! Every block of Python's object allocator is 16-byte aligned, so a block's record sits at a
+//! fixed place: recording, freeing and looking up cost a two-level index and one store, with
+//! no hashing, no probing and no rehash. The records live in pages mapped straight from the
+//! kernel, never through an allocator the hooks may be servicing, and only the pages that
+//! hold records take memory: a quarter of the bytes of the blocks recorded, where a hash map
+//! of blocks took about as much as the blocks.
+//!
+//! A record packs, from the low bits: the creation stack (23 bits), the block size in 16-byte
+//! units (5 bits; 0 for a block over 512 bytes, whose size sits in a side table), where the
+//! object starts (2 bits, in 16-byte units), and the state (2 bits, never 0: 0 is "no block").
 
 use rustc_hash::FxHashMap;
 
 /// No creation event seen yet (3.13+), or a block that holds no object.
-pub const ALLOCATED: u8 = 0;
+pub const ALLOCATED: u8 = 1;
 /// An object lives in the block.
-pub const LIVE: u8 = 1;
+pub const LIVE: u8 = 2;
 /// The object was destroyed but the block sits on a freelist.
-pub const DEAD: u8 = 2;
+pub const DEAD: u8 = 3;
 
-#[derive(Clone, Copy, Debug)]
+/// Stacks are numbered below this; a block created past it is kept without one.
+pub const NO_STACK: u32 = (1 << 23) - 1;
+
+const SIZE_SHIFT: u32 = 23;
+const OFFSET_SHIFT: u32 = 28;
+const STATE_SHIFT: u32 = 30;
+const LARGE: u32 = 0;
+
+/// One record, unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
     pub stack: u32,
     pub size: u32,
     pub state: u8,
     /// Bytes from the block start to the object, once known from a creation event.
     pub object_offset: u8,
-    /// The measured run that created the object; 0 outside repetition.
-    pub epoch: u16,
 }
 
-pub const NO_STACK: u32 = u32::MAX;
+/// Levels of the index: address bits 36.. pick a directory, 20..36 a page of records, and
+/// 4..20 the record.
+const DIRS: usize = 1 << 11;
+const PAGES_PER_DIR: usize = 1 << 16;
+const RECORDS_PER_PAGE: usize = 1 << 16;
 
-#[derive(Default)]
 pub struct LiveTable {
-    pub blocks: FxHashMap<usize, Block>,
+    dirs: Box<[*mut *mut u32; DIRS]>,
+    /// Sizes of blocks over 512 bytes: few, so a map serves.
+    large: FxHashMap<usize, u32>,
+}
+
+// The table is only used under the agent's lock.
+unsafe impl Send for LiveTable {}
+
+impl Default for LiveTable {
+    fn default() -> Self {
+        LiveTable {
+            dirs: Box::new([std::ptr::null_mut(); DIRS]),
+            large: FxHashMap::default(),
+        }
+    }
+}
+
+impl Drop for LiveTable {
+    fn drop(&mut self) {
+        for &dir in self.dirs.iter().filter(|d| !d.is_null()) {
+            unsafe {
+                for i in 0..PAGES_PER_DIR {
+                    let page = *dir.add(i);
+                    if !page.is_null() {
+                        unmap(page, RECORDS_PER_PAGE * 4);
+                    }
+                }
+                unmap(dir, PAGES_PER_DIR * 8);
+            }
+        }
+    }
+}
+
+/// Zeroed memory from the kernel; null if refused.
+fn map<T>(bytes: usize) -> *mut T {
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p as *mut T
+    }
+}
+
+unsafe fn unmap<T>(p: *mut T, bytes: usize) {
+    libc::munmap(p as *mut libc::c_void, bytes);
+}
+
+fn pack(b: Block) -> u32 {
+    let units = if b.size <= 512 {
+        b.size.div_ceil(16).max(1)
+    } else {
+        LARGE
+    };
+    (b.stack.min(NO_STACK))
+        | (units & 31) << SIZE_SHIFT
+        | (b.object_offset as u32 / 16) << OFFSET_SHIFT
+        | (b.state as u32) << STATE_SHIFT
+}
+
+fn unpack(r: u32, large: impl FnOnce() -> u32) -> Block {
+    let units = (r >> SIZE_SHIFT) & 31;
+    Block {
+        stack: r & NO_STACK,
+        size: if units == LARGE { large() } else { units * 16 },
+        state: (r >> STATE_SHIFT) as u8,
+        object_offset: (((r >> OFFSET_SHIFT) & 3) * 16) as u8,
+    }
 }
 
 impl LiveTable {
+    /// The record of `addr`, made if `create`; null for an address the table cannot hold
+    /// (unaligned, or the kernel refused memory), which is then left unrecorded.
+    #[inline]
+    fn slot(&mut self, addr: usize, create: bool) -> *mut u32 {
+        if !addr.is_multiple_of(16) || addr >> 47 != 0 {
+            return std::ptr::null_mut();
+        }
+        let d = addr >> 36;
+        let p = (addr >> 20) & (PAGES_PER_DIR - 1);
+        let r = (addr >> 4) & (RECORDS_PER_PAGE - 1);
+        unsafe {
+            let mut dir = self.dirs[d];
+            if dir.is_null() {
+                if !create {
+                    return dir as *mut u32;
+                }
+                dir = map(PAGES_PER_DIR * 8);
+                if dir.is_null() {
+                    return std::ptr::null_mut();
+                }
+                self.dirs[d] = dir;
+            }
+            let mut page = *dir.add(p);
+            if page.is_null() {
+                if !create {
+                    return page;
+                }
+                page = map(RECORDS_PER_PAGE * 4);
+                if page.is_null() {
+                    return page;
+                }
+                *dir.add(p) = page;
+            }
+            page.add(r)
+        }
+    }
+
     pub fn insert(&mut self, addr: usize, block: Block) {
-        self.blocks.insert(addr, block);
+        let slot = self.slot(addr, true);
+        if slot.is_null() {
+            return;
+        }
+        let record = pack(block);
+        if (record >> SIZE_SHIFT) & 31 == LARGE {
+            self.large.insert(addr, block.size);
+        } else if unsafe { (*slot >> SIZE_SHIFT) & 31 } == LARGE && unsafe { *slot } != 0 {
+            self.large.remove(&addr);
+        }
+        unsafe { *slot = record };
     }
 
     pub fn remove(&mut self, addr: usize) -> Option<Block> {
-        self.blocks.remove(&addr)
+        let slot = self.slot(addr, false);
+        if slot.is_null() {
+            return None;
+        }
+        let record = unsafe { std::ptr::replace(slot, 0) };
+        if record == 0 {
+            return None;
+        }
+        let large = &mut self.large;
+        Some(unpack(record, || large.remove(&addr).unwrap_or(0)))
     }
 
-    pub fn get_mut(&mut self, addr: usize) -> Option<&mut Block> {
-        self.blocks.get_mut(&addr)
+    pub fn get(&mut self, addr: usize) -> Option<Block> {
+        let slot = self.slot(addr, false);
+        if slot.is_null() {
+            return None;
+        }
+        let record = unsafe { *slot };
+        (record != 0).then(|| unpack(record, || self.large.get(&addr).copied().unwrap_or(0)))
+    }
+
+    /// Every record, in address order.
+    pub fn for_each(&self, mut f: impl FnMut(usize, Block)) {
+        for (d, &dir) in self.dirs.iter().enumerate() {
+            if dir.is_null() {
+                continue;
+            }
+            for p in 0..PAGES_PER_DIR {
+                let page = unsafe { *dir.add(p) };
+                if page.is_null() {
+                    continue;
+                }
+                let records = unsafe { std::slice::from_raw_parts(page, RECORDS_PER_PAGE) };
+                for (r, &record) in records.iter().enumerate() {
+                    if record != 0 {
+                        let addr = d << 36 | p << 20 | r << 4;
+                        let block = unpack(record, || self.large.get(&addr).copied().unwrap_or(0));
+                        f(addr, block);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(stack: u32, size: u32, state: u8, offset: u8) -> Block {
+        Block {
+            stack,
+            size,
+            state,
+            object_offset: offset,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_free() {
+        let mut t = LiveTable::default();
+        let heap = vec![0u8; 1 << 16];
+        let base = (heap.as_ptr() as usize + 15) & !15;
+        let small = block(7, 32, ALLOCATED, 0);
+        let big = block(NO_STACK, 4096, LIVE, 16);
+        t.insert(base, small);
+        t.insert(base + 1024, big);
+        assert_eq!(t.get(base), Some(small));
+        assert_eq!(t.get(base + 16), None);
+        assert_eq!(t.get(base + 1024), Some(big));
+        let mut seen = Vec::new();
+        t.for_each(|a, b| seen.push((a, b)));
+        assert_eq!(seen, vec![(base, small), (base + 1024, big)]);
+        assert_eq!(t.remove(base + 1024), Some(big));
+        assert!(t.large.is_empty());
+        assert_eq!(t.remove(base + 1024), None);
+        assert_eq!(t.get(base + 3), None, "unaligned addresses hold nothing");
+    }
+
+    #[test]
+    fn stacks_past_the_limit_are_kept_without_one() {
+        let mut t = LiveTable::default();
+        t.insert(0x1000, block(NO_STACK + 5, 48, LIVE, 32));
+        assert_eq!(t.get(0x1000), Some(block(NO_STACK, 48, LIVE, 32)));
     }
 }

@@ -36,6 +36,16 @@ impl<T> SpinLock<T> {
         Guard { lock: self }
     }
 
+    /// The lock if it is free. The hooks use this: they run with the GIL held, so a held lock
+    /// means the agent itself is allocating (in a snapshot, say), and that allocation passes
+    /// unrecorded instead of waiting on itself.
+    pub fn try_lock(&self) -> Option<Guard<'_, T>> {
+        self.held
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(Guard { lock: self })
+    }
+
     /// Only for a forked child, where the holder no longer exists.
     pub unsafe fn force_unlock(&self) {
         self.held.store(false, Ordering::Release);

@@ -14,6 +14,7 @@ use crate::cpython::{
     TPFLAGS_HAVE_GC, TPFLAGS_TYPE_SUBCLASS,
 };
 use crate::hooks::State;
+use crate::index::Index;
 use crate::live::{Block, LIVE, NO_STACK};
 use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
@@ -39,8 +40,7 @@ struct Survivor {
     op: usize,
     tp: usize,
     stack: u32,
-    epoch: u16,
-    bytes: u64,
+    bytes: u32,
     refcnt: i64,
     /// References found in objects.
     found: i64,
@@ -52,7 +52,7 @@ struct Survivor {
 }
 
 struct Walk<'a> {
-    index: &'a FxHashMap<usize, u32>,
+    index: &'a Index,
     survivors: &'a mut [Survivor],
     /// The survivor being traversed, if the holder is one.
     holder: Option<u32>,
@@ -86,7 +86,7 @@ impl Walk<'_> {
 unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
     let walk = &mut *(arg as *mut Walk);
     let op = op as usize;
-    if let Some(&i) = walk.index.get(&op) {
+    if let Some(i) = walk.index.get(op) {
         let s = &mut walk.survivors[i as usize];
         s.found += 1;
         match walk.holder {
@@ -112,18 +112,14 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     let types = Heap::new(api, &modules, &gc_items);
 
     let mut survivors = Vec::new();
-    for (&block, b) in state.live.blocks.iter() {
-        if let Some(op) = object_in(block, b, state.tracer_active, layout, &types) {
-            if let Some(s) = survivor(op, b, layout, api) {
+    state.live.for_each(|block, b| {
+        if let Some(op) = object_in(block, &b, state.tracer_active, layout, &types) {
+            if let Some(s) = survivor(op, &b, layout, api) {
                 survivors.push(s);
             }
         }
-    }
-    let index: FxHashMap<usize, u32> = survivors
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.op, i as u32))
-        .collect();
+    });
+    let index = Index::new(survivors.iter().map(|s| s.op).collect());
 
     let mut walk = Walk {
         index: &index,
@@ -139,9 +135,9 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
         module_type: api.module_type,
         ht_slots: state.layout.ht_slots,
     };
-    walk.seen.extend(index.keys().copied());
+    // Survivors are traversed first, each as the holder of what it refers to.
     for &op in gc_items.iter().chain(std::iter::once(&gc_objects)) {
-        if walk.seen.insert(op) {
+        if !index.contains(op) && walk.seen.insert(op) {
             walk.queue.push(op);
         }
     }
@@ -158,7 +154,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     let edges = std::mem::take(&mut walk.edges);
     for &code in &state.codes {
         // The agent's own reference to each code object in a stored stack.
-        if let Some(&i) = index.get(&code) {
+        if let Some(i) = index.get(code) {
             survivors[i as usize].found += 1;
         }
     }
@@ -328,8 +324,7 @@ unsafe fn survivor(op: usize, b: &Block, layout: &Layout, api: &Api) -> Option<S
         op,
         tp,
         stack: b.stack,
-        epoch: b.epoch,
-        bytes: (b.size as u64).div_ceil(16) * 16,
+        bytes: b.size.div_ceil(16) * 16,
         refcnt,
         found: 0,
         statics: 0,
@@ -362,7 +357,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     let mut at = 16;
     while at + 8 <= end {
         let word = read_usize(op + at);
-        if walk.index.contains_key(&word) {
+        if walk.index.contains(word) {
             visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
         }
         at += 8;
@@ -375,7 +370,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
 unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     let flags = type_flags(tp);
     let held = |word: usize, walk: &mut Walk| {
-        if walk.index.contains_key(&word) {
+        if walk.index.contains(word) {
             visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
         }
     };
@@ -441,7 +436,7 @@ unsafe fn scan_statics(modules: &[LoadedModule], types: &Heap, walk: &mut Walk) 
             let mut at = start.next_multiple_of(8);
             while at + 8 <= end {
                 let word = read_usize(at);
-                if let Some(&s) = walk.index.get(&word) {
+                if let Some(s) = walk.index.get(word) {
                     walk.survivors[s as usize].statics += 1;
                 } else if !walk.seen.contains(&word) && untracked_container(word, types) {
                     walk.seen.insert(word);
@@ -615,35 +610,49 @@ unsafe fn group(
         /// One survivor of the group, to find a path to.
         example: usize,
     }
-    let mut groups: FxHashMap<(Class, usize, u32), Tally> = FxHashMap::default();
-    for s in survivors {
-        let g = groups.entry((s.class, s.tp, s.stack)).or_insert(Tally {
-            count: 0,
-            bytes: 0,
-            runs: Vec::new(),
-            example: s.op,
-        });
-        g.count += 1;
-        g.bytes += s.bytes;
-        if s.epoch > 0 {
-            let run = s.epoch as usize - 1;
-            if g.runs.len() <= run {
-                g.runs.resize(run + 1, 0);
+    // Survivors come in address order, and neighbours mostly share a key: sum each run of
+    // equal keys, then merge the sums by the stack's site, since each measured run has its
+    // own stack ids.
+    let mut by_stack: FxHashMap<(Class, usize, u32), (u64, u64, usize)> = FxHashMap::default();
+    for same in survivors.chunk_by(|a, b| (a.class, a.tp, a.stack) == (b.class, b.tp, b.stack)) {
+        let bytes: u64 = same.iter().map(|s| s.bytes as u64).sum();
+        let t = by_stack
+            .entry((same[0].class, same[0].tp, same[0].stack))
+            .or_insert((0, 0, same[0].op));
+        t.0 += same.len() as u64;
+        t.1 += bytes;
+    }
+    let mut groups: FxHashMap<(Class, usize, &[u64]), (u32, Tally)> = FxHashMap::default();
+    let mut runs = 0;
+    for ((class, tp, stack), (count, bytes, example)) in by_stack {
+        let (_, g) = groups
+            .entry((class, tp, state.stacks.site(stack)))
+            .or_insert((
+                stack,
+                Tally {
+                    count: 0,
+                    bytes: 0,
+                    runs: Vec::new(),
+                    example,
+                },
+            ));
+        g.count += count;
+        g.bytes += bytes;
+        let epoch = state.stacks.epoch(stack) as usize;
+        if epoch > 0 {
+            if g.runs.len() < epoch {
+                g.runs.resize(epoch, 0);
             }
-            g.runs[run] += 1;
+            g.runs[epoch - 1] += count;
+            runs = runs.max(epoch);
         }
     }
-    let runs = survivors
-        .iter()
-        .map(|s| s.epoch as usize)
-        .max()
-        .unwrap_or(0);
     let wanted: FxHashSet<usize> = groups
         .iter()
-        .filter(|((class, _, _), t)| {
+        .filter(|((class, _, _), (_, t))| {
             *class == Class::Reachable && runs > 0 && t.runs.len() == runs && !t.runs.contains(&0)
         })
-        .map(|(_, t)| t.example)
+        .map(|(_, (_, t))| t.example)
         .take(MAX_PATHS)
         .collect();
     let mut paths = if wanted.is_empty() {
@@ -654,7 +663,7 @@ unsafe fn group(
     let mut stack_ids: FxHashMap<u32, u32> = FxHashMap::default();
     let mut stacks = Vec::new();
     let mut out = Vec::new();
-    for ((class, tp, stack), tally) in groups {
+    for ((class, tp, _), (stack, tally)) in groups {
         let id = *stack_ids.entry(stack).or_insert_with(|| {
             stacks.push(resolve_stack(state, stack));
             (stacks.len() - 1) as u32

@@ -1,5 +1,6 @@
-//! Interned creation stacks: each distinct (native, Python) stack is stored once and named by
-//! a `u32`, so that a million objects from one line cost one stack.
+//! Interned creation stacks: each distinct (native, Python) stack is stored once per measured
+//! run and named by a `u32`, so that a million objects from one line cost one stack, and an
+//! object's run comes with its stack instead of taking room of its own.
 
 use crate::pyframes::PyFrameRef;
 use hashbrown::HashTable;
@@ -10,6 +11,7 @@ struct Entry {
     start: u32,
     native: u16,
     python: u16,
+    epoch: u16,
     hash: u64,
 }
 
@@ -23,11 +25,17 @@ pub struct StackTable {
 
 impl StackTable {
     /// The id of this stack, adding it if new; `is_new` reports whether it was.
-    pub fn intern(&mut self, native: &[u64], python: &[PyFrameRef], is_new: &mut bool) -> u32 {
-        let hash = hash(native, python);
+    pub fn intern(
+        &mut self,
+        native: &[u64],
+        python: &[PyFrameRef],
+        epoch: u16,
+        is_new: &mut bool,
+    ) -> u32 {
+        let hash = hash(native, python, epoch);
         let found = self.index.find(hash, |&id| {
             let e = self.entries[id as usize];
-            e.hash == hash && self.matches(e, native, python)
+            e.hash == hash && e.epoch == epoch && self.matches(e, native, python)
         });
         if let Some(&id) = found {
             *is_new = false;
@@ -45,6 +53,7 @@ impl StackTable {
             start,
             native: native.len() as u16,
             python: python.len() as u16,
+            epoch,
             hash,
         });
         let entries = &self.entries;
@@ -66,6 +75,17 @@ impl StackTable {
             })
     }
 
+    /// The measured run the stack was taken in; 0 outside repetition.
+    pub fn epoch(&self, id: u32) -> u16 {
+        self.entries[id as usize].epoch
+    }
+
+    /// The stack's words, the same in every run: what makes two stacks one creation site.
+    pub fn site(&self, id: u32) -> &[u64] {
+        let e = self.entries[id as usize];
+        &self.words[e.start as usize..e.start as usize + e.native as usize + 2 * e.python as usize]
+    }
+
     pub fn native(&self, id: u32) -> &[u64] {
         let e = self.entries[id as usize];
         &self.words[e.start as usize..e.start as usize + e.native as usize]
@@ -83,8 +103,9 @@ impl StackTable {
     }
 }
 
-fn hash(native: &[u64], python: &[PyFrameRef]) -> u64 {
+fn hash(native: &[u64], python: &[PyFrameRef], epoch: u16) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
+    h.write_u16(epoch);
     for pc in native {
         h.write_u64(*pc);
     }
@@ -107,13 +128,16 @@ mod tests {
             offset: 12,
         }];
         let mut new = false;
-        let a = t.intern(&[1, 2, 3], &py, &mut new);
+        let a = t.intern(&[1, 2, 3], &py, 0, &mut new);
         assert!(new);
-        let b = t.intern(&[1, 2, 3], &py, &mut new);
+        let b = t.intern(&[1, 2, 3], &py, 0, &mut new);
         assert!(!new);
         assert_eq!(a, b);
-        let c = t.intern(&[1, 2], &py, &mut new);
+        let c = t.intern(&[1, 2], &py, 0, &mut new);
         assert_ne!(a, c);
+        let d = t.intern(&[1, 2, 3], &py, 2, &mut new);
+        assert!(new && d != a);
+        assert_eq!((t.epoch(d), t.site(d)), (2, t.site(a)));
         assert_eq!(t.native(a), &[1, 2, 3]);
         assert_eq!(t.python(a).collect::<Vec<_>>(), py.to_vec());
     }
