@@ -44,7 +44,7 @@ while time.monotonic() - start < 3:
     tables = [list(range(1000)) for _ in range(300)]
     buffer = bytearray(b"y" * 30_000_000)
     del tables, buffer
-    time.sleep(0.05)
+    time.sleep(0.15)  # freed most of the time, so a sample rarely lands on a peak
 """
 
 
@@ -114,7 +114,8 @@ def test_steady_growth_and_its_slope(one_env):
 
 
 def test_allocate_and_free_is_stable(one_env):
-    watched = _watch(one_env, "--interval", "0.2", "--", one_env.python, "-c", CHURN)
+    # 0.1 s samples: the end window holds five, which all land on a peak about once in 1,000.
+    watched = _watch(one_env, "--interval", "0.1", "--", one_env.python, "-c", CHURN)
     assert watched.returncode == 0, watched.stderr
     assert _field(watched.stdout, "verdict").startswith("stable"), watched.stdout
 

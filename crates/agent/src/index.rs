@@ -42,6 +42,14 @@ impl Index {
             .map(|i| lo + i as u32)
     }
 
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn op(&self, i: usize) -> usize {
+        self.ops[i]
+    }
+
     pub fn contains(&self, word: usize) -> bool {
         self.get(word).is_some()
     }

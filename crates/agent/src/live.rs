@@ -40,10 +40,14 @@ pub struct Block {
 }
 
 /// Levels of the index: address bits 36.. pick a directory, 20..36 a page of records, and
-/// 4..20 the record.
+/// 4..20 the record. A directory holds the pages' addresses, then for each page a bitmap of
+/// the 4 KiB pieces written to: a scan reads only those, since reading the others would map
+/// zero pages, one fault each.
 const DIRS: usize = 1 << 11;
 const PAGES_PER_DIR: usize = 1 << 16;
 const RECORDS_PER_PAGE: usize = 1 << 16;
+const RECORDS_PER_PIECE: usize = 1024;
+const DIR_BYTES: usize = PAGES_PER_DIR * 16;
 
 pub struct LiveTable {
     dirs: Box<[*mut *mut u32; DIRS]>,
@@ -73,7 +77,7 @@ impl Drop for LiveTable {
                         unmap(page, RECORDS_PER_PAGE * 4);
                     }
                 }
-                unmap(dir, PAGES_PER_DIR * 8);
+                unmap(dir, DIR_BYTES);
             }
         }
     }
@@ -129,8 +133,19 @@ impl LiveTable {
     /// (unaligned, or the kernel refused memory), which is then left unrecorded.
     #[inline]
     fn slot(&mut self, addr: usize, create: bool) -> *mut u32 {
+        let (slot, pieces) = self.slot_and_pieces(addr, create);
+        if create && !slot.is_null() {
+            let piece = (addr >> 4) & (RECORDS_PER_PAGE - 1);
+            unsafe { *pieces |= 1 << (piece / RECORDS_PER_PIECE) };
+        }
+        slot
+    }
+
+    #[inline]
+    fn slot_and_pieces(&mut self, addr: usize, create: bool) -> (*mut u32, *mut u64) {
+        let none = (std::ptr::null_mut(), std::ptr::null_mut());
         if !addr.is_multiple_of(16) || addr >> 47 != 0 {
-            return std::ptr::null_mut();
+            return none;
         }
         let d = addr >> 36;
         let p = (addr >> 20) & (PAGES_PER_DIR - 1);
@@ -139,26 +154,26 @@ impl LiveTable {
             let mut dir = self.dirs[d];
             if dir.is_null() {
                 if !create {
-                    return dir as *mut u32;
+                    return none;
                 }
-                dir = map(PAGES_PER_DIR * 8);
+                dir = map(DIR_BYTES);
                 if dir.is_null() {
-                    return std::ptr::null_mut();
+                    return none;
                 }
                 self.dirs[d] = dir;
             }
             let mut page = *dir.add(p);
             if page.is_null() {
                 if !create {
-                    return page;
+                    return none;
                 }
                 page = map(RECORDS_PER_PAGE * 4);
                 if page.is_null() {
-                    return page;
+                    return none;
                 }
                 *dir.add(p) = page;
             }
-            page.add(r)
+            (page.add(r), dir.add(PAGES_PER_DIR + p) as *mut u64)
         }
     }
 
@@ -209,12 +224,17 @@ impl LiveTable {
                 if page.is_null() {
                     continue;
                 }
-                let records = unsafe { std::slice::from_raw_parts(page, RECORDS_PER_PAGE) };
-                for (r, &record) in records.iter().enumerate() {
-                    if record != 0 {
-                        let addr = d << 36 | p << 20 | r << 4;
-                        let block = unpack(record, || self.large.get(&addr).copied().unwrap_or(0));
-                        f(addr, block);
+                let pieces = unsafe { *(dir.add(PAGES_PER_DIR + p) as *const u64) };
+                for piece in (0..64).filter(|i| pieces & 1 << i != 0) {
+                    let first = piece * RECORDS_PER_PIECE;
+                    let records =
+                        unsafe { std::slice::from_raw_parts(page.add(first), RECORDS_PER_PIECE) };
+                    for (r, &record) in records.iter().enumerate() {
+                        if record != 0 {
+                            let addr = d << 36 | p << 20 | (first + r) << 4;
+                            let large = || self.large.get(&addr).copied().unwrap_or(0);
+                            f(addr, unpack(record, large));
+                        }
                     }
                 }
             }

@@ -36,24 +36,30 @@ pub struct Outcome {
     pub live_objects: u64,
 }
 
-struct Survivor {
-    op: usize,
-    tp: usize,
-    stack: u32,
-    bytes: u32,
-    refcnt: i64,
+/// The recorded objects still alive at the end of the window, in address order, a column per
+/// field: a program may leave millions, and every byte kept per survivor is paid for in page
+/// faults.
+struct Survivors {
+    /// Their addresses.
+    index: Index,
+    stacks: Vec<u32>,
+    bytes: Vec<u32>,
+}
+
+/// What points at one survivor; kept only for the survivors something points at.
+#[derive(Clone, Copy, Default)]
+struct Held {
     /// References found in objects.
     found: i64,
     /// Pointers found in static data.
     statics: i64,
     /// Referred to by an object outside the survivors.
     outside_holder: bool,
-    class: Class,
 }
 
 struct Walk<'a> {
     index: &'a Index,
-    survivors: &'a mut [Survivor],
+    held: FxHashMap<u32, Held>,
     /// The survivor being traversed, if the holder is one.
     holder: Option<u32>,
     edges: Vec<(u32, u32)>,
@@ -87,11 +93,11 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
     let walk = &mut *(arg as *mut Walk);
     let op = op as usize;
     if let Some(i) = walk.index.get(op) {
-        let s = &mut walk.survivors[i as usize];
-        s.found += 1;
+        let held = walk.held.entry(i).or_default();
+        held.found += 1;
         match walk.holder {
             Some(h) => walk.edges.push((h, i)),
-            None => s.outside_holder = true,
+            None => held.outside_holder = true,
         }
     } else if walk.holds_references(op) && walk.seen.insert(op) {
         walk.queue.push(op);
@@ -111,19 +117,26 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     let gc_items = list_items(gc_objects);
     let types = Heap::new(api, &modules, &gc_items);
 
-    let mut survivors = Vec::new();
+    let (mut ops, mut stacks, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     state.live.for_each(|block, b| {
         if let Some(op) = object_in(block, &b, state.tracer_active, layout, &types) {
-            if let Some(s) = survivor(op, &b, layout, api) {
-                survivors.push(s);
+            if counts(op, layout, api) {
+                ops.push(op);
+                stacks.push(b.stack);
+                bytes.push(b.size.div_ceil(16) * 16);
             }
         }
     });
-    let index = Index::new(survivors.iter().map(|s| s.op).collect());
+    let survivors = Survivors {
+        index: Index::new(ops),
+        stacks,
+        bytes,
+    };
+    let index = &survivors.index;
 
     let mut walk = Walk {
-        index: &index,
-        survivors: &mut survivors,
+        index,
+        held: FxHashMap::default(),
         holder: None,
         edges: Vec::new(),
         seen: FxHashSet::default(),
@@ -141,31 +154,30 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
             walk.queue.push(op);
         }
     }
-    let ops: Vec<usize> = walk.survivors.iter().map(|s| s.op).collect();
-    for (i, op) in ops.into_iter().enumerate() {
+    for i in 0..index.len() {
         walk.holder = Some(i as u32);
-        references_of(op, &mut walk);
+        references_of(index.op(i), &mut walk);
     }
     walk.holder = None;
     scan_statics(&modules, &types, &mut walk);
     while let Some(op) = walk.queue.pop() {
         references_of(op, &mut walk);
     }
-    let edges = std::mem::take(&mut walk.edges);
     for &code in &state.codes {
         // The agent's own reference to each code object in a stored stack.
         if let Some(i) = index.get(code) {
-            survivors[i as usize].found += 1;
+            walk.held.entry(i).or_default().found += 1;
         }
     }
+    let (held, edges) = (walk.held, walk.edges);
     let garbage: FxHashSet<usize> = list_items(garbage).into_iter().collect();
-    classify(&mut survivors, &edges, &garbage, |survivors| {
-        attribute_to_interpreter(survivors, state, &modules)
+    let classes = classify(index, &held, &edges, &garbage, |classes| {
+        attribute_to_interpreter(classes, &survivors.stacks, state, &modules)
     });
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
-        explain(&survivors, api);
+        explain(index, &classes, &held, api);
     }
-    let (groups, stacks) = group(&survivors, state, &gc_items);
+    let (groups, stacks) = group(&survivors, &classes, state, &gc_items);
     Outcome {
         groups,
         stacks,
@@ -178,7 +190,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
                 bias: m.bias as u64,
             })
             .collect(),
-        live_objects: survivors.len() as u64,
+        live_objects: index.len() as u64,
     }
 }
 
@@ -199,6 +211,7 @@ struct Heap {
     readable: Readable,
     segments: Vec<(usize, usize)>,
     type_type: usize,
+    last_type: std::cell::Cell<(usize, bool)>,
 }
 
 impl Heap {
@@ -220,10 +233,22 @@ impl Heap {
             readable: Readable::of_self(),
             segments,
             type_type: api.type_type,
+            last_type: std::cell::Cell::new((0, false)),
         }
     }
 
     unsafe fn is_type(&self, tp: usize) -> bool {
+        // Neighbouring survivors mostly share a type.
+        let (last, answer) = self.last_type.get();
+        if tp == last && tp != 0 {
+            return answer;
+        }
+        let answer = self.check_type(tp);
+        self.last_type.set((tp, answer));
+        answer
+    }
+
+    unsafe fn check_type(&self, tp: usize) -> bool {
         if tp == 0 || !tp.is_multiple_of(8) {
             return false;
         }
@@ -311,26 +336,14 @@ unsafe fn basicsize(tp: usize) -> usize {
     *((tp + cpython::TP_BASICSIZE) as *const isize) as usize
 }
 
-unsafe fn survivor(op: usize, b: &Block, layout: &Layout, api: &Api) -> Option<Survivor> {
+/// Whether a live object counts as a survivor: interned strings and immortal objects belong to
+/// the interpreter.
+unsafe fn counts(op: usize, layout: &Layout, api: &Api) -> bool {
     let refcnt = read_usize(op + cpython::OB_REFCNT) as i64;
     if refcnt <= 0 || layout.immortal && (refcnt as i32) < 0 {
-        return None;
+        return false;
     }
-    let tp = type_of(op);
-    if tp == api.unicode_type && *((op + cpython::UNICODE_STATE) as *const u32) & 3 != 0 {
-        return None; // interned strings belong to the interpreter
-    }
-    Some(Survivor {
-        op,
-        tp,
-        stack: b.stack,
-        bytes: b.size.div_ceil(16) * 16,
-        refcnt,
-        found: 0,
-        statics: 0,
-        outside_holder: false,
-        class: Class::Reachable,
-    })
+    type_of(op) != api.unicode_type || *((op + cpython::UNICODE_STATE) as *const u32) & 3 == 0
 }
 
 /// Visits what `op` refers to: `tp_traverse` for containers, a pointer scan of the fixed part
@@ -437,7 +450,7 @@ unsafe fn scan_statics(modules: &[LoadedModule], types: &Heap, walk: &mut Walk) 
             while at + 8 <= end {
                 let word = read_usize(at);
                 if let Some(s) = walk.index.get(word) {
-                    walk.survivors[s as usize].statics += 1;
+                    walk.held.entry(s).or_default().statics += 1;
                 } else if !walk.seen.contains(&word) && untracked_container(word, types) {
                     walk.seen.insert(word);
                     walk.queue.push(word);
@@ -470,27 +483,32 @@ unsafe fn untracked_container(word: usize, heap: &Heap) -> bool {
     refcnt > 0 && (0..1 << 32).contains(&used) && dict_keys_readable(word, heap)
 }
 
-/// Cyclic garbage and direct leaks first; `refine` may reclassify leaks before indirect leaks
-/// and garbage are derived from their holders.
-fn classify(
-    survivors: &mut [Survivor],
+/// Each survivor's class. Cyclic garbage and direct leaks first; `refine` may reclassify
+/// leaks before indirect leaks and garbage are derived from their holders.
+unsafe fn classify(
+    index: &Index,
+    held: &FxHashMap<u32, Held>,
     edges: &[(u32, u32)],
     garbage: &FxHashSet<usize>,
-    refine: impl FnOnce(&mut [Survivor]),
-) {
-    for s in survivors.iter_mut() {
-        let unexplained = s.refcnt - s.found - s.statics;
-        s.class = if garbage.contains(&s.op) {
-            Class::Garbage
-        } else if unexplained > 0 {
-            Class::Leaked
-        } else if s.statics > 0 {
-            Class::HeldOutside
-        } else {
-            Class::Reachable
-        };
-    }
-    refine(survivors);
+    refine: impl FnOnce(&mut [Class]),
+) -> Vec<Class> {
+    let mut classes: Vec<Class> = (0..index.len())
+        .map(|i| {
+            let op = index.op(i);
+            let h = held.get(&(i as u32)).copied().unwrap_or_default();
+            let unexplained = read_usize(op + cpython::OB_REFCNT) as i64 - h.found - h.statics;
+            if garbage.contains(&op) {
+                Class::Garbage
+            } else if unexplained > 0 {
+                Class::Leaked
+            } else if h.statics > 0 {
+                Class::HeldOutside
+            } else {
+                Class::Reachable
+            }
+        })
+        .collect();
+    refine(&mut classes);
     // Held only by leaked objects: indirectly leaked; only by garbage: garbage. Repeat until
     // nothing changes (chains of containers).
     let mut holders: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
@@ -500,11 +518,10 @@ fn classify(
     loop {
         let mut changed = false;
         for (&t, hs) in &holders {
-            let s = &survivors[t as usize];
-            if s.class != Class::Reachable || s.outside_holder {
+            if classes[t as usize] != Class::Reachable || held[&t].outside_holder {
                 continue;
             }
-            let class_of = |h: &u32| survivors[*h as usize].class;
+            let class_of = |h: &u32| classes[*h as usize];
             let inherited = if hs.iter().all(|h| class_of(h).is_leak()) {
                 Class::Indirect
             } else if hs.iter().all(|h| class_of(h) == Class::Garbage) {
@@ -512,19 +529,22 @@ fn classify(
             } else {
                 continue;
             };
-            survivors[t as usize].class = inherited;
+            classes[t as usize] = inherited;
             changed = true;
         }
         if !changed {
             break;
         }
     }
+    classes
 }
 
 /// `REFHUNT_DEBUG`: each leaked object's accounting, to triage a false alarm.
-unsafe fn explain(survivors: &[Survivor], api: &Api) {
-    for s in survivors.iter().filter(|s| s.class == Class::Leaked) {
-        let repr = (api.repr)(s.op as *mut PyObject);
+unsafe fn explain(index: &Index, classes: &[Class], held: &FxHashMap<u32, Held>, api: &Api) {
+    for i in (0..index.len()).filter(|&i| classes[i] == Class::Leaked) {
+        let op = index.op(i);
+        let h = held.get(&(i as u32)).copied().unwrap_or_default();
+        let repr = (api.repr)(op as *mut PyObject);
         let text = if repr.is_null() {
             (api.err_clear)();
             String::from("?")
@@ -537,11 +557,11 @@ unsafe fn explain(survivors: &[Survivor], api: &Api) {
         };
         eprintln!(
             "refhunt-debug: {:#x} {} refcnt={} found={} statics={} {:.120}",
-            s.op,
-            type_name(s.tp),
-            s.refcnt,
-            s.found,
-            s.statics,
+            op,
+            type_name(type_of(op)),
+            read_usize(op + cpython::OB_REFCNT),
+            h.found,
+            h.statics,
             text
         );
     }
@@ -550,25 +570,29 @@ unsafe fn explain(survivors: &[Survivor], api: &Api) {
 /// Leaks that no extension and no program code took part in creating are the interpreter's:
 /// no native frame outside the runtime, and the innermost Python frame in the import system.
 unsafe fn attribute_to_interpreter(
-    survivors: &mut [Survivor],
+    classes: &mut [Class],
+    stacks: &[u32],
     state: &State,
     modules: &[LoadedModule],
 ) {
     let runtime = runtime_ranges(modules);
     let mut verdicts: FxHashMap<u32, bool> = FxHashMap::default();
-    for s in survivors.iter_mut().filter(|s| s.class == Class::Leaked) {
-        let user_made = *verdicts.entry(s.stack).or_insert_with(|| {
-            let native = has_extension_frame(state, s.stack, &runtime);
+    for (class, &stack) in classes.iter_mut().zip(stacks) {
+        if *class != Class::Leaked {
+            continue;
+        }
+        let user_made = *verdicts.entry(stack).or_insert_with(|| {
+            let native = has_extension_frame(state, stack, &runtime);
             // The innermost Python frame is the code that was running: the import system's own
             // frames are the interpreter's, whoever asked for the import.
             native
-                || state.stacks.python(s.stack).next().is_some_and(|f| {
+                || state.stacks.python(stack).next().is_some_and(|f| {
                     !str_attr(&state.api, f.code as *mut PyObject, c"co_filename")
                         .starts_with("<frozen ")
                 })
         });
         if !user_made {
-            s.class = Class::Interpreter;
+            *class = Class::Interpreter;
         }
     }
 }
@@ -599,7 +623,8 @@ fn is_runtime(path: &str) -> bool {
 /// Survivors grouped by (class, type, creation stack), with their count in each measured run.
 /// Reachable groups that grew in every run get a path from a module, as the report lists them.
 unsafe fn group(
-    survivors: &[Survivor],
+    survivors: &Survivors,
+    classes: &[Class],
     state: &State,
     gc_items: &[usize],
 ) -> (Vec<Group>, Vec<Stack>) {
@@ -614,12 +639,21 @@ unsafe fn group(
     // equal keys, then merge the sums by the stack's site, since each measured run has its
     // own stack ids.
     let mut by_stack: FxHashMap<(Class, usize, u32), (u64, u64, usize)> = FxHashMap::default();
-    for same in survivors.chunk_by(|a, b| (a.class, a.tp, a.stack) == (b.class, b.tp, b.stack)) {
-        let bytes: u64 = same.iter().map(|s| s.bytes as u64).sum();
-        let t = by_stack
-            .entry((same[0].class, same[0].tp, same[0].stack))
-            .or_insert((0, 0, same[0].op));
-        t.0 += same.len() as u64;
+    let key = |i: usize| {
+        let op = survivors.index.op(i);
+        ((classes[i], type_of(op), survivors.stacks[i]), op)
+    };
+    let mut i = 0;
+    while i < classes.len() {
+        let (k, op) = key(i);
+        let (mut count, mut bytes) = (0, 0);
+        while i < classes.len() && key(i).0 == k {
+            count += 1;
+            bytes += survivors.bytes[i] as u64;
+            i += 1;
+        }
+        let t = by_stack.entry(k).or_insert((0, 0, op));
+        t.0 += count;
         t.1 += bytes;
     }
     let mut groups: FxHashMap<(Class, usize, &[u64]), (u32, Tally)> = FxHashMap::default();

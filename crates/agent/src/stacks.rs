@@ -21,6 +21,9 @@ pub struct StackTable {
     words: Vec<u64>,
     entries: Vec<Entry>,
     index: HashTable<u32>,
+    /// The stack interned last: a loop allocates from one stack many times in a row, and a
+    /// comparison with it is cheaper than hashing.
+    last: Option<u32>,
 }
 
 impl StackTable {
@@ -32,13 +35,20 @@ impl StackTable {
         epoch: u16,
         is_new: &mut bool,
     ) -> u32 {
+        *is_new = false;
+        if let Some(last) = self.last {
+            let e = self.entries[last as usize];
+            if e.epoch == epoch && self.matches(e, native, python) {
+                return last;
+            }
+        }
         let hash = hash(native, python, epoch);
         let found = self.index.find(hash, |&id| {
             let e = self.entries[id as usize];
             e.hash == hash && e.epoch == epoch && self.matches(e, native, python)
         });
         if let Some(&id) = found {
-            *is_new = false;
+            self.last = Some(id);
             return id;
         }
         *is_new = true;
@@ -59,6 +69,7 @@ impl StackTable {
         let entries = &self.entries;
         self.index
             .insert_unique(hash, id, |&i| entries[i as usize].hash);
+        self.last = Some(id);
         id
     }
 

@@ -6,7 +6,8 @@
 //! no file I/O and nothing to open in a hook.
 //!
 //! Evaluating CFI costs microseconds, so the rule for each address is kept in a direct-mapped
-//! cache: after warm-up a frame costs a cache probe and two loads. Only the x86_64 rules that
+//! cache: after warm-up a frame costs a cache probe and two loads. A program allocates from
+//! the same few stacks over and over, so whole walks are remembered too (see [`Memo`]). Only the x86_64 rules that
 //! compilers emit for ordinary functions are understood (CFA = rsp or rbp plus an offset,
 //! return address at CFA-8, rbp saved at an offset or unchanged); anything else ends the walk.
 
@@ -63,6 +64,24 @@ struct Rule {
     kind: u8,
 }
 
+/// Stack words one walk may read: a return address and a saved rbp per frame.
+const MAX_READS: usize = 2 * 64;
+const MEMO_SLOTS: usize = 64;
+
+/// A finished walk and every word of the stack it read. A walk is a function of its starting
+/// registers and of those words alone, so a walk that starts from the same registers while
+/// the words hold the same values would find the same frames: checking the words replaces
+/// evaluating a rule per frame. rbp counts only if a rule read it before a frame restored it.
+#[derive(Clone)]
+struct Memo {
+    pc: usize,
+    sp: usize,
+    /// The starting rbp, if the walk depended on it.
+    bp: Option<usize>,
+    reads: Vec<(usize, usize)>,
+    frames: Vec<u64>,
+}
+
 struct EhTable {
     hdr: ParsedEhFrameHdr<Slice>,
     eh_frame: EhFrame<Slice>,
@@ -74,6 +93,7 @@ pub struct Unwinder {
     tables: Vec<Option<Option<EhTable>>>,
     ctx: Box<UnwindContext<usize>>,
     cache: Vec<Rule>,
+    memos: Vec<Option<Memo>>,
     /// The interpreter's eval loop: Python frames take over from here.
     stop: (usize, usize),
     /// The agent's own code, left out of every stack.
@@ -144,6 +164,7 @@ impl Unwinder {
             modules,
             ctx: Box::new(UnwindContext::new()),
             cache: vec![Rule::default(); CACHE_SLOTS],
+            memos: vec![None; MEMO_SLOTS],
             stop,
             own,
             loader_generation: loader_generation(),
@@ -153,12 +174,48 @@ impl Unwinder {
     /// Walks from `regs` and writes the return addresses outside the agent, innermost first,
     /// stopping at the eval loop. Returns how many were written.
     pub fn walk(&mut self, regs: Regs, out: &mut [u64]) -> usize {
+        let slot = (regs.pc ^ regs.sp.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+        if let Some(m) = &self.memos[slot] {
+            let same_start =
+                m.pc == regs.pc && m.sp == regs.sp && m.bp.is_none_or(|bp| bp == regs.bp);
+            // The words were readable stack when recorded, and a thread's stack stays mapped.
+            if same_start
+                && m.reads
+                    .iter()
+                    .all(|&(at, v)| unsafe { *(at as *const usize) } == v)
+            {
+                let n = m.frames.len().min(out.len());
+                out[..n].copy_from_slice(&m.frames[..n]);
+                return n;
+            }
+        }
+        let mut memo = self.memos[slot].take().unwrap_or(Memo {
+            pc: 0,
+            sp: 0,
+            bp: None,
+            reads: Vec::with_capacity(MAX_READS),
+            frames: Vec::with_capacity(out.len()),
+        });
+        let n = self.walk_rules(regs, out, &mut memo);
+        memo.frames.clear();
+        memo.frames.extend_from_slice(&out[..n]);
+        self.memos[slot] = Some(memo);
+        n
+    }
+
+    /// The walk itself, noting in `memo` what it read.
+    fn walk_rules(&mut self, regs: Regs, out: &mut [u64], memo: &mut Memo) -> usize {
         let (lo, hi) = stack_bounds();
         let Regs {
             mut pc,
             mut sp,
             mut bp,
         } = regs;
+        memo.pc = pc;
+        memo.sp = sp;
+        memo.bp = None;
+        memo.reads.clear();
+        let mut bp_restored = false;
         let mut n = 0;
         let mut first = true;
         for _ in 0..out.len() + 16 {
@@ -177,6 +234,9 @@ impl Unwinder {
             let Some(rule) = self.rule(if first { pc } else { pc - 1 }) else {
                 break;
             };
+            if rule.cfa_from_rbp && !bp_restored {
+                memo.bp = Some(regs.bp);
+            }
             let base = if rule.cfa_from_rbp { bp } else { sp };
             let cfa = base.wrapping_add(rule.cfa_offset as isize as usize);
             if cfa <= sp || cfa < lo + 8 || cfa > hi {
@@ -189,8 +249,11 @@ impl Unwinder {
                         break;
                     }
                     bp = *(slot as *const usize);
+                    memo.reads.push((slot, bp));
+                    bp_restored = true;
                 }
                 pc = *((cfa - 8) as *const usize);
+                memo.reads.push((cfa - 8, pc));
             }
             sp = cfa;
             first = false;
@@ -280,6 +343,7 @@ impl Unwinder {
         self.modules = modules::loaded();
         self.tables = (0..self.modules.len()).map(|_| None).collect();
         self.cache.iter_mut().for_each(|r| *r = Rule::default());
+        self.memos.iter_mut().for_each(|m| *m = None);
     }
 }
 
