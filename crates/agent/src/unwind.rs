@@ -64,9 +64,9 @@ struct Rule {
     kind: u8,
 }
 
-/// Stack words one walk may read: a return address and a saved rbp per frame.
-const MAX_READS: usize = 2 * 64;
-const MEMO_SLOTS: usize = 64;
+/// Stack words a typical walk reads: a return address and a saved rbp per frame.
+const TYPICAL_READS: usize = 32;
+const MEMO_BITS: u32 = 10;
 
 /// A finished walk and every word of the stack it read. A walk is a function of its starting
 /// registers and of those words alone, so a walk that starts from the same registers while
@@ -164,7 +164,7 @@ impl Unwinder {
             modules,
             ctx: Box::new(UnwindContext::new()),
             cache: vec![Rule::default(); CACHE_SLOTS],
-            memos: vec![None; MEMO_SLOTS],
+            memos: vec![None; 1 << MEMO_BITS],
             stop,
             own,
             loader_generation: loader_generation(),
@@ -174,7 +174,7 @@ impl Unwinder {
     /// Walks from `regs` and writes the return addresses outside the agent, innermost first,
     /// stopping at the eval loop. Returns how many were written.
     pub fn walk(&mut self, regs: Regs, out: &mut [u64]) -> usize {
-        let slot = (regs.pc ^ regs.sp.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+        let slot = (regs.pc ^ regs.sp.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO_BITS);
         if let Some(m) = &self.memos[slot] {
             let same_start =
                 m.pc == regs.pc && m.sp == regs.sp && m.bp.is_none_or(|bp| bp == regs.bp);
@@ -193,7 +193,7 @@ impl Unwinder {
             pc: 0,
             sp: 0,
             bp: None,
-            reads: Vec::with_capacity(MAX_READS),
+            reads: Vec::with_capacity(TYPICAL_READS),
             frames: Vec::with_capacity(out.len()),
         });
         let n = self.walk_rules(regs, out, &mut memo);
