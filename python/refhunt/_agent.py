@@ -33,6 +33,7 @@ def load():
         lib.refhunt_error.restype = ctypes.c_char_p
         lib.refhunt_start.argtypes = [ctypes.c_uint32]
         lib.refhunt_set_epoch.argtypes = [ctypes.c_uint16]
+        lib.refhunt_set_sampling.argtypes = [ctypes.c_uint32]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p,
                                          ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
@@ -50,6 +51,11 @@ def _check(status):
 
 def start(hexversion):
     _check(load().refhunt_start(hexversion))
+
+
+def set_sampling(every):
+    """Walks the stack of one object in about `every` of each kind; 1 walks them all."""
+    _check(load().refhunt_set_sampling(every))
 
 
 def pause():

@@ -10,7 +10,8 @@ import sys
 
 from . import _agent, _window
 
-_ENV = ("REFHUNT_CAPTURE", "REFHUNT_STATUS", "REFHUNT_AGENT", "REFHUNT_REPEAT", "REFHUNT_WARMUP")
+_ENV = ("REFHUNT_CAPTURE", "REFHUNT_STATUS", "REFHUNT_AGENT", "REFHUNT_REPEAT", "REFHUNT_WARMUP",
+        "REFHUNT_SAMPLE")
 
 
 def _say(message):
@@ -49,6 +50,7 @@ def start(bootstrap_dir):
         return
     try:
         _agent.load()
+        _agent.set_sampling(int(os.environ.get("REFHUNT_SAMPLE") or 1))
         _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or _window.RUNS),
                        warmup=int(os.environ.get("REFHUNT_WARMUP") or _window.WARMUP))
         _forget_environment(bootstrap_dir)

@@ -5,6 +5,7 @@
 
 use crate::cpython::{self, Api, Layout};
 use crate::hooks::{self, State, EPOCH, STATE, TRACKING};
+use crate::sampler;
 use crate::snapshot;
 use crate::unwind::{self, Unwinder};
 use refhunt_core::capture::{Capture, FORMAT, VERSION};
@@ -81,6 +82,14 @@ pub extern "C" fn refhunt_set_epoch(epoch: u16) -> c_int {
     0
 }
 
+/// Walks the stack of one object in about `every` of each kind (see `sampler`); 0 or 1
+/// walks every object's.
+#[no_mangle]
+pub extern "C" fn refhunt_set_sampling(every: u32) -> c_int {
+    sampler::EVERY.store(every, Ordering::SeqCst);
+    0
+}
+
 /// Forgets every object recorded so far: the window starts again from here.
 #[no_mangle]
 pub extern "C" fn refhunt_clear() -> c_int {
@@ -144,6 +153,15 @@ pub unsafe extern "C" fn refhunt_snapshot(
                  allocating; a leaked object of these types may be counted at the site that \
                  first allocated its memory",
                 state.layout.minor
+            ));
+        }
+        let every = sampler::every();
+        if every > 1 {
+            capture.notes.push(format!(
+                "sampled: one stack walked in about {every} objects of each kind (Python line and \
+                 size or type), so counts are exact but a line that makes objects of one kind at \
+                 several C sites has them split between those sites by estimate; `--exact` \
+                 walks every stack"
             ));
         }
         drop(guard);

@@ -9,6 +9,7 @@ use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject
 use crate::live::{Block, LiveTable, ALLOCATED, DEAD, LIVE, NO_STACK};
 use crate::lock::SpinLock;
 use crate::pyframes::{self, PyFrameRef};
+use crate::sampler::{self, Kind, Sampler};
 use crate::stacks::StackTable;
 use crate::unwind::{here, Regs, Unwinder};
 use rustc_hash::FxHashSet;
@@ -30,6 +31,7 @@ pub struct State {
     pub codes: FxHashSet<usize>,
     /// The tracer owns creation events (3.13+ and no other tracer installed).
     pub tracer_active: bool,
+    sampler: Sampler,
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
     native: [u64; MAX_NATIVE],
     python: [PyFrameRef; MAX_PYTHON],
@@ -58,9 +60,35 @@ impl State {
             live: LiveTable::default(),
             codes: FxHashSet::default(),
             tracer_active,
+            sampler: Sampler::default(),
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],
         }
+    }
+
+    /// The creation stack of an object of `shape` (its size or type), walked from `regs`
+    /// unless sampling lets it take the last one walked for its kind.
+    unsafe fn stack_for(&mut self, regs: Regs, shape: usize) -> u32 {
+        let every = sampler::every();
+        if every <= 1 {
+            return self.capture(regs);
+        }
+        let top = &mut self.python[..1];
+        top[0] = PyFrameRef::default();
+        pyframes::walk(&self.api, &self.layout, self.code_start, top);
+        let kind = Kind {
+            code: top[0].code,
+            offset: top[0].offset,
+            epoch: EPOCH.load(Relaxed),
+            shape,
+            depth: regs.sp,
+        };
+        if let Some(stack) = self.sampler.reuse(&kind) {
+            return stack;
+        }
+        let stack = self.capture(regs);
+        self.sampler.remember(kind, stack, every);
+        stack
     }
 
     /// Interns the stack that starts at `regs`.
@@ -178,7 +206,7 @@ unsafe fn on_alloc(block: usize, size: usize) {
     let stack = if s.tracer_active {
         NO_STACK
     } else {
-        s.capture(regs)
+        s.stack_for(regs, size)
     };
     s.live.insert(
         block,
@@ -218,7 +246,7 @@ unsafe fn on_create(op: usize) {
     let Some(s) = guard.as_mut() else { return };
     let tp = type_of(op);
     let offset = s.layout.preheader(type_flags(tp));
-    let stack = s.capture(regs);
+    let stack = s.stack_for(regs, tp);
     let block = op - offset;
     // A fresh block, or one handed out again by a freelist: either way, created here. A
     // block from before the window, reused from a freelist, is sized from its type.

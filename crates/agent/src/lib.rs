@@ -21,6 +21,7 @@ mod maps;
 mod modules;
 mod paths;
 mod pyframes;
+mod sampler;
 mod snapshot;
 mod stacks;
 mod unwind;

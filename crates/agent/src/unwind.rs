@@ -174,7 +174,8 @@ impl Unwinder {
     /// Walks from `regs` and writes the return addresses outside the agent, innermost first,
     /// stopping at the eval loop. Returns how many were written.
     pub fn walk(&mut self, regs: Regs, out: &mut [u64]) -> usize {
-        let slot = (regs.pc ^ regs.sp.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO_BITS);
+        let slot = (regs.pc ^ regs.sp.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            >> (64 - MEMO_BITS);
         if let Some(m) = &self.memos[slot] {
             let same_start =
                 m.pc == regs.pc && m.sp == regs.sp && m.bp.is_none_or(|bp| bp == regs.bp);

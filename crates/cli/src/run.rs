@@ -27,6 +27,14 @@ pub struct RunArgs {
     /// Untracked calls before the measured runs (default 5, as regrtest -R).
     #[arg(long, value_name = "N", requires = "repeat")]
     warmup: Option<u16>,
+    /// Walk the creation stack of every object. `--repeat` always does.
+    #[arg(long, conflicts_with = "sample")]
+    exact: bool,
+    /// Walk the stack of one object in about N of each kind (Python line and size or type);
+    /// counts stay exact, and sites are estimated only where one line makes objects of one
+    /// kind at several C sites.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+    sample: Option<u32>,
     /// The Python command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -111,6 +119,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             "REFHUNT_WARMUP",
             args.warmup.map(|n| n.to_string()).unwrap_or_default(),
         )
+        .env("REFHUNT_SAMPLE", sampling(&args).to_string())
         .spawn()
         .map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),
@@ -160,6 +169,19 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     Ok(exit_code(status))
 }
+
+/// One walk in this many objects of a kind; 1 walks every stack. Repetition compares each
+/// run's count per site, which only exact stacks give.
+fn sampling(args: &RunArgs) -> u32 {
+    if args.exact || args.repeat.is_some() {
+        1
+    } else {
+        args.sample.unwrap_or(DEFAULT_SAMPLING)
+    }
+}
+
+/// See docs/benchmarks.md for the measurements behind the default.
+const DEFAULT_SAMPLING: u32 = 64;
 
 /// Whether the command runs `python -m refhunt.call`, the window that `--repeat` repeats.
 fn names_a_window(command: &[OsString]) -> bool {
