@@ -53,6 +53,7 @@ pub struct LiveTable {
     dirs: Box<[*mut *mut u32; DIRS]>,
     /// Sizes of blocks over 512 bytes: few, so a map serves.
     large: FxHashMap<usize, u32>,
+    len: usize,
 }
 
 // The table is only used under the agent's lock.
@@ -63,6 +64,7 @@ impl Default for LiveTable {
         LiveTable {
             dirs: Box::new([std::ptr::null_mut(); DIRS]),
             large: FxHashMap::default(),
+            len: 0,
         }
     }
 }
@@ -183,12 +185,20 @@ impl LiveTable {
             return;
         }
         let record = pack(block);
+        let old = unsafe { std::ptr::replace(slot, record) };
+        if old == 0 {
+            self.len += 1;
+        }
         if (record >> SIZE_SHIFT) & 31 == LARGE {
             self.large.insert(addr, block.size);
-        } else if unsafe { (*slot >> SIZE_SHIFT) & 31 } == LARGE && unsafe { *slot } != 0 {
+        } else if old != 0 && (old >> SIZE_SHIFT) & 31 == LARGE {
             self.large.remove(&addr);
         }
-        unsafe { *slot = record };
+    }
+
+    /// How many blocks are recorded.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     pub fn remove(&mut self, addr: usize) -> Option<Block> {
@@ -200,6 +210,7 @@ impl LiveTable {
         if record == 0 {
             return None;
         }
+        self.len -= 1;
         let large = &mut self.large;
         Some(unpack(record, || large.remove(&addr).unwrap_or(0)))
     }
@@ -270,9 +281,11 @@ mod tests {
         let mut seen = Vec::new();
         t.for_each(|a, b| seen.push((a, b)));
         assert_eq!(seen, vec![(base, small), (base + 1024, big)]);
+        assert_eq!(t.len(), 2);
         assert_eq!(t.remove(base + 1024), Some(big));
         assert!(t.large.is_empty());
         assert_eq!(t.remove(base + 1024), None);
+        assert_eq!(t.len(), 1);
         assert_eq!(t.get(base + 3), None, "unaligned addresses hold nothing");
     }
 

@@ -117,7 +117,12 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     let gc_items = list_items(gc_objects);
     let types = Heap::new(api, &modules, &gc_items);
 
-    let (mut ops, mut stacks, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    let recorded = state.live.len();
+    let (mut ops, mut stacks, mut bytes) = (
+        Vec::with_capacity(recorded),
+        Vec::with_capacity(recorded),
+        Vec::with_capacity(recorded),
+    );
     state.live.for_each(|block, b| {
         if let Some(op) = object_in(block, &b, state.tracer_active, layout, &types) {
             if counts(op, layout, api) {
@@ -170,7 +175,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
         }
     }
     let (held, edges) = (walk.held, walk.edges);
-    let garbage: FxHashSet<usize> = list_items(garbage).into_iter().collect();
+    let garbage = list_items(garbage);
     let classes = classify(index, &held, &edges, &garbage, |classes| {
         attribute_to_interpreter(classes, &survivors.stacks, state, &modules)
     });
@@ -489,25 +494,27 @@ unsafe fn classify(
     index: &Index,
     held: &FxHashMap<u32, Held>,
     edges: &[(u32, u32)],
-    garbage: &FxHashSet<usize>,
+    garbage: &[usize],
     refine: impl FnOnce(&mut [Class]),
 ) -> Vec<Class> {
-    let mut classes: Vec<Class> = (0..index.len())
-        .map(|i| {
-            let op = index.op(i);
-            let h = held.get(&(i as u32)).copied().unwrap_or_default();
-            let unexplained = read_usize(op + cpython::OB_REFCNT) as i64 - h.found - h.statics;
-            if garbage.contains(&op) {
-                Class::Garbage
-            } else if unexplained > 0 {
-                Class::Leaked
-            } else if h.statics > 0 {
-                Class::HeldOutside
-            } else {
-                Class::Reachable
-            }
-        })
-        .collect();
+    // Nothing found pointing at a survivor: none of its references is explained, a leak.
+    let mut classes = vec![Class::Leaked; index.len()];
+    for (&i, h) in held {
+        let unexplained =
+            read_usize(index.op(i as usize) + cpython::OB_REFCNT) as i64 - h.found - h.statics;
+        classes[i as usize] = if unexplained > 0 {
+            Class::Leaked
+        } else if h.statics > 0 {
+            Class::HeldOutside
+        } else {
+            Class::Reachable
+        };
+    }
+    for &op in garbage {
+        if let Some(i) = index.get(op) {
+            classes[i as usize] = Class::Garbage;
+        }
+    }
     refine(&mut classes);
     // Held only by leaked objects: indirectly leaked; only by garbage: garbage. Repeat until
     // nothing changes (chains of containers).
