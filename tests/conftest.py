@@ -106,16 +106,3 @@ def _venvs():
 def env(request, tmp_path_factory):
     return Env(request.param, tmp_path_factory.mktemp(pathlib.Path(request.param).name))
 
-
-# Known false alarms on 3.13, each a holder refhunt does not see yet. A test that meets one is
-# marked xfail with the reason but still runs, so it shows as XPASS once the gap is closed.
-GAPS_313 = {
-    "traceback": "3.13's traceback printer leaves a tuple and a dict held from C",
-    "freelist": "3.13.0 misses some PyRefTracer events for freelist reuse (fixed in 3.13.3)",
-}
-
-
-def xfail_on_313(request, env, *gaps):
-    if env.version >= (3, 13):
-        reason = "; ".join(GAPS_313[g] for g in gaps)
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT, marker_line, xfail_on_313, zoo_build
+from conftest import ROOT, marker_line, zoo_build
 
 SEED_DIR = ROOT.parent / "shared" / "seed"
 
@@ -85,8 +85,7 @@ def test_zoo_leak_pattern_reported_at_its_line(env, marker, code, type_name, cou
 LIST_FREELIST = 80
 
 
-def test_leaked_container_is_direct_and_its_items_indirect(request, env):
-    xfail_on_313(request, env, "freelist")
+def test_leaked_container_is_direct_and_its_items_indirect(env):
     r = env.run("python", "-c", "import zoo\nfor _ in range(100): zoo.leak_container(10)")
     lists = r.group_at("zoo.c", marker_line("container"))
     items = r.group_at("zoo.c", marker_line("container_item"), class_="indirect")
@@ -106,10 +105,7 @@ def test_extra_incref_names_where_python_created_the_object(env):
     assert (g["type_name"], g["count"]) == ("object", 50)
 
 
-def test_fetched_error_leaks_the_exception(request, env):
-    if env.version < (3, 12):
-        request.applymarker(pytest.mark.xfail(strict=False, reason="3.11 keeps the fetched message as a str that refhunt classifies as "
-                     "reachable; its holder is not found yet"))
+def test_fetched_error_leaks_the_exception(env):
     r = env.run("python", "-c", "import zoo\nfor _ in range(20): zoo.leak_fetched_error()")
     g = r.group_at("zoo.c", marker_line("fetch"))
     # 3.12+ creates the exception at once; 3.11 keeps the message string until normalized.
@@ -121,8 +117,7 @@ def test_fetched_error_leaks_the_exception(request, env):
     ("float", "zoo.leak_float(2.5, 1000)", "float"),
     ("tuple", "zoo.leak_tuple(1000)", "tuple"),
 ])
-def test_freelist_types(request, env, marker, code, type_name):
-    xfail_on_313(request, env, "freelist")
+def test_freelist_types(env, marker, code, type_name):
     r = env.run("python", "-c", "import zoo; " + code)
     count = r.group_at("zoo.c", marker_line(marker))["count"]
     if env.version >= (3, 13):

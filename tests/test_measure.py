@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import Env, marker_line, xfail_on_313
+from conftest import Env, marker_line
 
 SEED_LINE = marker_line("new_ref")
 

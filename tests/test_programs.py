@@ -2,7 +2,7 @@
 report."""
 import textwrap
 
-from conftest import marker_line, xfail_on_313
+from conftest import marker_line
 
 LEAK_FREE = textwrap.dedent("""
     import collections, json, threading, re
@@ -36,8 +36,7 @@ def test_sys_exit_code_passes_through(env):
     assert r.leaks == []
 
 
-def test_uncaught_exception_passes_through(request, env):
-    xfail_on_313(request, env, "traceback")
+def test_uncaught_exception_passes_through(env):
     r = env.run("python", "-c", "raise ValueError('boom')")
     assert r.rc == 1
     assert "ValueError: boom" in r.stderr
