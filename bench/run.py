@@ -77,14 +77,21 @@ class Tools:
         wall, rss, out = run([self.python, script], self.env)
         return wall, rss, None, None
 
-    def refhunt_exact(self, script):
+    def refhunt(self, script, *mode):
         capture = str(self.tmp / "r.capture")
-        wall, rss, out = run([self.refhunt, "run", "-o", capture, "--", self.python, script], self.env)
+        wall, rss, out = run([self.refhunt, "run", *mode, "-o", capture, "--", self.python, script],
+                             self.env)
         # The snapshot runs inside the program and is in its wall time; symbolizing and
-        # rendering come after it ends.
+        # rendering come after it ends, and `refhunt report` times them alone.
         started = time.perf_counter()
         subprocess.run([self.refhunt, "report", capture], capture_output=True)
         return wall, rss, time.perf_counter() - started, "zoo.c:19" in out
+
+    def refhunt_default(self, script):
+        return self.refhunt(script)
+
+    def refhunt_exact(self, script):
+        return self.refhunt(script, "--exact")
 
     def memray_native(self, script):
         capture = self.tmp / "m.bin"
@@ -147,7 +154,9 @@ def main():
                   "|---|---|---:|---:|---:|---:|---|"]
         for workload, code in WORKLOADS.items():
             script = tools.script(workload, code)
-            configs = [("plain", tools.plain), ("refhunt (exact, the default)", tools.refhunt_exact),
+            configs = [("plain", tools.plain),
+                       ("refhunt (default: sampled stacks)", tools.refhunt_default),
+                       ("refhunt --exact", tools.refhunt_exact),
                        ("memray --native --trace-python-allocators", tools.memray_native),
                        ("tracemalloc, 25 frames", tools.tracemalloc)]
             if workload == "seed" and shutil.which("valgrind"):
