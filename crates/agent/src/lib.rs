@@ -12,9 +12,9 @@
 //! Non-goals: free-threaded builds, and architectures other than x86_64 Linux.
 
 mod api;
+mod attribution;
 mod cpython;
 mod hooks;
-mod index;
 mod live;
 mod lock;
 mod maps;
@@ -24,4 +24,5 @@ mod pyframes;
 mod sampler;
 mod snapshot;
 mod stacks;
+mod survivors;
 mod unwind;

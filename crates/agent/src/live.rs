@@ -53,7 +53,6 @@ pub struct LiveTable {
     dirs: Box<[*mut *mut u32; DIRS]>,
     /// Sizes of blocks over 512 bytes: few, so a map serves.
     large: FxHashMap<usize, u32>,
-    len: usize,
 }
 
 // The table is only used under the agent's lock.
@@ -64,7 +63,6 @@ impl Default for LiveTable {
         LiveTable {
             dirs: Box::new([std::ptr::null_mut(); DIRS]),
             large: FxHashMap::default(),
-            len: 0,
         }
     }
 }
@@ -131,64 +129,62 @@ fn unpack(r: u32, large: impl FnOnce() -> u32) -> Block {
 }
 
 impl LiveTable {
-    /// The record of `addr`, made if `create`; null for an address the table cannot hold
-    /// (unaligned, or the kernel refused memory), which is then left unrecorded.
+    /// Where `addr`'s record is, if its page exists; null otherwise, and for an address the
+    /// table cannot hold (unaligned).
     #[inline]
-    fn slot(&mut self, addr: usize, create: bool) -> *mut u32 {
-        let (slot, pieces) = self.slot_and_pieces(addr, create);
-        if create && !slot.is_null() {
-            let piece = (addr >> 4) & (RECORDS_PER_PAGE - 1);
-            unsafe { *pieces |= 1 << (piece / RECORDS_PER_PIECE) };
+    fn find(&self, addr: usize) -> *mut u32 {
+        if !addr.is_multiple_of(16) || addr >> 47 != 0 {
+            return std::ptr::null_mut();
         }
-        slot
+        let dir = self.dirs[addr >> 36];
+        if dir.is_null() {
+            return std::ptr::null_mut();
+        }
+        unsafe {
+            let page = *dir.add((addr >> 20) & (PAGES_PER_DIR - 1));
+            if page.is_null() {
+                return page;
+            }
+            page.add((addr >> 4) & (RECORDS_PER_PAGE - 1))
+        }
     }
 
+    /// Where `addr`'s record goes, mapping its page if needed, and marking its piece written;
+    /// null if the address cannot be held or the kernel refused memory: it goes unrecorded.
     #[inline]
-    fn slot_and_pieces(&mut self, addr: usize, create: bool) -> (*mut u32, *mut u64) {
-        let none = (std::ptr::null_mut(), std::ptr::null_mut());
+    fn make(&mut self, addr: usize) -> *mut u32 {
         if !addr.is_multiple_of(16) || addr >> 47 != 0 {
-            return none;
+            return std::ptr::null_mut();
         }
         let d = addr >> 36;
         let p = (addr >> 20) & (PAGES_PER_DIR - 1);
         let r = (addr >> 4) & (RECORDS_PER_PAGE - 1);
         unsafe {
-            let mut dir = self.dirs[d];
-            if dir.is_null() {
-                if !create {
-                    return none;
+            if self.dirs[d].is_null() {
+                self.dirs[d] = map(DIR_BYTES);
+                if self.dirs[d].is_null() {
+                    return std::ptr::null_mut();
                 }
-                dir = map(DIR_BYTES);
-                if dir.is_null() {
-                    return none;
-                }
-                self.dirs[d] = dir;
             }
-            let mut page = *dir.add(p);
-            if page.is_null() {
-                if !create {
-                    return none;
+            let dir = self.dirs[d];
+            if (*dir.add(p)).is_null() {
+                *dir.add(p) = map(RECORDS_PER_PAGE * 4);
+                if (*dir.add(p)).is_null() {
+                    return std::ptr::null_mut();
                 }
-                page = map(RECORDS_PER_PAGE * 4);
-                if page.is_null() {
-                    return none;
-                }
-                *dir.add(p) = page;
             }
-            (page.add(r), dir.add(PAGES_PER_DIR + p) as *mut u64)
+            *(dir.add(PAGES_PER_DIR + p) as *mut u64) |= 1 << (r / RECORDS_PER_PIECE);
+            (*dir.add(p)).add(r)
         }
     }
 
     pub fn insert(&mut self, addr: usize, block: Block) {
-        let slot = self.slot(addr, true);
+        let slot = self.make(addr);
         if slot.is_null() {
             return;
         }
         let record = pack(block);
         let old = unsafe { std::ptr::replace(slot, record) };
-        if old == 0 {
-            self.len += 1;
-        }
         if (record >> SIZE_SHIFT) & 31 == LARGE {
             self.large.insert(addr, block.size);
         } else if old != 0 && (old >> SIZE_SHIFT) & 31 == LARGE {
@@ -196,13 +192,8 @@ impl LiveTable {
         }
     }
 
-    /// How many blocks are recorded.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     pub fn remove(&mut self, addr: usize) -> Option<Block> {
-        let slot = self.slot(addr, false);
+        let slot = self.find(addr);
         if slot.is_null() {
             return None;
         }
@@ -210,13 +201,12 @@ impl LiveTable {
         if record == 0 {
             return None;
         }
-        self.len -= 1;
         let large = &mut self.large;
         Some(unpack(record, || large.remove(&addr).unwrap_or(0)))
     }
 
-    pub fn get(&mut self, addr: usize) -> Option<Block> {
-        let slot = self.slot(addr, false);
+    pub fn get(&self, addr: usize) -> Option<Block> {
+        let slot = self.find(addr);
         if slot.is_null() {
             return None;
         }
@@ -281,11 +271,9 @@ mod tests {
         let mut seen = Vec::new();
         t.for_each(|a, b| seen.push((a, b)));
         assert_eq!(seen, vec![(base, small), (base + 1024, big)]);
-        assert_eq!(t.len(), 2);
         assert_eq!(t.remove(base + 1024), Some(big));
         assert!(t.large.is_empty());
         assert_eq!(t.remove(base + 1024), None);
-        assert_eq!(t.len(), 1);
         assert_eq!(t.get(base + 3), None, "unaligned addresses hold nothing");
     }
 

@@ -1,0 +1,241 @@
+//! Which recorded blocks hold survivors: live objects made in the window, told apart from
+//! freed blocks and from words that only look like objects.
+//!
+//! Nothing is kept per survivor. A program can leave millions, and the live table already
+//! holds each one's record at a place its address gives: asking it costs three lookups, and
+//! walking it costs a pass over records that are already there.
+
+use crate::cpython::{
+    self, read_usize, type_flags, type_of, Api, Layout, TPFLAGS_HAVE_GC, TPFLAGS_TYPE_SUBCLASS,
+};
+use crate::live::{Block, LiveTable, LIVE, NO_STACK};
+use crate::maps::Readable;
+use crate::modules::LoadedModule;
+use rustc_hash::FxHashSet;
+
+pub struct Survivors<'a> {
+    live: &'a LiveTable,
+    /// 3.13+: the block records where its object starts.
+    tracer: bool,
+    layout: &'a Layout,
+    api: &'a Api,
+    pub heap: &'a Heap,
+}
+
+impl<'a> Survivors<'a> {
+    pub fn new(
+        live: &'a LiveTable,
+        tracer: bool,
+        layout: &'a Layout,
+        api: &'a Api,
+        heap: &'a Heap,
+    ) -> Self {
+        Survivors {
+            live,
+            tracer,
+            layout,
+            api,
+            heap,
+        }
+    }
+
+    /// The record of the survivor at `word`, if there is one. Any word may be asked: nothing
+    /// is read through it unless a live block holds it.
+    pub unsafe fn get(&self, word: usize) -> Option<Block> {
+        if !word.is_multiple_of(16) {
+            return None; // objects are 16-byte aligned
+        }
+        // The object sits 0, 16 or 32 bytes into its block, after the headers of its type.
+        [0, 16, 32].into_iter().find_map(|offset| {
+            let block = word.checked_sub(offset)?;
+            let b = self.live.get(block)?;
+            (self.object_in(block, &b)? == word && counts(word, self.layout, self.api)).then_some(b)
+        })
+    }
+
+    pub unsafe fn contains(&self, word: usize) -> bool {
+        self.get(word).is_some()
+    }
+
+    /// Every survivor and its record, in address order.
+    pub unsafe fn for_each(&self, mut f: impl FnMut(usize, Block)) {
+        self.live.for_each(|block, b| {
+            if let Some(op) = self.object_in(block, &b) {
+                if counts(op, self.layout, self.api) {
+                    f(op, b);
+                }
+            }
+        });
+    }
+
+    unsafe fn object_in(&self, block: usize, b: &Block) -> Option<usize> {
+        object_in(block, b, self.tracer, self.layout, self.heap)
+    }
+}
+
+/// What is known for certain about the heap at the snapshot, to tell real objects from words
+/// that only look like them without reading unmapped memory. A type is static (inside a
+/// module's writable segment) or a heap type the collector tracks.
+pub struct Heap {
+    dict_type: usize,
+    heap_types: FxHashSet<usize>,
+    tracked: FxHashSet<usize>,
+    readable: Readable,
+    segments: Vec<(usize, usize)>,
+    type_type: usize,
+    last_type: std::cell::Cell<(usize, bool)>,
+}
+
+impl Heap {
+    pub unsafe fn new(api: &Api, modules: &[LoadedModule], gc_items: &[usize]) -> Heap {
+        let heap_types = gc_items
+            .iter()
+            .copied()
+            .filter(|&o| type_flags(type_of(o)) & TPFLAGS_TYPE_SUBCLASS != 0)
+            .collect();
+        let mut segments: Vec<(usize, usize)> = modules
+            .iter()
+            .flat_map(|m| m.writable.iter().copied())
+            .collect();
+        segments.sort();
+        Heap {
+            dict_type: api.dict_type,
+            heap_types,
+            tracked: gc_items.iter().copied().collect(),
+            readable: Readable::of_self(),
+            segments,
+            type_type: api.type_type,
+            last_type: std::cell::Cell::new((0, false)),
+        }
+    }
+
+    pub unsafe fn is_type(&self, tp: usize) -> bool {
+        // Neighbouring survivors mostly share a type.
+        let (last, answer) = self.last_type.get();
+        if tp == last && tp != 0 {
+            return answer;
+        }
+        let answer = self.check_type(tp);
+        self.last_type.set((tp, answer));
+        answer
+    }
+
+    unsafe fn check_type(&self, tp: usize) -> bool {
+        if tp == 0 || !tp.is_multiple_of(8) {
+            return false;
+        }
+        let mapped = self.heap_types.contains(&tp) || {
+            let i = self.segments.partition_point(|s| s.0 <= tp);
+            i > 0 && tp + cpython::TP_TRAVERSE + 8 <= self.segments[i - 1].1
+        };
+        if !mapped {
+            return false;
+        }
+        let meta = type_of(tp);
+        meta == self.type_type
+            || self.heap_types.contains(&meta) && type_flags(meta) & TPFLAGS_TYPE_SUBCLASS != 0
+    }
+
+    /// Whether a word from static data is a dict that the collector does not track, such as the
+    /// interpreter's table of loaded extensions. Only exact dicts that pass structural checks are
+    /// accepted, every read checked against the process's mappings first: most words are not
+    /// pointers, and traversing something that only looks like an object would crash the host.
+    pub unsafe fn untracked_dict(&self, word: usize) -> bool {
+        const MA_USED: usize = 16;
+        if !word.is_multiple_of(8)
+            || word < cpython::GC_HEAD
+            || !self
+                .readable
+                .contains(word - cpython::GC_HEAD, cpython::GC_HEAD + 48)
+        {
+            return false;
+        }
+        if type_of(word) != self.dict_type || read_usize(word - cpython::GC_HEAD) != 0 {
+            return false;
+        }
+        let refcnt = read_usize(word) as isize;
+        let used = read_usize(word + MA_USED) as isize;
+        refcnt > 0 && (0..1 << 32).contains(&used) && dict_keys_readable(word, self)
+    }
+}
+
+/// The object that lives in a recorded block, if any.
+unsafe fn object_in(
+    block: usize,
+    b: &Block,
+    tracer: bool,
+    layout: &Layout,
+    types: &Heap,
+) -> Option<usize> {
+    if b.stack == NO_STACK {
+        return None;
+    }
+    if tracer {
+        let op = block + b.object_offset as usize;
+        return (b.state == LIVE && types.is_type(type_of(op))).then_some(op);
+    }
+    // Before 3.13 only the allocation is seen: the object sits after a header whose size
+    // depends on its type, so each possible offset is checked against the type found there.
+    for offset in [0usize, 16, 32] {
+        if offset + 16 > b.size as usize {
+            break;
+        }
+        let op = block + offset;
+        let tp = type_of(op);
+        if types.is_type(tp)
+            && layout.preheader(type_flags(tp)) == offset
+            && offset + basicsize(tp) <= b.size as usize
+            && proven_object(op, tp, b.size as usize - offset, types)
+        {
+            return Some(op);
+        }
+    }
+    None
+}
+
+/// A block can hold something that looks like an object: a dict's key table whose entries
+/// hold a class sits where that class's instance would, with the right header size. Since a
+/// survivor gets traversed, and traversing a fake object crashes the host, a container must
+/// prove itself: tracked by the collector (exact membership), or untracked with an empty
+/// GC link, a static type, and contents that fit its block.
+unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool {
+    const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
+    const TP_ITEMSIZE: usize = 40;
+    const OB_SIZE: usize = 16;
+    let refcnt = read_usize(op) as isize;
+    if !(1..1 << 40).contains(&refcnt) {
+        return false;
+    }
+    let flags = type_flags(tp);
+    if flags & TPFLAGS_HAVE_GC == 0 || heap.tracked.contains(&op) {
+        return true;
+    }
+    if read_usize(op - cpython::GC_HEAD) != 0 || flags & TPFLAGS_HEAPTYPE != 0 {
+        return false;
+    }
+    let itemsize = read_usize(tp + TP_ITEMSIZE);
+    let items = read_usize(op + OB_SIZE) as isize;
+    let fits = itemsize == 0
+        || items >= 0 && basicsize(tp).saturating_add(items as usize * itemsize) <= room;
+    fits && (flags & cpython::TPFLAGS_DICT_SUBCLASS == 0 || dict_keys_readable(op, heap))
+}
+
+/// A dict's key table: aligned, mapped, with a positive refcount.
+pub unsafe fn dict_keys_readable(op: usize, heap: &Heap) -> bool {
+    let keys = read_usize(op + cpython::DICT_KEYS);
+    keys.is_multiple_of(8) && heap.readable.contains(keys, 32) && (read_usize(keys) as isize) > 0
+}
+
+pub unsafe fn basicsize(tp: usize) -> usize {
+    *((tp + cpython::TP_BASICSIZE) as *const isize) as usize
+}
+
+/// Whether a live object counts as a survivor: interned strings and immortal objects belong to
+/// the interpreter.
+unsafe fn counts(op: usize, layout: &Layout, api: &Api) -> bool {
+    let refcnt = read_usize(op + cpython::OB_REFCNT) as i64;
+    if refcnt <= 0 || layout.immortal && (refcnt as i32) < 0 {
+        return false;
+    }
+    type_of(op) != api.unicode_type || *((op + cpython::UNICODE_STATE) as *const u32) & 3 == 0
+}
