@@ -4,7 +4,7 @@ use crate::error::Error;
 use refhunt_core::capture::Capture;
 use refhunt_core::report::Report;
 use refhunt_core::text;
-use refhunt_symbolize::{interpreter_predicate, ElfSymbolizer};
+use refhunt_symbolize::{interpreter_predicate, ElfSymbolizer, Loaders};
 use std::io::Write;
 use std::path::Path;
 
@@ -25,13 +25,14 @@ pub fn load_capture(path: &Path) -> Result<Capture, Error> {
     })
 }
 
-pub fn build(capture: &Capture) -> Report {
-    let mut symbolizer = ElfSymbolizer::new(interpreter_predicate(&capture.python.executable));
-    Report::build(capture, &mut symbolizer)
+/// The report of a capture; `loaders` may hold debug information read already.
+pub fn build(capture: &Capture, loaders: Loaders) -> Report {
+    let is_interpreter = interpreter_predicate(&capture.python.executable);
+    Report::build(capture, &mut ElfSymbolizer::new(is_interpreter, loaders))
 }
 
 pub fn report(path: &Path, format: Format) -> Result<(), Error> {
-    let report = build(&load_capture(path)?);
+    let report = build(&load_capture(path)?, Loaders::default());
     let out = match format {
         Format::Text => text::render(&report),
         Format::Json => report.to_json() + "\n",

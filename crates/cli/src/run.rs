@@ -2,6 +2,7 @@
 //! report when it ends.
 
 use crate::error::Error;
+use crate::preload;
 use crate::report_cmd::{build, load_capture};
 use crate::target;
 use refhunt_core::text;
@@ -125,6 +126,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             command: args.command[0].to_string_lossy().into_owned(),
             source,
         })?;
+    let loaders = preload::start(child.id());
     // Ctrl-C goes to the whole process group: the program decides what it means, and refhunt
     // stays to report.
     let status = {
@@ -157,7 +159,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     let capture_path = scratch.capture();
     if capture_path.exists() {
         let capture = load_capture(&capture_path)?;
-        let report = build(&capture);
+        let report = build(&capture, loaders.join().unwrap_or_default());
         eprint!("\n{}", text::render(&report));
         write_to(json_out, args.json.as_deref(), &report.to_json())?;
         write_to(capture_out, args.capture.as_deref(), &capture.to_json())?;

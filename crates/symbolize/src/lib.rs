@@ -12,26 +12,34 @@ use refhunt_core::report::{NativeFrame, SymbolSource, Symbolizer};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The debug information of ELF files, read once per file. Reading libpython's takes about
+/// 10 ms, so `refhunt run` reads it while the program runs.
+#[derive(Default)]
+pub struct Loaders(HashMap<String, Option<Loader>>);
+
+impl Loaders {
+    pub fn load(&mut self, path: &str) -> Option<&Loader> {
+        self.0
+            .entry(path.to_string())
+            .or_insert_with(|| Loader::new(path).ok())
+            .as_ref()
+    }
+}
+
 /// Symbolizes addresses from the ELF files named in a capture's module map.
 pub struct ElfSymbolizer {
-    loaders: HashMap<String, Option<Loader>>,
+    loaders: Loaders,
     is_interpreter: Box<dyn Fn(&str) -> bool>,
 }
 
 impl ElfSymbolizer {
-    /// `is_interpreter` tells the interpreter's own modules from extensions, by path.
-    pub fn new(is_interpreter: impl Fn(&str) -> bool + 'static) -> ElfSymbolizer {
+    /// `is_interpreter` tells the interpreter's own modules from extensions, by path;
+    /// `loaders` may hold files read already.
+    pub fn new(is_interpreter: impl Fn(&str) -> bool + 'static, loaders: Loaders) -> Self {
         ElfSymbolizer {
-            loaders: HashMap::new(),
+            loaders,
             is_interpreter: Box::new(is_interpreter),
         }
-    }
-
-    fn loader(&mut self, path: &str) -> Option<&Loader> {
-        self.loaders
-            .entry(path.to_string())
-            .or_insert_with(|| Loader::new(path).ok())
-            .as_ref()
     }
 }
 
@@ -61,7 +69,7 @@ impl Symbolizer for ElfSymbolizer {
         // A return address follows its call; the call's line is the one before it.
         let probe = pc.wrapping_sub(module.bias).wrapping_sub(1);
         let offset = pc.wrapping_sub(module.start);
-        let Some(loader) = self.loader(&module.path) else {
+        let Some(loader) = self.loaders.load(&module.path) else {
             return vec![unknown(pc, name, offset, interpreter)];
         };
         let frame = |function: Option<String>, file, line, source, inlined| NativeFrame {
