@@ -26,7 +26,11 @@ pub fn start(pid: u32) -> JoinHandle<Loaders> {
             let libpython = maps
                 .lines()
                 .filter_map(|l| l.split_ascii_whitespace().nth(5))
-                .find(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with("libpython")));
+                .find(|p| {
+                    p.rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.starts_with("libpython"))
+                });
             if let Some(lib) = libpython {
                 loaders.load(lib);
                 break;
