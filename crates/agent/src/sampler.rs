@@ -10,14 +10,16 @@
 //! are estimates when one line makes objects of one kind at several sites at one depth, and
 //! exact when it makes them at one, as the seed's loop does.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// One walk in about this many objects of a kind; 0 or 1: every object is walked.
 pub static EVERY: AtomicU32 = AtomicU32::new(1);
 
-const SLOTS: usize = 1 << 12;
+/// Small enough to stay in cache: a slot is probed on every allocation.
+const SLOT_BITS: u32 = 11;
 
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Kind {
     pub code: usize,
     pub offset: i32,
@@ -28,13 +30,14 @@ pub struct Kind {
     pub depth: usize,
 }
 
+/// A kind is known by a 64-bit hash of it: two kinds that share one would share a stack,
+/// about once in 2^64 pairs. 0 marks an empty slot.
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    kind: Kind,
+    hash: u64,
     stack: u32,
     /// Objects still to take `stack` before the next walk.
     left: u32,
-    used: bool,
 }
 
 pub struct Sampler {
@@ -45,7 +48,7 @@ pub struct Sampler {
 impl Default for Sampler {
     fn default() -> Self {
         Sampler {
-            slots: vec![Slot::default(); SLOTS],
+            slots: vec![Slot::default(); 1 << SLOT_BITS],
             rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -54,8 +57,9 @@ impl Default for Sampler {
 impl Sampler {
     /// The stack remembered for `kind`, while its turn to be walked has not come.
     pub fn reuse(&mut self, kind: &Kind) -> Option<u32> {
-        let slot = &mut self.slots[slot_of(kind)];
-        if slot.used && slot.kind == *kind && slot.left > 0 {
+        let hash = hash(kind);
+        let slot = &mut self.slots[slot_of(hash)];
+        if slot.hash == hash && slot.left > 0 {
             slot.left -= 1;
             return Some(slot.stack);
         }
@@ -68,20 +72,24 @@ impl Sampler {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        self.slots[slot_of(&kind)] = Slot {
-            kind,
+        let hash = hash(&kind);
+        self.slots[slot_of(hash)] = Slot {
+            hash,
             stack,
             left: (self.rng % (2 * every.max(1) as u64)) as u32,
-            used: true,
         };
     }
 }
 
-fn slot_of(kind: &Kind) -> usize {
-    let hash = (kind.code as u64 ^ (kind.offset as u64) << 32 ^ kind.shape as u64)
-        .wrapping_add(kind.epoch as u64 ^ (kind.depth as u64).rotate_left(29))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (hash >> 52) as usize & (SLOTS - 1)
+fn hash(kind: &Kind) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    kind.hash(&mut h);
+    // Never 0, the empty slot's mark; the slot comes from the well-mixed high bits.
+    h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+}
+
+fn slot_of(hash: u64) -> usize {
+    (hash >> (64 - SLOT_BITS)) as usize
 }
 
 pub fn every() -> u32 {
