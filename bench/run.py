@@ -6,6 +6,7 @@ the table gives medians. Wall time is the whole process, report included; "repor
 time from the program's end to a readable report. Peak RSS comes from wait4().
 """
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -69,15 +70,18 @@ class Tools:
         self.tmp = tmp
 
     def script(self, name, code):
-        path = self.tmp / ("%s.py" % name)
+        # Not NAME.py: a script named ast.py would import itself instead of the stdlib's ast.
+        path = self.tmp / ("workload_%s.py" % name)
         path.write_text(code)
         return str(path)
 
     def plain(self, script):
         wall, rss, out = run([self.python, script], self.env)
+        if "Traceback" in out:
+            raise SystemExit("the workload %s fails on its own:\n%s" % (script, out))
         return wall, rss, None, None
 
-    def refhunt(self, script, *mode):
+    def refhunt_mode(self, script, *mode):
         capture = str(self.tmp / "r.capture")
         wall, rss, out = run([self.refhunt, "run", *mode, "-o", capture, "--", self.python, script],
                              self.env)
@@ -85,13 +89,18 @@ class Tools:
         # rendering come after it ends, and `refhunt report` times them alone.
         started = time.perf_counter()
         subprocess.run([self.refhunt, "report", capture], capture_output=True)
-        return wall, rss, time.perf_counter() - started, "zoo.c:19" in out
+        took = time.perf_counter() - started
+        # The program's own peak, as `refhunt run` measured it: GNU time's figure is the
+        # larger of the program and refhunt's symbolizing process.
+        with open(capture) as f:
+            program_rss = json.load(f)["counters"].get("peak_rss", rss)
+        return wall, program_rss, took, "zoo.c:19" in out
 
     def refhunt_default(self, script):
-        return self.refhunt(script)
+        return self.refhunt_mode(script)
 
     def refhunt_exact(self, script):
-        return self.refhunt(script, "--exact")
+        return self.refhunt_mode(script, "--exact")
 
     def memray_native(self, script):
         capture = self.tmp / "m.bin"

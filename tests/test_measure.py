@@ -2,6 +2,7 @@
 and leaks confirmed by repetition (`refhunt run --repeat -- python -m refhunt.call ...`)."""
 import os
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -26,6 +27,9 @@ def test_seed_case_counters_on_a_release_build(env):
     blocks = counters["allocated_blocks"]["after"] - counters["allocated_blocks"]["before"]
     assert blocks >= 990_000, counters
     assert counters["rss"]["after"] - counters["rss"]["before"] > 30_000_000
+    # The program's peak holds the million ints (32 MB) and what refhunt keeps on them.
+    assert 32_000_000 < counters["peak_rss"] < 200_000_000, counters
+    assert re.search(r"peak RSS \d+\.\d MB", r.stderr)
     assert "live objects +1.00M" in r.stderr and "gc.collect() freed 0" in r.stderr
     assert "not collectable" in r.stderr
 

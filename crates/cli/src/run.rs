@@ -107,7 +107,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         pythonpath.push(":");
         pythonpath.push(existing);
     }
-    let mut child = Command::new(&args.command[0])
+    let child = Command::new(&args.command[0])
         .args(&args.command[1..])
         .env("PYTHONPATH", pythonpath)
         .env("REFHUNT_CAPTURE", scratch.capture())
@@ -129,9 +129,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     let loaders = preload::start(child.id());
     // Ctrl-C goes to the whole process group: the program decides what it means, and refhunt
     // stays to report.
-    let status = {
+    let (status, peak_rss) = {
         let _ignore = IgnoreInterrupts::new();
-        child.wait().map_err(|source| Error::Spawn {
+        wait_with_peak_rss(child.id()).map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),
             source,
         })?
@@ -158,7 +158,8 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     let capture_path = scratch.capture();
     if capture_path.exists() {
-        let capture = load_capture(&capture_path)?;
+        let mut capture = load_capture(&capture_path)?;
+        capture.counters.peak_rss = Some(peak_rss);
         let report = build(&capture, loaders.join().unwrap_or_default());
         eprint!("\n{}", text::render(&report));
         write_to(json_out, args.json.as_deref(), &report.to_json())?;
@@ -184,6 +185,21 @@ fn sampling(args: &RunArgs) -> u32 {
 
 /// See docs/benchmarks.md for the measurements behind the default.
 const DEFAULT_SAMPLING: u32 = 64;
+
+/// Waits for process `pid` to end, as `Child::wait` does, and also gives the largest resident
+/// set it had, in bytes.
+fn wait_with_peak_rss(pid: u32) -> std::io::Result<(std::process::ExitStatus, u64)> {
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    while unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) } == -1 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    let peak = usage.ru_maxrss.max(0) as u64 * 1024; // reported in KiB
+    Ok((std::process::ExitStatus::from_raw(status), peak))
+}
 
 /// Whether the command runs `python -m refhunt.call`, the window that `--repeat` repeats.
 fn names_a_window(command: &[OsString]) -> bool {

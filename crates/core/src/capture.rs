@@ -153,6 +153,9 @@ pub struct Counters {
     /// Resident set size, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss: Option<Change>,
+    /// The program's largest resident set, bytes, from `refhunt run` when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
     /// Measured runs and warm-ups, when the window was repeated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<Repeat>,

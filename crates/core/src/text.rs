@@ -96,6 +96,9 @@ fn counters_line(c: &Counters) -> String {
         let sign = if r.delta() < 0 { "-" } else { "+" };
         parts.push(format!("RSS {sign}{}", bytes(r.delta().unsigned_abs())));
     }
+    if let Some(peak) = c.peak_rss {
+        parts.push(format!("peak RSS {}", bytes(peak)));
+    }
     parts.push(format!("gc.collect() freed {}", thousands(c.gc_freed)));
     parts.join(" · ")
 }
