@@ -158,10 +158,9 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let every = sampler::every();
         if every > 1 {
             capture.notes.push(format!(
-                "sampled: one stack walked in about {every} objects of each kind (Python line and \
-                 size or type), so counts are exact but a line that makes objects of one kind at \
-                 several C sites has them split between those sites by estimate; `--exact` \
-                 walks every stack"
+                "sampled stacks: one walked in about {every} objects of each kind; counts are \
+                 exact, and where one line makes objects of one type at several C sites, their \
+                 split between the sites is estimated (`--exact` walks every stack)"
             ));
         }
         drop(guard);

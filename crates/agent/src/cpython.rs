@@ -16,7 +16,6 @@ pub type TraverseProc = unsafe extern "C" fn(*mut PyObject, VisitProc, *mut c_vo
 pub type RefTracer = unsafe extern "C" fn(*mut PyObject, c_int, *mut c_void) -> c_int;
 
 pub const REFTRACER_CREATE: c_int = 0;
-pub const REFTRACER_DESTROY: c_int = 1;
 
 /// `PyMemAllocatorEx`.
 #[repr(C)]

@@ -16,10 +16,8 @@ use rustc_hash::FxHashMap;
 
 /// No creation event seen yet (3.13+), or a block that holds no object.
 pub const ALLOCATED: u8 = 1;
-/// An object lives in the block.
+/// An object was created in the block (it may since have been destroyed onto a freelist).
 pub const LIVE: u8 = 2;
-/// The object was destroyed but the block sits on a freelist.
-pub const DEAD: u8 = 3;
 
 /// Stacks are numbered below this; a block created past it is kept without one.
 pub const NO_STACK: u32 = (1 << 23) - 1;
