@@ -37,6 +37,8 @@ WORKLOADS = {
     ),
 }
 
+READING = "## Reading the table"
+
 TRACEMALLOC = """
 import sys, time, tracemalloc
 tracemalloc.start(25)
@@ -189,7 +191,10 @@ def main():
                     "-" if report is None else "%.2f s" % report, line))
         lines.append("")
         shutil.rmtree(tmp, ignore_errors=True)
-    pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
+    # The hand-written reading of the table, below its tables, is kept.
+    out = pathlib.Path(args.out)
+    kept = out.read_text().partition(READING)[2] if out.exists() else ""
+    out.write_text("\n".join(lines) + "\n" + (READING + kept if kept else ""))
     print("\n".join(lines))
 
 
