@@ -26,6 +26,17 @@ def test_seed_case_one_group_of_a_million_ints_at_the_c_line(env):
     assert "1,000,000 int objects" in r.stderr and "zoo.c:%d" % marker_line("new_ref") in r.stderr
 
 
+@pytest.mark.parametrize("mode", [(), ("--exact",), ("--sample", "8")])
+def test_every_mode_counts_exactly_and_names_the_line(env, mode):
+    """Sampled stacks (the default) leave counts exact; the report says when it sampled."""
+    r = env.run("python", "-c", "import zoo\nfor _ in range(3): zoo.leakNewRefs(1000, 30000)",
+                refhunt_args=mode)
+    g = r.group_at("zoo.c", marker_line("new_ref"))
+    assert (g["type_name"], g["count"], g["bytes"]) == ("int", 90_000, 2_880_000)
+    assert g["python"][0]["file"] == "<string>" and g["python"][0]["line"] == 2
+    assert ("sampled stacks" in r.stderr) == (mode != ("--exact",)), r.stderr
+
+
 def _seed_chapter_module(tmp):
     """The seed chapter's own leak_new_reference, wrapped in a minimal module cPyRefs."""
     texts = [p.read_text() for p in sorted(SEED_DIR.glob("*.txt"))] if SEED_DIR.is_dir() else []
