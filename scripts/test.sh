@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: Rust unit tests, then the end-to-end suite against real
-# interpreters (3.11 and 3.13 by default; set REFHUNT_TEST_VERSIONS; Debian's debug build
+# interpreters (3.11, 3.12 and 3.13 by default; set REFHUNT_TEST_VERSIONS; Debian's debug build
 # python3.11d, installed with apt) and the real zoo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 cargo test --workspace -q
 
 venvs=()
-for version in ${REFHUNT_TEST_VERSIONS:-3.11 3.13}; do
+for version in ${REFHUNT_TEST_VERSIONS:-3.11 3.12 3.13}; do
     echo "== installing refhunt for Python $version"
     venvs+=("$(dirname "$(dirname "$(setup_venv "$version")")")")
 done
