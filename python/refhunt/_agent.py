@@ -53,9 +53,16 @@ def start(hexversion):
     _check(load().refhunt_start(hexversion))
 
 
+_sampling = 1
+
+
 def set_sampling(every):
-    """Walks the stack of one object in about `every` of each kind; 1 walks them all."""
+    """Walks the stack of one object in about `every` of each kind; 1 walks them all.
+    Returns the previous setting."""
+    global _sampling
     _check(load().refhunt_set_sampling(every))
+    previous, _sampling = _sampling, every
+    return previous
 
 
 def pause():

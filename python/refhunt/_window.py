@@ -34,6 +34,9 @@ def repeat(call, runs, warmup):
     for _ in range(warmup):
         call()
     before = begin()
+    # "Grew in every run" compares each run's count per site: every stack is walked, even
+    # inside a program that `refhunt run` samples.
+    sampling = _agent.set_sampling(1)
     try:
         for run in range(1, runs + 1):
             _agent.set_epoch(run)
@@ -44,6 +47,7 @@ def repeat(call, runs, warmup):
                 _agent.pause()
     finally:
         _agent.set_epoch(0)
+        _agent.set_sampling(sampling)
     return before
 
 

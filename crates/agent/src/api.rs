@@ -155,8 +155,7 @@ pub unsafe extern "C" fn refhunt_snapshot(
                 state.layout.minor
             ));
         }
-        let every = sampler::every();
-        if every > 1 {
+        if let Some(every) = state.sampled_every {
             capture.notes.push(format!(
                 "sampled stacks: one walked in about {every} objects of each kind; counts are \
                  exact, and where one line makes objects of one type at several C sites, their \

@@ -35,6 +35,8 @@ pub struct State {
     /// The tracer owns creation events (3.13+ and no other tracer installed).
     pub tracer_active: bool,
     sampler: Sampler,
+    /// Set when an object of this window took a sampled stack: the one in how many.
+    pub sampled_every: Option<u32>,
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
     native: [u64; MAX_NATIVE],
     python: [PyFrameRef; MAX_PYTHON],
@@ -64,6 +66,7 @@ impl State {
             codes: FxHashSet::default(),
             tracer_active,
             sampler: Sampler::default(),
+            sampled_every: None,
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],
         }
@@ -87,6 +90,7 @@ impl State {
             depth: regs.sp,
         };
         if let Some(stack) = self.sampler.reuse(&kind) {
+            self.sampled_every = Some(every);
             return stack;
         }
         let stack = self.capture(regs);
@@ -279,5 +283,6 @@ pub unsafe fn tracer_is_ours(api: &Api) -> bool {
 pub fn clear_window() {
     if let Some(s) = STATE.lock().as_mut() {
         s.live = LiveTable::default();
+        s.sampled_every = None;
     }
 }
