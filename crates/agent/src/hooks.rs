@@ -5,8 +5,8 @@
 //! also sees objects handed out again by a freelist; the allocator hook then only records
 //! which blocks are live, because DESTROY events are missing for some frees on 3.13.0.
 //! DESTROY events are not followed at all: an object destroyed onto a freelist keeps a
-//! refcount of 0, which the snapshot does not count, and a call less per object is 5-10% of
-//! an allocation-heavy program on 3.13.
+//! refcount of 0, which the snapshot does not count, so following them would only add work
+//! to every object's end.
 
 use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject};
 use crate::live::{Block, LiveTable, ALLOCATED, LIVE, NO_STACK};
@@ -82,19 +82,20 @@ impl State {
         let top = &mut self.python[..1];
         top[0] = PyFrameRef::default();
         pyframes::walk(&self.api, &self.layout, self.code_start, top);
-        let kind = Kind {
+        let key = Kind {
             code: top[0].code,
             offset: top[0].offset,
             epoch: EPOCH.load(Relaxed),
             shape,
             depth: regs.sp,
-        };
-        if let Some(stack) = self.sampler.reuse(&kind) {
+        }
+        .key();
+        if let Some(stack) = self.sampler.reuse(key) {
             self.sampled_every = Some(every);
             return stack;
         }
         let stack = self.capture(regs);
-        self.sampler.remember(kind, stack, every);
+        self.sampler.remember(key, stack, every);
         stack
     }
 
@@ -250,22 +251,17 @@ unsafe fn on_create(op: usize) {
     let tp = type_of(op);
     let offset = s.layout.preheader(type_flags(tp));
     let stack = s.stack_for(regs, tp);
-    let block = op - offset;
     // A fresh block, or one handed out again by a freelist: either way, created here. A
     // block from before the window, reused from a freelist, is sized from its type.
-    let size = match s.live.get(block) {
-        Some(b) => b.size,
-        None => (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32,
-    };
-    s.live.insert(
-        block,
-        Block {
-            stack,
-            size,
-            state: LIVE,
-            object_offset: offset as u8,
-        },
-    );
+    s.live.upsert(op - offset, |old| Block {
+        stack,
+        size: old.map_or_else(
+            || (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32,
+            |b| b.size,
+        ),
+        state: LIVE,
+        object_offset: offset as u8,
+    });
 }
 
 /// Whether refhunt's reference tracer is still the installed one.

@@ -104,6 +104,16 @@ unsafe fn unmap<T>(p: *mut T, bytes: usize) {
     libc::munmap(p as *mut libc::c_void, bytes);
 }
 
+/// The directory, page and record of an address; `None` for one the table cannot hold.
+#[inline]
+fn index(addr: usize) -> Option<(usize, usize, usize)> {
+    (addr.is_multiple_of(16) && addr >> 47 == 0).then_some((
+        addr >> 36,
+        (addr >> 20) & (PAGES_PER_DIR - 1),
+        (addr >> 4) & (RECORDS_PER_PAGE - 1),
+    ))
+}
+
 fn pack(b: Block) -> u32 {
     let units = if b.size <= 512 {
         b.size.div_ceil(16).max(1)
@@ -131,19 +141,19 @@ impl LiveTable {
     /// table cannot hold (unaligned).
     #[inline]
     fn find(&self, addr: usize) -> *mut u32 {
-        if !addr.is_multiple_of(16) || addr >> 47 != 0 {
+        let Some((d, p, r)) = index(addr) else {
             return std::ptr::null_mut();
-        }
-        let dir = self.dirs[addr >> 36];
+        };
+        let dir = self.dirs[d];
         if dir.is_null() {
             return std::ptr::null_mut();
         }
         unsafe {
-            let page = *dir.add((addr >> 20) & (PAGES_PER_DIR - 1));
+            let page = *dir.add(p);
             if page.is_null() {
                 return page;
             }
-            page.add((addr >> 4) & (RECORDS_PER_PAGE - 1))
+            page.add(r)
         }
     }
 
@@ -151,12 +161,9 @@ impl LiveTable {
     /// null if the address cannot be held or the kernel refused memory: it goes unrecorded.
     #[inline]
     fn make(&mut self, addr: usize) -> *mut u32 {
-        if !addr.is_multiple_of(16) || addr >> 47 != 0 {
+        let Some((d, p, r)) = index(addr) else {
             return std::ptr::null_mut();
-        }
-        let d = addr >> 36;
-        let p = (addr >> 20) & (PAGES_PER_DIR - 1);
-        let r = (addr >> 4) & (RECORDS_PER_PAGE - 1);
+        };
         unsafe {
             if self.dirs[d].is_null() {
                 self.dirs[d] = map(DIR_BYTES);
@@ -177,12 +184,22 @@ impl LiveTable {
     }
 
     pub fn insert(&mut self, addr: usize, block: Block) {
+        self.upsert(addr, |_| block);
+    }
+
+    /// Records the block that `new` makes of the one recorded at `addr`, if any, with one
+    /// probe of the table.
+    #[inline]
+    pub fn upsert(&mut self, addr: usize, new: impl FnOnce(Option<Block>) -> Block) {
         let slot = self.make(addr);
         if slot.is_null() {
             return;
         }
+        let old = unsafe { *slot };
+        let large = &self.large;
+        let block = new((old != 0).then(|| unpack(old, || large.get(&addr).copied().unwrap_or(0))));
         let record = pack(block);
-        let old = unsafe { std::ptr::replace(slot, record) };
+        unsafe { *slot = record };
         if (record >> SIZE_SHIFT) & 31 == LARGE {
             self.large.insert(addr, block.size);
         } else if old != 0 && (old >> SIZE_SHIFT) & 31 == LARGE {
@@ -273,6 +290,22 @@ mod tests {
         assert!(t.large.is_empty());
         assert_eq!(t.remove(base + 1024), None);
         assert_eq!(t.get(base + 3), None, "unaligned addresses hold nothing");
+    }
+
+    #[test]
+    fn upsert_sees_the_record_it_replaces() {
+        let mut t = LiveTable::default();
+        t.upsert(0x2000, |old| {
+            assert_eq!(old, None);
+            block(1, 2048, ALLOCATED, 0)
+        });
+        t.upsert(0x2000, |old| block(2, old.unwrap().size, LIVE, 16));
+        assert_eq!(t.get(0x2000), Some(block(2, 2048, LIVE, 16)));
+        t.upsert(0x2000, |_| block(3, 64, LIVE, 16));
+        assert!(
+            t.large.is_empty(),
+            "a block no longer large leaves the side table"
+        );
     }
 
     #[test]

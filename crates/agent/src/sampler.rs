@@ -30,8 +30,8 @@ pub struct Kind {
     pub depth: usize,
 }
 
-/// A kind is known by a 64-bit hash of it: two kinds that share one would share a stack,
-/// about once in 2^64 pairs. 0 marks an empty slot.
+/// A kind is known by its key, a 64-bit hash of it: two kinds that share one would share a
+/// stack, about once in 2^64 pairs. 0 marks an empty slot.
 #[derive(Clone, Copy, Default)]
 struct Slot {
     hash: u64,
@@ -55,37 +55,38 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// The stack remembered for `kind`, while its turn to be walked has not come.
-    pub fn reuse(&mut self, kind: &Kind) -> Option<u32> {
-        let hash = hash(kind);
-        let slot = &mut self.slots[slot_of(hash)];
-        if slot.hash == hash && slot.left > 0 {
+    /// The stack remembered for the kind of `key`, while its turn to be walked has not come.
+    pub fn reuse(&mut self, key: u64) -> Option<u32> {
+        let slot = &mut self.slots[slot_of(key)];
+        if slot.hash == key && slot.left > 0 {
             slot.left -= 1;
             return Some(slot.stack);
         }
         None
     }
 
-    /// Remembers the stack just walked for `kind`, for about `every` objects.
-    pub fn remember(&mut self, kind: Kind, stack: u32, every: u32) {
+    /// Remembers the stack just walked for the kind of `key`, for about `every` objects.
+    pub fn remember(&mut self, key: u64, stack: u32, every: u32) {
         // xorshift: a gap uniform in [0, 2 * every), so one walk in `every` on average.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let hash = hash(&kind);
-        self.slots[slot_of(hash)] = Slot {
-            hash,
+        self.slots[slot_of(key)] = Slot {
+            hash: key,
             stack,
             left: (self.rng % (2 * every.max(1) as u64)) as u32,
         };
     }
 }
 
-fn hash(kind: &Kind) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    kind.hash(&mut h);
-    // Never 0, the empty slot's mark; the slot comes from the well-mixed high bits.
-    h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+impl Kind {
+    /// The kind's key in the sampler's table.
+    pub fn key(&self) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        self.hash(&mut h);
+        // Never 0, the empty slot's mark; the slot comes from the well-mixed high bits.
+        h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+    }
 }
 
 fn slot_of(hash: u64) -> usize {
@@ -112,9 +113,9 @@ mod tests {
 
     /// The stack for one object, walking (returning `walked`) when the sampler says so.
     fn stack(s: &mut Sampler, k: Kind, walked: u32, walks: &mut u32) -> u32 {
-        s.reuse(&k).unwrap_or_else(|| {
+        s.reuse(k.key()).unwrap_or_else(|| {
             *walks += 1;
-            s.remember(k, walked, 64);
+            s.remember(k.key(), walked, 64);
             walked
         })
     }

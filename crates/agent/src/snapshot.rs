@@ -15,7 +15,7 @@ use crate::cpython::{
     TPFLAGS_TYPE_SUBCLASS,
 };
 use crate::hooks::State;
-use crate::live::NO_STACK;
+use crate::live::{Block, NO_STACK};
 use crate::modules::{self, LoadedModule};
 use crate::paths;
 use crate::pyframes::PyFrameRef;
@@ -357,6 +357,19 @@ unsafe fn classify(
     classes
 }
 
+/// A survivor's class: the one `classify` gave it, else a leak of its creation site's owner.
+unsafe fn class_of(
+    op: usize,
+    b: &Block,
+    classes: &FxHashMap<usize, Class>,
+    attribution: &Attribution,
+) -> Class {
+    match classes.get(&op) {
+        Some(&class) => class,
+        None => attribution.leak_class(b.stack),
+    }
+}
+
 /// `REFHUNT_DEBUG`: each leaked object's accounting, to triage a false alarm.
 unsafe fn explain(
     survivors: &Survivors,
@@ -366,11 +379,7 @@ unsafe fn explain(
     api: &Api,
 ) {
     survivors.for_each(|op, b| {
-        let class = classes
-            .get(&op)
-            .copied()
-            .unwrap_or_else(|| attribution.leak_class(b.stack));
-        if class != Class::Leaked {
+        if class_of(op, &b, classes, attribution) != Class::Leaked {
             return;
         }
         let h = held.get(&op).copied().unwrap_or_default();
@@ -432,11 +441,7 @@ unsafe fn group(
     };
     survivors.for_each(|op, b| {
         live_objects += 1;
-        let class = classes
-            .get(&op)
-            .copied()
-            .unwrap_or_else(|| attribution.leak_class(b.stack));
-        let key = (class, type_of(op), b.stack);
+        let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
         let bytes = b.size.div_ceil(16) as u64 * 16;
         match &mut current {
             Some((k, run)) if *k == key => {

@@ -19,7 +19,7 @@ pub struct Survivors<'a> {
     tracer: bool,
     layout: &'a Layout,
     api: &'a Api,
-    pub heap: &'a Heap,
+    heap: &'a Heap,
 }
 
 impl<'a> Survivors<'a> {
@@ -199,7 +199,6 @@ unsafe fn object_in(
 /// prove itself: tracked by the collector (exact membership), or untracked with an empty
 /// GC link, a static type, and contents that fit its block.
 unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool {
-    const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
     const TP_ITEMSIZE: usize = 40;
     const OB_SIZE: usize = 16;
     let refcnt = read_usize(op) as isize;
@@ -210,7 +209,7 @@ unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool 
     if flags & TPFLAGS_HAVE_GC == 0 || heap.tracked.contains(&op) {
         return true;
     }
-    if read_usize(op - cpython::GC_HEAD) != 0 || flags & TPFLAGS_HEAPTYPE != 0 {
+    if read_usize(op - cpython::GC_HEAD) != 0 || flags & cpython::TPFLAGS_HEAPTYPE != 0 {
         return false;
     }
     let itemsize = read_usize(tp + TP_ITEMSIZE);

@@ -7,8 +7,9 @@
 //!
 //! Evaluating CFI costs microseconds, so the rule for each address is kept in a direct-mapped
 //! cache: after warm-up a frame costs a cache probe and two loads. A program allocates from
-//! the same few stacks over and over, so whole walks are remembered too (see [`Memo`]). Only the x86_64 rules that
-//! compilers emit for ordinary functions are understood (CFA = rsp or rbp plus an offset,
+//! the same few stacks over and over, so whole walks are remembered too (see [`Memo`]).
+//!
+//! Only the x86_64 rules that compilers emit for ordinary functions are understood (CFA = rsp or rbp plus an offset,
 //! return address at CFA-8, rbp saved at an offset or unchanged); anything else ends the walk.
 
 use crate::modules::{self, LoadedModule};

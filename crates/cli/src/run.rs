@@ -28,12 +28,12 @@ pub struct RunArgs {
     /// Untracked calls before the measured runs (default 5, as regrtest -R).
     #[arg(long, value_name = "N", requires = "repeat")]
     warmup: Option<u16>,
-    /// Walk the creation stack of every object. `--repeat` always does.
+    /// Walk the creation stack of every object. The measured runs of `--repeat` always do.
     #[arg(long, conflicts_with = "sample")]
     exact: bool,
-    /// Walk the stack of one object in about N of each kind (Python line and size or type);
-    /// counts stay exact, and sites are estimated only where one line makes objects of one
-    /// kind at several C sites.
+    /// Walk the stack of one object in about N of each kind (Python line, size or type, and
+    /// C stack depth); counts stay exact, and sites are estimated only where one line makes
+    /// objects of one kind at several C sites at one depth.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     sample: Option<u32>,
     /// The Python command to run.
@@ -173,10 +173,10 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     Ok(exit_code(status))
 }
 
-/// One walk in this many objects of a kind; 1 walks every stack. Repetition compares each
-/// run's count per site, which only exact stacks give.
+/// One walk in this many objects of a kind; 1 walks every stack. (The measured runs of a
+/// repeated window walk every stack whatever this says: `_window.repeat` sees to it.)
 fn sampling(args: &RunArgs) -> u32 {
-    if args.exact || args.repeat.is_some() {
+    if args.exact {
         1
     } else {
         args.sample.unwrap_or(DEFAULT_SAMPLING)
