@@ -4,6 +4,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #if PY_VERSION_HEX < 0x030B0000
 #include <frameobject.h>
 #else
@@ -11,11 +12,23 @@
 #include "internal/pycore_dict.h"
 #endif
 #include "internal/pycore_gc.h"
+#if PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_interp.h"
+#endif
 #if PY_VERSION_HEX >= 0x030A0000
 #include "internal/pycore_moduleobject.h" /* 3.9 keeps PyModuleObject private */
 #endif
 
 #define SHOW(name, value) printf("%s=%ld\n", name, (long)(value))
+
+/* The word that holds a str's state bitfield, with only the field named set to `value`. */
+#define STATE_WORD(field, value)                                                         \
+    ({                                                                                   \
+        PyASCIIObject o;                                                                 \
+        memset(&o, 0, sizeof o);                                                         \
+        o.state.field = value;                                                           \
+        *(unsigned int *)((char *)&o + offsetof(PyASCIIObject, state));                  \
+    })
 
 int main(void) {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -37,11 +50,14 @@ int main(void) {
     SHOW("frame_previous", offsetof(_PyInterpreterFrame, previous));
     SHOW("frame_owner", offsetof(_PyInterpreterFrame, owner));
     SHOW("dict_keys_kind", offsetof(PyDictKeysObject, dk_kind));
+    SHOW("frame_localsplus", offsetof(_PyInterpreterFrame, localsplus));
+    SHOW("code_nlocalsplus", offsetof(PyCodeObject, co_nlocalsplus));
 #endif
     SHOW("tp_name", offsetof(PyTypeObject, tp_name));
     SHOW("tp_basicsize", offsetof(PyTypeObject, tp_basicsize));
     SHOW("tp_flags", offsetof(PyTypeObject, tp_flags));
     SHOW("tp_traverse", offsetof(PyTypeObject, tp_traverse));
+    SHOW("tp_base", offsetof(PyTypeObject, tp_base));
     SHOW("tp_is_gc", offsetof(PyTypeObject, tp_is_gc));
     SHOW("tp_subclasses", offsetof(PyTypeObject, tp_subclasses));
     SHOW("ht_slots", offsetof(PyHeapTypeObject, ht_slots));
@@ -49,10 +65,30 @@ int main(void) {
     SHOW("ht_qualname", offsetof(PyHeapTypeObject, ht_qualname));
 #if PY_VERSION_HEX >= 0x030A0000
     SHOW("md_name", offsetof(PyModuleObject, md_name));
+    SHOW("md_def", offsetof(PyModuleObject, md_def));
+    SHOW("md_state", offsetof(PyModuleObject, md_state));
 #endif
     SHOW("unicode_state", offsetof(PyASCIIObject, state));
+    SHOW("unicode_length", offsetof(PyASCIIObject, length));
+    SHOW("ascii_size", sizeof(PyASCIIObject));
+    SHOW("unicode_compact_bit", STATE_WORD(compact, 1));
+    SHOW("unicode_ascii_bit", STATE_WORD(ascii, 1));
+    SHOW("unicode_kind_one", STATE_WORD(kind, 1));
+    SHOW("compact_size", sizeof(PyCompactUnicodeObject));
     SHOW("dict_keys", offsetof(PyDictObject, ma_keys));
     SHOW("dict_values", offsetof(PyDictObject, ma_values));
     SHOW("gc_head", sizeof(PyGC_Head));
+#if PY_VERSION_HEX >= 0x030C0000
+    SHOW("code_cached", offsetof(PyCodeObject, _co_cached));
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    SHOW("freelists_start", offsetof(PyInterpreterState, object_state.freelists));
+    SHOW("freelists_end", offsetof(PyInterpreterState, object_state.freelists)
+                              + sizeof(struct _Py_object_freelists));
+#elif PY_VERSION_HEX >= 0x030B0000
+    SHOW("freelists_start", offsetof(PyInterpreterState, float_state));
+    SHOW("freelists_end", offsetof(PyInterpreterState, exc_state));
+#endif
+    SHOW("moduledef_size", offsetof(PyModuleDef, m_size));
     return 0;
 }

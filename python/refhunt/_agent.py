@@ -34,11 +34,12 @@ def load():
         lib.refhunt_start.argtypes = [ctypes.c_uint32]
         lib.refhunt_set_epoch.argtypes = [ctypes.c_uint16]
         lib.refhunt_set_sampling.argtypes = [ctypes.c_uint32]
+        lib.refhunt_mark_before.argtypes = [ctypes.py_object]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p,
                                          ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
         # window, so that none is counted in one.
-        lib.refhunt_pause, lib.refhunt_clear  # noqa: B018
+        lib.refhunt_pause, lib.refhunt_clear, lib.refhunt_mark_before  # noqa: B018
         _lib = lib
     return _lib
 
@@ -77,6 +78,11 @@ def set_epoch(epoch):
 def clear():
     """Forgets every object recorded so far."""
     _check(load().refhunt_clear())
+
+
+def mark_before(gc_objects):
+    """Marks the objects of `gc.get_objects()` as there before the window (the self-check)."""
+    _check(load().refhunt_mark_before(gc_objects))
 
 
 def snapshot(gc_objects, garbage, header_json, path):

@@ -17,10 +17,13 @@ RUNS, WARMUP = 4, 5
 
 def begin():
     """Starts a window, tracking still paused: collects (which also empties the freelists,
-    so fewer objects are reused unseen), forgets what was recorded, and returns the counters
-    at the start."""
+    so fewer objects are reused unseen), forgets what was recorded, marks what the collector
+    tracks now for the self-check, and returns the counters at the start."""
     gc.collect()
+    _agent.start(sys.hexversion)  # the hooks are installed, and the marks kept, from here
+    _agent.pause()
     _agent.clear()
+    _agent.mark_before(gc.get_objects())
     return _counters.read()
 
 
@@ -120,4 +123,12 @@ def capture(path, before, repeated=None):
     found, garbage = _collect_saving_garbage()
     header = _header(found, before, _counters.read(), repeated, other_tracers())
     objects = gc.get_objects()
-    _agent.snapshot(objects, garbage, header, path)
+    # The snapshot allocates, and a collection it set off would free objects while the agent,
+    # busy, could not see them freed.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _agent.snapshot(objects, garbage, header, path)
+    finally:
+        if enabled:
+            gc.enable()

@@ -29,8 +29,8 @@ class PythonFrame:
 class Group:
     """Surviving objects of one type, made at one place."""
     class_: str
-    """`leaked`, `indirect`, `held_outside`, `reachable`, `garbage` or `interpreter`
-    (see docs/classes.md)."""
+    """`leaked`, `indirect`, `once`, `held_outside`, `reachable`, `garbage` or
+    `interpreter` (see docs/classes.md)."""
     type_name: str
     count: int
     bytes: int
@@ -44,6 +44,8 @@ class Group:
     """For reachable objects: a path from a module, e.g. `module m . cache [list] -> int`."""
     native: List[NativeFrame]
     python: List[PythonFrame]
+    evidence: Optional[str] = None
+    """What the class rests on, e.g. `1,000 from one C line, referenced by nothing`."""
 
     @property
     def is_leak(self) -> bool:
@@ -75,6 +77,7 @@ def _group(data: Dict[str, Any]) -> Group:
         native=[NativeFrame(f.get("function"), f.get("file"), f.get("line"), f["module"],
                             f["source"], f["inlined"]) for f in data.get("native", [])],
         python=[PythonFrame(f["file"], f["line"], f["function"]) for f in data.get("python", [])],
+        evidence=data.get("evidence"),
     )
 
 

@@ -4,7 +4,7 @@
 //! None of them lets a panic cross into the host process.
 
 use crate::cpython::{self, Api, Layout};
-use crate::hooks::{self, State, EPOCH, STATE, TRACKING};
+use crate::hooks::{self, Creations, State, EPOCH, STATE, TRACKING};
 use crate::sampler;
 use crate::snapshot;
 use crate::unwind::{self, Unwinder};
@@ -58,10 +58,16 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
             Some(get) => get(std::ptr::null_mut()).is_some(),
             None => false,
         };
-        let tracer_active = layout.reftracer && api.set_reftracer.is_some() && !other_tracer;
+        let creations = if !layout.reftracer {
+            Creations::NewReference
+        } else if api.set_reftracer.is_some() && !other_tracer {
+            Creations::RefTracer
+        } else {
+            Creations::Allocations
+        };
         let unwinder = Unwinder::new(api.eval_loop);
         libc::pthread_atfork(None, None, Some(after_fork_child));
-        hooks::install(State::new(api, layout, code_start, unwinder, tracer_active));
+        hooks::install(State::new(api, layout, code_start, unwinder, creations));
         TRACKING.store(true, Ordering::SeqCst);
         Ok(())
     })
@@ -95,6 +101,19 @@ pub extern "C" fn refhunt_set_sampling(every: u32) -> c_int {
 pub extern "C" fn refhunt_clear() -> c_int {
     hooks::clear_window();
     0
+}
+
+/// Marks the objects in `objects` (a list from `gc.get_objects()`) as alive before the
+/// window, so that the snapshot can tell which tracked objects were made unseen.
+///
+/// # Safety
+/// `objects` is a live `list`; the GIL is held.
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) -> c_int {
+    guarded(|| {
+        hooks::mark_before(&snapshot::list_items(objects as usize));
+        Ok(())
+    })
 }
 
 /// A forked child starts with nothing recorded and records nothing: the report belongs to
@@ -135,23 +154,24 @@ pub unsafe extern "C" fn refhunt_snapshot(
             .ok_or("snapshot called from inside the agent")?;
         let state = guard.as_ref().ok_or("refhunt was not started")?;
         let outcome = snapshot::take(state, gc_objects as usize, garbage as usize);
-        if state.tracer_active && !hooks::tracer_is_ours(&state.api) {
+        if state.creations == Creations::RefTracer && !hooks::tracer_is_ours(&state.api) {
             capture.notes.push(
                 "another tool replaced refhunt's PyRefTracer during the window (tracemalloc \
                  started?), so objects created after that were not all seen"
                     .into(),
             );
-        } else if state.layout.reftracer && !state.tracer_active {
+        } else if state.layout.reftracer && !state.creations.seen() {
             capture.notes.push(
                 "another tool owned PyRefTracer when refhunt started, so objects reused from \
                  freelists may be attributed to the site that first allocated them"
                     .into(),
             );
-        } else if !state.layout.reftracer {
+        } else if !state.creations.seen() {
             capture.notes.push(format!(
-                "Python 3.{} reuses float, tuple, list and dict objects from freelists without \
-                 allocating; a leaked object of these types may be counted at the site that \
-                 first allocated its memory",
+                "this Python 3.{} calls _Py_NewReference directly (a statically linked \
+                 interpreter), so refhunt cannot see an object reused from a freelist: a leaked \
+                 float, tuple, list or dict may be missed or counted at the site that first \
+                 allocated its memory",
                 state.layout.minor
             ));
         }
@@ -169,6 +189,22 @@ pub unsafe extern "C" fn refhunt_snapshot(
         capture.stacks = outcome.stacks;
         capture.modules = outcome.modules;
         capture.counters.live_objects = outcome.live_objects;
+        capture.counters.unseen = outcome.unseen.as_ref().map(|u| u.total);
+        if let Some(u) = outcome
+            .unseen
+            .filter(|u| u.total > (outcome.live_objects / 1000).max(100))
+        {
+            capture.notes.push(format!(
+                "self-check: the collector tracks {} objects made in the window that refhunt did \
+                 not see made ({}); their leaks would be missed",
+                u.total,
+                u.by_type
+                    .iter()
+                    .map(|(t, n)| format!("{n} {t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         std::fs::write(path, capture.to_json()).map_err(|e| format!("cannot write {path}: {e}"))
     })
 }

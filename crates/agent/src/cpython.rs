@@ -28,6 +28,7 @@ pub struct Allocator {
     pub free: unsafe extern "C" fn(*mut c_void, *mut c_void),
 }
 
+pub const DOMAIN_MEM: c_int = 1;
 pub const DOMAIN_OBJ: c_int = 2;
 
 // Type flags (Include/object.h).
@@ -57,10 +58,15 @@ pub const TP_NAME: usize = 24;
 pub const TP_BASICSIZE: usize = 32;
 pub const TP_FLAGS: usize = 168;
 pub const TP_TRAVERSE: usize = 184;
+pub const TP_BASE: usize = 256;
 pub const TP_IS_GC: usize = 328;
 pub const TP_SUBCLASSES: usize = 360;
 /// `PyModuleObject.md_name`.
 pub const MD_NAME: usize = 48;
+/// `PyModuleObject.md_def` and `md_state`, and `PyModuleDef.m_size`.
+const MD_DEF: usize = 24;
+const MD_STATE: usize = 32;
+const MODULEDEF_SIZE: usize = 56;
 pub const UNICODE_STATE: usize = 32;
 pub const GC_HEAD: usize = 16;
 
@@ -88,6 +94,21 @@ pub struct Layout {
     pub immortal: bool,
     /// Offset of `ht_slots` in `PyHeapTypeObject`, between `ht_name` and `ht_qualname`.
     pub ht_slots: usize,
+    /// `sizeof(PyASCIIObject)` and `sizeof(PyCompactUnicodeObject)`: a compact str is one of
+    /// these headers and its characters, often fewer bytes than `tp_basicsize` (the legacy
+    /// `PyUnicodeObject`).
+    pub ascii_size: usize,
+    pub compact_size: usize,
+    /// 3.12+: `PyCodeObject._co_cached`, a C struct of four objects made on demand
+    /// (`co_code`, `co_varnames`, `co_cellvars`, `co_freevars`) that no traversal visits.
+    pub code_cached: Option<usize>,
+    /// `[start, end)` offsets in `PyInterpreterState` of the freelists (3.11+, whose main
+    /// interpreter is static data). Their arrays keep stale pointers past their count, to
+    /// memory that now holds other objects: not references.
+    pub freelists: Option<(usize, usize)>,
+    /// 3.11+: `_PyInterpreterFrame.localsplus` and `PyCodeObject.co_nlocalsplus`: a running
+    /// frame's locals, which no traversal visits (the frame is not an object).
+    pub frame_locals: Option<(usize, usize)>,
 }
 
 impl Layout {
@@ -105,6 +126,11 @@ impl Layout {
             reftracer: false,
             immortal: false,
             ht_slots: if minor == 9 { 848 } else { 856 },
+            ascii_size: 48,
+            compact_size: 72,
+            code_cached: None,
+            freelists: None,
+            frame_locals: None,
         };
         Some(match minor {
             9 => old(9, 104, false),
@@ -122,6 +148,11 @@ impl Layout {
                 reftracer: false,
                 immortal: false,
                 ht_slots: 856,
+                ascii_size: 48,
+                compact_size: 72,
+                code_cached: None,
+                freelists: Some((3608, 7128)),
+                frame_locals: Some((72, 76)),
             },
             12 | 13 => Layout {
                 minor,
@@ -136,6 +167,15 @@ impl Layout {
                 reftracer: minor >= 13,
                 immortal: true,
                 ht_slots: 864,
+                ascii_size: 40,
+                compact_size: 56,
+                code_cached: Some(if minor == 12 { 152 } else { 160 }),
+                freelists: Some(if minor == 12 {
+                    (267408, 273400)
+                } else {
+                    (10952, 14488)
+                }),
+                frame_locals: Some((72, 72)),
             },
             _ => return None,
         })
@@ -157,6 +197,49 @@ impl Layout {
     }
 }
 
+/// `PyASCIIObject.length`, and the bits of its `state`: interned (2), kind (3), compact, ascii.
+const UNICODE_LENGTH: usize = 16;
+const UNICODE_COMPACT: u32 = 1 << 5;
+const UNICODE_ASCII: u32 = 1 << 6;
+const UNICODE_KIND_SHIFT: u32 = 2;
+
+/// The bytes a compact str takes: its header and its characters with their terminator;
+/// `None` for a legacy (non-compact) str, whose characters live in a block of their own.
+///
+/// # Safety
+/// `op` is a readable str object.
+pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
+    let state = *((op + UNICODE_STATE) as *const u32);
+    if state & UNICODE_COMPACT == 0 {
+        return None;
+    }
+    let length = read_usize(op + UNICODE_LENGTH);
+    let kind = ((state >> UNICODE_KIND_SHIFT) & 7) as usize;
+    let (header, width) = if state & UNICODE_ASCII != 0 {
+        (layout.ascii_size, 1)
+    } else {
+        (layout.compact_size, kind)
+    };
+    length
+        .checked_add(1)?
+        .checked_mul(width)?
+        .checked_add(header)
+}
+
+/// The state block of a module object made from a `PyModuleDef` with `m_size > 0`, and its
+/// size.
+///
+/// # Safety
+/// `op` is a live object of exactly `PyModule_Type`.
+pub unsafe fn module_state(op: usize) -> Option<(usize, usize)> {
+    let (def, state) = (read_usize(op + MD_DEF), read_usize(op + MD_STATE));
+    if def == 0 || state == 0 {
+        return None;
+    }
+    let size = read_usize(def + MODULEDEF_SIZE) as isize;
+    (size > 0).then_some((state, size as usize))
+}
+
 /// CPython functions, resolved once with `dlsym`.
 pub struct Api {
     pub get_allocator: unsafe extern "C" fn(c_int, *mut Allocator),
@@ -164,6 +247,13 @@ pub struct Api {
     pub set_reftracer: Option<unsafe extern "C" fn(Option<RefTracer>, *mut c_void) -> c_int>,
     pub get_reftracer: Option<unsafe extern "C" fn(*mut *mut c_void) -> Option<RefTracer>>,
     pub thread_state: unsafe extern "C" fn() -> *mut c_void,
+    /// `PyInterpreterState_ThreadHead` and `PyThreadState_Next`.
+    pub thread_head: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    pub thread_next: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    /// `PyInterpreterState_Main`.
+    pub main_interpreter: unsafe extern "C" fn() -> *mut c_void,
+    /// `_Py_NewReference`, which every object's creation passes through.
+    pub new_reference: Option<unsafe extern "C" fn(*mut PyObject)>,
     pub code_addr2line: unsafe extern "C" fn(*mut PyObject, c_int) -> c_int,
     pub incref: unsafe extern "C" fn(*mut PyObject),
     pub decref: unsafe extern "C" fn(*mut PyObject),
@@ -182,6 +272,8 @@ pub struct Api {
     pub unicode_type: usize,
     pub dict_type: usize,
     pub module_type: usize,
+    /// The weak reference types, whose referent field is no reference.
+    pub weakref_types: [usize; 3],
     /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
     pub eval_loop: (usize, usize),
 }
@@ -217,6 +309,10 @@ impl Api {
             set_reftracer: sym(c"PyRefTracer_SetTracer").map(|p| std::mem::transmute(p)),
             get_reftracer: sym(c"PyRefTracer_GetTracer").map(|p| std::mem::transmute(p)),
             thread_state,
+            main_interpreter: func!(c"PyInterpreterState_Main"),
+            thread_head: func!(c"PyInterpreterState_ThreadHead"),
+            thread_next: func!(c"PyThreadState_Next"),
+            new_reference: sym(c"_Py_NewReference").map(|p| std::mem::transmute(p)),
             code_addr2line: func!(c"PyCode_Addr2Line"),
             incref: func!(c"Py_IncRef"),
             decref: func!(c"Py_DecRef"),
@@ -230,6 +326,12 @@ impl Api {
             unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,
             dict_type: sym(c"PyDict_Type").ok_or("missing PyDict_Type")? as usize,
             module_type: sym(c"PyModule_Type").ok_or("missing PyModule_Type")? as usize,
+            weakref_types: [
+                c"_PyWeakref_RefType",
+                c"_PyWeakref_ProxyType",
+                c"_PyWeakref_CallableProxyType",
+            ]
+            .map(|name| sym(name).map_or(0, |p| p as usize)),
             eval_loop: symbol_extent(eval),
         })
     }
@@ -289,6 +391,20 @@ pub unsafe fn is_gc(op: usize) -> bool {
             ) != 0
         }
     }
+}
+
+/// Whether `tp` is `base` or derives from it, along `tp_base`.
+///
+/// # Safety
+/// `tp` is a live type object.
+pub unsafe fn derives_from(mut tp: usize, base: usize) -> bool {
+    while tp != 0 {
+        if tp == base {
+            return true;
+        }
+        tp = read_usize(tp + TP_BASE);
+    }
+    false
 }
 
 pub unsafe fn type_name(tp: usize) -> String {
@@ -395,6 +511,33 @@ mod tests {
             assert_eq!(l.ht_slots - 8, at("ht_name"), "{what}");
             assert_eq!(l.ht_slots + 8, at("ht_qualname"), "{what}");
             assert_eq!(l.frame_previous, at("frame_previous"), "{what}");
+            assert_eq!(l.ascii_size, at("ascii_size"), "{what}");
+            assert_eq!(
+                l.freelists,
+                h.get("freelists_start")
+                    .map(|&v| (v as usize, at("freelists_end"))),
+                "{what}"
+            );
+            assert_eq!(
+                l.frame_locals,
+                h.get("frame_localsplus")
+                    .map(|&v| (v as usize, at("code_nlocalsplus"))),
+                "{what}"
+            );
+            assert_eq!(
+                l.code_cached,
+                h.get("code_cached").map(|&v| v as usize),
+                "{what}"
+            );
+            assert_eq!(l.compact_size, at("compact_size"), "{what}");
+            assert_eq!(UNICODE_LENGTH, at("unicode_length"), "{what}");
+            assert_eq!(UNICODE_COMPACT, at("unicode_compact_bit") as u32, "{what}");
+            assert_eq!(UNICODE_ASCII, at("unicode_ascii_bit") as u32, "{what}");
+            assert_eq!(
+                1 << UNICODE_KIND_SHIFT,
+                at("unicode_kind_one") as u32,
+                "{what}"
+            );
             assert_eq!(l.frame_instr, at("frame_instr"), "{what}");
             assert_eq!(
                 l.frame_owner,
@@ -406,12 +549,16 @@ mod tests {
             }
             if minor >= 10 {
                 assert_eq!(MD_NAME, at("md_name"), "{what}");
+                assert_eq!(MD_DEF, at("md_def"), "{what}");
+                assert_eq!(MD_STATE, at("md_state"), "{what}");
             }
+            assert_eq!(MODULEDEF_SIZE, at("moduledef_size"), "{what}");
             for (ours, key) in [
                 (TP_NAME, "tp_name"),
                 (TP_BASICSIZE, "tp_basicsize"),
                 (TP_FLAGS, "tp_flags"),
                 (TP_TRAVERSE, "tp_traverse"),
+                (TP_BASE, "tp_base"),
                 (TP_IS_GC, "tp_is_gc"),
                 (TP_SUBCLASSES, "tp_subclasses"),
                 (UNICODE_STATE, "unicode_state"),

@@ -1,15 +1,20 @@
-//! The hooks: a wrapper around Python's object allocator, and on 3.13+ a `PyRefTracer`.
+//! The hooks: a wrapper around Python's object allocator, and a creation event for every
+//! object, freelist reuse included, where the interpreter offers one.
 //!
-//! Up to 3.12 an object's creation is its block's allocation, so the stack is taken in the
-//! allocator hook. From 3.13 the stack is taken at the tracer's CREATE event instead, which
-//! also sees objects handed out again by a freelist; the allocator hook then only records
-//! which blocks are live, because DESTROY events are missing for some frees on 3.13.0.
-//! DESTROY events are not followed at all: an object destroyed onto a freelist keeps a
-//! refcount of 0, which the snapshot does not count, so following them would only add work
-//! to every object's end.
+//! An object's creation is seen in one of three ways ([`Creations`]). From 3.13 a
+//! `PyRefTracer` CREATE event. Up to 3.12, calls to `_Py_NewReference` redirected in
+//! libpython's GOT (see [`crate::got`]): every object, fresh or from a freelist, passes there,
+//! which is where tracemalloc itself follows freelist reuse. Where neither exists (another
+//! tracer owns 3.13's slot, or a statically linked interpreter calls `_Py_NewReference`
+//! directly), the stack is taken at the allocation, and a freelist's reuse of memory from
+//! before the window goes unseen. With creation events, the allocator hook only records which
+//! blocks are live, because DESTROY events are missing for some frees on 3.13.0; DESTROY
+//! events are not followed at all: an object destroyed onto a freelist keeps a refcount of 0,
+//! which the snapshot does not count, so following them would only add work to every
+//! object's end.
 
 use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject};
-use crate::live::{Block, LiveTable, ALLOCATED, LIVE, NO_STACK};
+use crate::live::{Block, LiveTable, ALLOCATED, BEFORE, BUFFER, LIVE, NO_STACK};
 use crate::lock::SpinLock;
 use crate::pyframes::{self, PyFrameRef};
 use crate::sampler::{self, Kind, Sampler};
@@ -17,7 +22,7 @@ use crate::stacks::StackTable;
 use crate::unwind::{here, Regs, Unwinder};
 use rustc_hash::FxHashSet;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering::Relaxed};
 
 const MAX_NATIVE: usize = 48;
 const MAX_PYTHON: usize = 64;
@@ -32,14 +37,34 @@ pub struct State {
     pub live: LiveTable,
     /// Code objects referenced by stored stacks; the agent holds a reference to each.
     pub codes: FxHashSet<usize>,
-    /// The tracer owns creation events (3.13+ and no other tracer installed).
-    pub tracer_active: bool,
+    /// How creations are seen.
+    pub creations: Creations,
     sampler: Sampler,
     /// Set when an object of this window took a sampled stack: the one in how many.
     pub sampled_every: Option<u32>,
+    /// The objects tracked when the window began are marked [`BEFORE`].
+    pub marked_before: bool,
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
     native: [u64; MAX_NATIVE],
     python: [PyFrameRef; MAX_PYTHON],
+}
+
+/// Where the agent learns that an object was created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Creations {
+    /// Its block's allocation: the object's place in the block is inferred at the snapshot.
+    Allocations,
+    /// `PyRefTracer` CREATE events (3.13+).
+    RefTracer,
+    /// `_Py_NewReference`, redirected in libpython's GOT (up to 3.12).
+    NewReference,
+}
+
+impl Creations {
+    /// Each live block records where its object starts.
+    pub fn seen(self) -> bool {
+        self != Creations::Allocations
+    }
 }
 
 pub static STATE: SpinLock<Option<State>> = SpinLock::new(None);
@@ -54,7 +79,7 @@ impl State {
         layout: Layout,
         code_start: usize,
         unwinder: Unwinder,
-        tracer_active: bool,
+        creations: Creations,
     ) -> State {
         State {
             api,
@@ -64,9 +89,10 @@ impl State {
             stacks: StackTable::default(),
             live: LiveTable::default(),
             codes: FxHashSet::default(),
-            tracer_active,
+            creations,
             sampler: Sampler::default(),
             sampled_every: None,
+            marked_before: false,
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],
         }
@@ -110,6 +136,9 @@ impl State {
             EPOCH.load(Relaxed),
             &mut is_new,
         );
+        if id >= BUFFER {
+            return NO_STACK;
+        }
         if is_new {
             for f in &self.python[..m] {
                 if self.codes.insert(f.code) {
@@ -121,55 +150,105 @@ impl State {
     }
 }
 
-/// Installs the hooks. The original allocator becomes the hooks' context.
-pub unsafe fn install(state: State) {
+/// Installs the hooks. The original allocator becomes the hooks' context. `creations` is
+/// what the caller would like; the one installed is returned (a redirect can fail).
+pub unsafe fn install(mut state: State) -> Creations {
     let api_get = state.api.get_allocator;
     let api_set = state.api.set_allocator;
-    let tracer = if state.tracer_active {
-        state.api.set_reftracer
+    let tracer = state.api.set_reftracer;
+    let new_reference = state.api.new_reference;
+    let wanted = state.creations;
+    // Creation events are followed from the first one on: the allocator hook leaves stacks to
+    // them only once the redirect below has taken.
+    state.creations = if wanted == Creations::RefTracer {
+        wanted
     } else {
-        None
+        Creations::Allocations
     };
     *STATE.lock() = Some(state);
+    wrap_domain::<false>(cpython::DOMAIN_OBJ, api_get, api_set);
+    wrap_domain::<true>(cpython::DOMAIN_MEM, api_get, api_set);
+    match (wanted, tracer, new_reference) {
+        (Creations::RefTracer, Some(set), _) => {
+            set(Some(hook_reftracer), std::ptr::null_mut());
+            Creations::RefTracer
+        }
+        (Creations::NewReference, _, Some(original)) => {
+            ORIGINAL_NEW_REFERENCE.store(original as usize, Relaxed);
+            // With the GIL held, no object is created between the redirect and the switch.
+            if redirect_new_reference() > 0 {
+                // Extensions imported later, such as `_datetime`, call it from their own GOT.
+                crate::got::redirect(c"dlopen", hook_dlopen as *const () as usize);
+                if let Some(s) = STATE.lock().as_mut() {
+                    s.creations = Creations::NewReference;
+                }
+                Creations::NewReference
+            } else {
+                Creations::Allocations
+            }
+        }
+        _ => Creations::Allocations,
+    }
+}
+
+/// The interpreter's own `_Py_NewReference`, which the redirected calls still run first.
+static ORIGINAL_NEW_REFERENCE: AtomicUsize = AtomicUsize::new(0);
+
+/// Puts the hooks around one allocator domain; its original allocator becomes their context.
+/// `BUFFERS`: the MEM domain, whose blocks are no objects (a list's items, a module's state,
+/// an extension's own buffers) and are recorded without a stack.
+unsafe fn wrap_domain<const BUFFERS: bool>(
+    domain: c_int,
+    get: unsafe extern "C" fn(c_int, *mut Allocator),
+    set: unsafe extern "C" fn(c_int, *mut Allocator),
+) {
     let mut current = std::mem::MaybeUninit::<Allocator>::uninit();
-    api_get(cpython::DOMAIN_OBJ, current.as_mut_ptr());
+    get(domain, current.as_mut_ptr());
     let original = Box::leak(Box::new(current.assume_init()));
     let mut ours = Allocator {
         ctx: original as *mut Allocator as *mut c_void,
-        malloc: hook_malloc,
-        calloc: hook_calloc,
-        realloc: hook_realloc,
+        malloc: hook_malloc::<BUFFERS>,
+        calloc: hook_calloc::<BUFFERS>,
+        realloc: hook_realloc::<BUFFERS>,
         free: hook_free,
     };
-    api_set(cpython::DOMAIN_OBJ, &mut ours);
-    if let Some(set) = tracer {
-        set(Some(hook_reftracer), std::ptr::null_mut());
-    }
+    set(domain, &mut ours);
 }
 
 unsafe fn original<'a>(ctx: *mut c_void) -> &'a Allocator {
     &*(ctx as *const Allocator)
 }
 
-unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn hook_malloc<const BUFFERS: bool>(
+    ctx: *mut c_void,
+    size: usize,
+) -> *mut c_void {
     let a = original(ctx);
     let p = (a.malloc)(a.ctx, size);
     if !p.is_null() && TRACKING.load(Relaxed) {
-        on_alloc(p as usize, size);
+        on_alloc(p as usize, size, BUFFERS);
     }
     p
 }
 
-unsafe extern "C" fn hook_calloc(ctx: *mut c_void, n: usize, size: usize) -> *mut c_void {
+unsafe extern "C" fn hook_calloc<const BUFFERS: bool>(
+    ctx: *mut c_void,
+    n: usize,
+    size: usize,
+) -> *mut c_void {
     let a = original(ctx);
     let p = (a.calloc)(a.ctx, n, size);
     if !p.is_null() && TRACKING.load(Relaxed) {
-        on_alloc(p as usize, n.saturating_mul(size));
+        on_alloc(p as usize, n.saturating_mul(size), BUFFERS);
     }
     p
 }
 
-unsafe extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn hook_realloc<const BUFFERS: bool>(
+    ctx: *mut c_void,
+    old: *mut c_void,
+    size: usize,
+) -> *mut c_void {
     let a = original(ctx);
     let p = (a.realloc)(a.ctx, old, size);
     if p.is_null() {
@@ -177,7 +256,7 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, size: usiz
     }
     if old.is_null() {
         if TRACKING.load(Relaxed) {
-            on_alloc(p as usize, size);
+            on_alloc(p as usize, size, BUFFERS);
         }
     } else {
         on_realloc(old as usize, p as usize, size);
@@ -193,6 +272,40 @@ unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
     (a.free)(a.ctx, p)
 }
 
+/// Sends every module's calls to `_Py_NewReference` through the hook.
+fn redirect_new_reference() -> usize {
+    // SAFETY: the hook has `_Py_NewReference`'s signature and runs its original first.
+    unsafe {
+        crate::got::redirect(
+            c"_Py_NewReference",
+            hook_new_reference as *const () as usize,
+        )
+    }
+}
+
+/// `dlopen` for the interpreter's imports: the new module's calls to `_Py_NewReference` are
+/// redirected before its init function runs.
+unsafe extern "C" fn hook_dlopen(file: *const std::ffi::c_char, flags: c_int) -> *mut c_void {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let handle = unsafe { libc::dlopen(file, flags) };
+    if !handle.is_null() {
+        redirect_new_reference();
+    }
+    handle
+}
+
+unsafe extern "C" fn hook_new_reference(op: *mut PyObject) {
+    // SAFETY: set to the interpreter's `_Py_NewReference` before any call was redirected here.
+    let original: unsafe extern "C" fn(*mut PyObject) =
+        unsafe { std::mem::transmute(ORIGINAL_NEW_REFERENCE.load(Relaxed)) };
+    // SAFETY: the interpreter called us as it would have called the original, GIL held.
+    unsafe { original(op) };
+    if TRACKING.load(Relaxed) {
+        // SAFETY: `op` has its type set and its refcount initialized: a live object.
+        unsafe { on_create(op as usize) };
+    }
+}
+
 unsafe extern "C" fn hook_reftracer(op: *mut PyObject, event: c_int, _: *mut c_void) -> c_int {
     if event == cpython::REFTRACER_CREATE && TRACKING.load(Relaxed) {
         on_create(op as usize);
@@ -201,13 +314,15 @@ unsafe extern "C" fn hook_reftracer(op: *mut PyObject, event: c_int, _: *mut c_v
 }
 
 #[inline(never)]
-unsafe fn on_alloc(block: usize, size: usize) {
+unsafe fn on_alloc(block: usize, size: usize, buffer: bool) {
     let regs = here!();
     let Some(mut guard) = STATE.try_lock() else {
         return;
     };
     let Some(s) = guard.as_mut() else { return };
-    let stack = if s.tracer_active {
+    let stack = if buffer {
+        BUFFER
+    } else if s.creations.seen() {
         NO_STACK
     } else {
         s.stack_for(regs, size)
@@ -255,13 +370,18 @@ unsafe fn on_create(op: usize) {
     // block from before the window, reused from a freelist, is sized from its type.
     s.live.upsert(op - offset, |old| Block {
         stack,
-        size: old.map_or_else(
-            || (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32,
-            |b| b.size,
-        ),
+        size: match old {
+            Some(b) if b.state != BEFORE => b.size,
+            _ => sized_from_type(tp, offset),
+        },
         state: LIVE,
         object_offset: offset as u8,
     });
+}
+
+/// The bytes of an object whose allocation was not seen: its headers and its type's size.
+unsafe fn sized_from_type(tp: usize, offset: usize) -> u32 {
+    (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32
 }
 
 /// Whether refhunt's reference tracer is still the installed one.
@@ -275,10 +395,35 @@ pub unsafe fn tracer_is_ours(api: &Api) -> bool {
     }
 }
 
+/// Records the objects the collector tracks as there before the window, unless a block is
+/// recorded at their place already, for the self-check at the snapshot.
+///
+/// # Safety
+/// `objects` are live objects; the GIL is held.
+pub unsafe fn mark_before(objects: &[usize]) {
+    let mut guard = STATE.lock();
+    let Some(s) = guard.as_mut() else {
+        return;
+    };
+    for &op in objects {
+        let offset = s.layout.preheader(type_flags(type_of(op)));
+        s.live.upsert(op - offset, |old| {
+            old.unwrap_or(Block {
+                stack: NO_STACK,
+                size: sized_from_type(type_of(op), offset),
+                state: BEFORE,
+                object_offset: offset as u8,
+            })
+        });
+    }
+    s.marked_before = true;
+}
+
 /// Drops every recorded block: the start of a new window.
 pub fn clear_window() {
     if let Some(s) = STATE.lock().as_mut() {
         s.live = LiveTable::default();
         s.sampled_every = None;
+        s.marked_before = false;
     }
 }

@@ -14,6 +14,7 @@
 mod api;
 mod attribution;
 mod cpython;
+mod got;
 mod hooks;
 mod live;
 mod lock;

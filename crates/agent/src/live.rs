@@ -19,8 +19,14 @@ pub const ALLOCATED: u8 = 1;
 /// An object was created in the block (it may since have been destroyed onto a freelist).
 pub const LIVE: u8 = 2;
 
+/// An object the collector tracked when the window began (see `refhunt_mark_before`): not a
+/// survivor, but not unseen either.
+pub const BEFORE: u8 = 3;
+
 /// Stacks are numbered below this; a block created past it is kept without one.
 pub const NO_STACK: u32 = (1 << 23) - 1;
+/// In place of a stack: a block of the MEM domain, which holds no object.
+pub const BUFFER: u32 = NO_STACK - 1;
 
 const SIZE_SHIFT: u32 = 23;
 const OFFSET_SHIFT: u32 = 28;

@@ -16,6 +16,53 @@ pub struct PyFrameRef {
     pub offset: i32,
 }
 
+/// 3.11+: a frame that its thread runs, neither a generator's nor a frame object's (whose
+/// traversals visit their locals).
+const FRAME_OWNED_BY_THREAD: u8 = 0;
+
+/// The innermost frame of thread state `tstate`, or 0.
+unsafe fn innermost(layout: &Layout, tstate: usize) -> usize {
+    let frame = read_usize(tstate + layout.tstate_frame);
+    match layout.cframe_current {
+        Some(current) if frame != 0 => read_usize(frame + current),
+        Some(_) => 0,
+        None => frame,
+    }
+}
+
+/// Every object that the locals of a running frame refer to, on every thread (3.11+, where
+/// such frames are not objects and no traversal sees their locals). Values may repeat.
+///
+/// # Safety
+/// The caller holds the GIL, so no frame list changes under the walk.
+pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize)) {
+    let (Some((localsplus, nlocalsplus)), Some(owner)) = (layout.frame_locals, layout.frame_owner)
+    else {
+        return;
+    };
+    let mut tstate = (api.thread_head)((api.main_interpreter)()) as usize;
+    while tstate != 0 {
+        let mut frame = innermost(layout, tstate);
+        while frame != 0 {
+            let code = read_usize(frame + layout.frame_code);
+            if *((frame + owner) as *const u8) == FRAME_OWNED_BY_THREAD
+                && code != 0
+                && type_of(code) == api.code_type
+            {
+                let n = *((code + nlocalsplus) as *const i32);
+                for i in 0..n.max(0) as usize {
+                    match read_usize(frame + localsplus + 8 * i) {
+                        0 => {}
+                        value => f(value),
+                    }
+                }
+            }
+            frame = read_usize(frame + layout.frame_previous);
+        }
+        tstate = (api.thread_next)(tstate as *mut _) as usize;
+    }
+}
+
 /// Writes the current thread's frames, innermost first; returns how many.
 ///
 /// # Safety
@@ -25,13 +72,7 @@ pub unsafe fn walk(api: &Api, layout: &Layout, code_start: usize, out: &mut [PyF
     if tstate == 0 {
         return 0;
     }
-    let mut frame = read_usize(tstate + layout.tstate_frame);
-    if let Some(current) = layout.cframe_current {
-        if frame == 0 {
-            return 0;
-        }
-        frame = read_usize(frame + current);
-    }
+    let mut frame = innermost(layout, tstate);
     let mut n = 0;
     while frame != 0 && n < out.len() {
         let code = read_usize(frame + layout.frame_code);

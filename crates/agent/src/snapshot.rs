@@ -15,10 +15,10 @@ use crate::cpython::{
     TPFLAGS_TYPE_SUBCLASS,
 };
 use crate::hooks::State;
-use crate::live::{Block, NO_STACK};
+use crate::live::{Block, ALLOCATED, BUFFER, NO_STACK};
 use crate::modules::{self, LoadedModule};
 use crate::paths;
-use crate::pyframes::PyFrameRef;
+use crate::pyframes::{self, PyFrameRef};
 use crate::survivors::{basicsize, Heap, Survivors};
 use refhunt_core::capture::{Class, Group, Module, PyFrame, Stack};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -34,6 +34,15 @@ pub struct Outcome {
     pub stacks: Vec<Stack>,
     pub modules: Vec<Module>,
     pub live_objects: u64,
+    /// The self-check, when the window marked what was there before it.
+    pub unseen: Option<Unseen>,
+}
+
+/// Objects the collector tracks that were made in the window and not seen made.
+pub struct Unseen {
+    pub total: u64,
+    /// The most frequent types first, at most five.
+    pub by_type: Vec<(String, u64)>,
 }
 
 /// What points at one survivor; kept only for the survivors something points at.
@@ -41,10 +50,30 @@ pub struct Outcome {
 struct Held {
     /// References found in objects.
     found: i64,
+    /// References from the snapshot's own lists (`gc.get_objects()`, the garbage).
+    ours: i64,
     /// Pointers found in static data.
     statics: i64,
+    /// Pointers found in memory that C code owns through an object: a module's state, or a
+    /// field of an object's C struct that its `tp_traverse` does not visit.
+    owned: i64,
+    /// The first such owner, to say where.
+    owner: Option<Owner>,
     /// Referred to by an object outside the survivors.
     outside_holder: bool,
+}
+
+/// Where a pointer from C memory was found.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Owner {
+    /// The static data of the loaded module at this index.
+    Static(usize),
+    /// The state (`PyModule_GetState`) of this module object.
+    ModuleState(usize),
+    /// A C field of an object of this type.
+    Field(usize),
+    /// A buffer that the static data of the loaded module at this index points to.
+    StaticBuffer(usize),
 }
 
 struct Walk<'a> {
@@ -54,11 +83,14 @@ struct Walk<'a> {
     holder: Option<usize>,
     /// (holder, held) between survivors.
     edges: Vec<(usize, usize)>,
+    /// Survivors the current holder's traversal visited, to tell its C fields apart.
+    visited: Vec<usize>,
     /// Holders already traversed or queued.
     seen: FxHashSet<usize>,
     /// Containers found by traversal that the collector does not track, still to traverse.
     queue: Vec<usize>,
     code_type: usize,
+    unicode_type: usize,
     dict_next: unsafe extern "C" fn(
         *mut PyObject,
         *mut isize,
@@ -71,6 +103,8 @@ struct Walk<'a> {
     inline_values: bool,
     module_type: usize,
     ht_slots: usize,
+    code_cached: Option<usize>,
+    weakref_types: [usize; 3],
 }
 
 impl Walk<'_> {
@@ -84,6 +118,7 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
     let walk = &mut *(arg as *mut Walk);
     let op = op as usize;
     if walk.survivors.contains(op) {
+        walk.visited.push(op);
         let held = walk.held.entry(op).or_default();
         held.found += 1;
         match walk.holder {
@@ -108,23 +143,37 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     let gc_items = list_items(gc_objects);
     let types = Heap::new(api, &modules, &gc_items);
 
-    let survivors = Survivors::new(&state.live, state.tracer_active, layout, api, &types);
+    let survivors = Survivors::new(&state.live, state.creations.seen(), layout, api, &types);
     let mut walk = Walk {
         survivors: &survivors,
         held: FxHashMap::default(),
         holder: None,
         edges: Vec::new(),
+        visited: Vec::new(),
         seen: FxHashSet::default(),
         queue: Vec::new(),
         code_type: api.code_type,
+        unicode_type: api.unicode_type,
         dict_next: api.dict_next,
         unicode_dicts: state.layout.minor >= 11,
         inline_values: state.layout.minor >= 13,
         module_type: api.module_type,
         ht_slots: state.layout.ht_slots,
+        code_cached: state.layout.code_cached,
+        weakref_types: api.weakref_types,
     };
+    // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
+    // of their items, found here; they hold nothing for the program, so an item they refer
+    // to can still be held only by leaked objects.
+    let garbage_items = list_items(garbage);
+    for &op in gc_items.iter().chain(&garbage_items) {
+        if survivors.contains(op) {
+            walk.held.entry(op).or_default().ours += 1;
+        }
+    }
+    walk.seen.extend([gc_objects, garbage]);
     // Survivors are traversed first, each as the holder of what it refers to.
-    for &op in gc_items.iter().chain(std::iter::once(&gc_objects)) {
+    for &op in &gc_items {
         if !survivors.contains(op) && walk.seen.insert(op) {
             walk.queue.push(op);
         }
@@ -134,7 +183,16 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
         references_of(op, &mut walk);
     });
     walk.holder = None;
-    scan_statics(&modules, &types, &mut walk);
+    pyframes::running_locals(api, layout, |word| {
+        if survivors.contains(word) {
+            visit(word as *mut PyObject, &mut walk as *mut Walk as *mut c_void);
+        }
+    });
+    let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
+        let interp = (api.main_interpreter)() as usize;
+        (interp + start, interp + end)
+    });
+    scan_statics(&modules, &types, &mut walk, freelists);
     while let Some(op) = walk.queue.pop() {
         references_of(op, &mut walk);
     }
@@ -146,18 +204,18 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     }
     let (held, edges) = (walk.held, walk.edges);
     let attribution = Attribution::new(state, &modules);
-    let classes = classify(
-        &survivors,
-        &held,
-        &edges,
-        &list_items(garbage),
-        &attribution,
-    );
+    let classes = classify(&survivors, &held, &edges, &garbage_items, &attribution);
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
         explain(&survivors, &classes, &held, &attribution, api);
     }
-    let (groups, stacks, live_objects) =
-        group(&survivors, &classes, &attribution, state, &gc_items);
+    let (groups, stacks, live_objects) = group(
+        &survivors,
+        &classes,
+        &attribution,
+        state,
+        &gc_items,
+        &|class, op| evidence(class, op, held.get(&op), &modules, api),
+    );
     Outcome {
         groups,
         stacks,
@@ -171,10 +229,40 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
             })
             .collect(),
         live_objects,
+        unseen: state
+            .marked_before
+            .then(|| unseen(state, &gc_items, &[gc_objects, garbage])),
     }
 }
 
-unsafe fn list_items(list: usize) -> Vec<usize> {
+/// The self-check: tracked objects with no record at their block, neither made in the window
+/// nor alive before it. The lists handed to the snapshot were made after it paused.
+unsafe fn unseen(state: &State, gc_items: &[usize], lists: &[usize]) -> Unseen {
+    let mut by_type: FxHashMap<usize, u64> = FxHashMap::default();
+    for &op in gc_items.iter().filter(|op| !lists.contains(op)) {
+        let tp = type_of(op);
+        // With creation events, an allocation alone was not seen made.
+        let seen = match state.live.get(op - state.layout.preheader(type_flags(tp))) {
+            Some(b) if b.state == ALLOCATED => !state.creations.seen() && b.stack < BUFFER,
+            Some(_) => true,
+            None => false,
+        };
+        if !seen {
+            *by_type.entry(tp).or_default() += 1;
+        }
+    }
+    let mut by_type: Vec<(String, u64)> = by_type
+        .into_iter()
+        .map(|(tp, n)| (type_name(tp), n))
+        .collect();
+    by_type.sort_by_key(|t| std::cmp::Reverse(t.1));
+    Unseen {
+        total: by_type.iter().map(|t| t.1).sum(),
+        by_type: by_type.into_iter().take(5).collect(),
+    }
+}
+
+pub unsafe fn list_items(list: usize) -> Vec<usize> {
     // PyListObject: ob_size at 16, ob_item at 24 (stable since 3.0).
     let n = read_usize(list + 16);
     let items = read_usize(list + 24) as *const usize;
@@ -189,6 +277,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
         if !cpython::is_gc(op) {
             return; // a static type: its references live in static data, scanned apart
         }
+        walk.visited.clear();
         let traverse = read_usize(tp + cpython::TP_TRAVERSE);
         if traverse != 0 {
             let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
@@ -199,9 +288,31 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
             );
         }
         visit_untraversed(op, tp, walk);
+        scan_c_fields(op, tp, walk);
         return;
     }
-    let end = basicsize(tp).min(4096);
+    if type_flags(tp) & cpython::TPFLAGS_HEAPTYPE != 0 && walk.survivors.contains(tp) {
+        visit(tp as *mut PyObject, walk as *mut Walk as *mut c_void);
+    }
+    if tp == walk.code_type {
+        if let Some(at) = walk.code_cached {
+            let cached = read_usize(op + at);
+            for i in (cached != 0).then_some(0..4).into_iter().flatten() {
+                let word = read_usize(cached + i * 8);
+                if walk.survivors.contains(word) {
+                    visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+                }
+            }
+        }
+    }
+    // A str holds characters, not references: a compact str's end can read like a pointer.
+    if tp == walk.unicode_type {
+        return;
+    }
+    // Only the object's own bytes: past a short object's end lies the next block.
+    let end = basicsize(tp)
+        .min(walk.survivors.room(op).unwrap_or(usize::MAX))
+        .min(4096);
     let mut at = 16;
     while at + 8 <= end {
         let word = read_usize(op + at);
@@ -252,6 +363,58 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     }
 }
 
+/// Pointers to survivors that C code keeps through `op` and its traversal did not visit: in
+/// the fixed part of its C struct (a C type's own fields, a C metaclass's fields of a class),
+/// and in a module's state. Each counts once more than the traversal already did.
+unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
+    let owned = |word: usize, owner: Owner, walk: &mut Walk| {
+        if !walk.survivors.contains(word) {
+            return;
+        }
+        if let Some(i) = walk.visited.iter().position(|&v| v == word) {
+            walk.visited.swap_remove(i);
+            return;
+        }
+        let held = walk.held.entry(word).or_default();
+        held.owned += 1;
+        held.owner.get_or_insert(owner);
+        match walk.holder {
+            Some(h) => walk.edges.push((h, word)),
+            None => held.outside_holder = true,
+        }
+    };
+    // Every instance of a heap type holds its type, which many C types' traversals (and
+    // `type_traverse`, for a class's metaclass) do not visit.
+    if type_flags(tp) & cpython::TPFLAGS_HEAPTYPE != 0 && walk.survivors.contains(tp) {
+        match walk.visited.iter().position(|&v| v == tp) {
+            Some(i) => {
+                walk.visited.swap_remove(i);
+            }
+            None => {
+                visit(tp as *mut PyObject, walk as *mut Walk as *mut c_void);
+            }
+        }
+    }
+    // A weak reference points at its referent without holding it.
+    let weak = walk
+        .weakref_types
+        .iter()
+        .any(|&w| w != 0 && cpython::derives_from(tp, w));
+    for at in (cpython::OB_TYPE + 8..basicsize(tp).min(4096))
+        .step_by(8)
+        .filter(|_| !weak)
+    {
+        owned(read_usize(op + at), Owner::Field(tp), walk);
+    }
+    if tp == walk.module_type {
+        if let Some((state, size)) = cpython::module_state(op) {
+            for at in (0..size.min(1 << 20) / 8 * 8).step_by(8) {
+                owned(read_usize(state + at), Owner::ModuleState(op), walk);
+            }
+        }
+    }
+}
+
 /// A combined table whose keys are all strings holds a reference to each key that
 /// `dict_traverse` does not visit (a string cannot form a cycle). Split tables share their
 /// keys with the type, which holds them once.
@@ -274,19 +437,50 @@ unsafe fn visit_unicode_keys(op: usize, walk: &mut Walk) {
 /// Counts pointers to survivors in every module's static data, and queues the untracked
 /// containers that statics hold (such as the interpreter's table of loaded extensions), which
 /// nothing else leads to.
-unsafe fn scan_statics(modules: &[LoadedModule], types: &Heap, walk: &mut Walk) {
+///
+/// The C runtime's own data (libc, the loader) holds no objects, only pointers into memory
+/// that the snapshot's own allocations may have unmapped since the maps were read: probing
+/// one for a dict crashed the host one run in three. The interpreter's freelists hold stale
+/// pointers past their counts, to memory that now holds other objects: they are skipped too.
+unsafe fn scan_statics(
+    modules: &[LoadedModule],
+    types: &Heap,
+    walk: &mut Walk,
+    skip: (usize, usize),
+) {
     let own = modules::find(modules, scan_statics as *const () as usize);
     for (i, m) in modules.iter().enumerate() {
         if Some(i) == own {
             continue;
         }
+        let probe = !refhunt_core::runtime::is_c_runtime(&m.path);
+        // An extension's static pointer to a buffer it allocated (a table of cached objects,
+        // as orjson keeps its keys) holds what the buffer points at. The interpreter's own
+        // buffers are its objects' (a list's items), which their traversal counts.
+        let buffers = probe && !refhunt_core::runtime::is_runtime_library(&m.path);
         for &(start, end) in &m.writable {
             let mut at = start.next_multiple_of(8);
             while at + 8 <= end {
+                if (skip.0..skip.1).contains(&at) {
+                    at = skip.1.next_multiple_of(8);
+                    continue;
+                }
                 let word = read_usize(at);
                 if walk.survivors.contains(word) {
-                    walk.held.entry(word).or_default().statics += 1;
-                } else if !walk.seen.contains(&word) && types.untracked_dict(word) {
+                    let held = walk.held.entry(word).or_default();
+                    held.statics += 1;
+                    held.owner.get_or_insert(Owner::Static(i));
+                } else if let Some(size) = walk.survivors.buffer(word).filter(|_| buffers) {
+                    for at in (word..word + size.min(1 << 22) / 8 * 8).step_by(8) {
+                        let word = read_usize(at);
+                        if walk.survivors.contains(word) {
+                            let held = walk.held.entry(word).or_default();
+                            held.owned += 1;
+                            held.outside_holder = true;
+                            held.owner.get_or_insert(Owner::StaticBuffer(i));
+                        }
+                    }
+                } else if probe && !walk.seen.contains(&word) && types.untracked_dict(word) {
                     walk.seen.insert(word);
                     walk.queue.push(word);
                 }
@@ -313,10 +507,12 @@ unsafe fn classify(
     };
     let mut classes = FxHashMap::default();
     for (&op, h) in held {
-        let unexplained = read_usize(op + cpython::OB_REFCNT) as i64 - h.found - h.statics;
-        let class = if unexplained > 0 {
+        // Pointers from C memory matter only where the references found in objects fall
+        // short: a cache's stale or borrowed pointer to a list item changes nothing.
+        let class = if unexplained(op, h) > 0 {
             leak(op)
-        } else if h.statics > 0 {
+        } else if h.owner.is_some() && h.ours + h.found < read_usize(op + cpython::OB_REFCNT) as i64
+        {
             Class::HeldOutside
         } else {
             Class::Reachable
@@ -336,7 +532,16 @@ unsafe fn classify(
     loop {
         let mut changed = false;
         for (&t, hs) in &holders {
-            if classes[&t] != Class::Reachable || held[&t].outside_holder {
+            // Pointers in C fields of leaked objects go with them; static data stays.
+            let h = &held[&t];
+            let inheritable = match classes[&t] {
+                Class::Reachable => true,
+                Class::HeldOutside => {
+                    !matches!(h.owner, Some(Owner::Static(_) | Owner::StaticBuffer(_)))
+                }
+                _ => false,
+            };
+            if !inheritable || h.outside_holder {
                 continue;
             }
             let class_of = |h: &usize| classes[h];
@@ -355,6 +560,11 @@ unsafe fn classify(
         }
     }
     classes
+}
+
+/// References to `op` that nothing found accounts for.
+unsafe fn unexplained(op: usize, h: &Held) -> i64 {
+    read_usize(op + cpython::OB_REFCNT) as i64 - h.ours - h.found - h.statics - h.owned
 }
 
 /// A survivor's class: the one `classify` gave it, else a leak of its creation site's owner.
@@ -415,6 +625,7 @@ unsafe fn group(
     attribution: &Attribution,
     state: &State,
     gc_items: &[usize],
+    evidence: &dyn Fn(Class, usize) -> Option<String>,
 ) -> (Vec<Group>, Vec<Stack>, u64) {
     struct Tally {
         count: u64,
@@ -525,10 +736,58 @@ unsafe fn group(
             stack: id,
             runs: tally.runs,
             path: paths.remove(&tally.example),
+            evidence: evidence(class, tally.example),
         });
     }
     out.sort_by(|a, b| (a.class, b.bytes).cmp(&(b.class, a.bytes)));
     (out, stacks, live_objects)
+}
+
+/// What the class of survivor `op` rests on, in words.
+unsafe fn evidence(
+    class: Class,
+    op: usize,
+    held: Option<&Held>,
+    modules: &[LoadedModule],
+    api: &Api,
+) -> Option<String> {
+    let file = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+    let referenced = |h: &Held| h.found + h.statics + h.owned > 0;
+    Some(match (class, held) {
+        (Class::Leaked | Class::Interpreter, None) => "referenced by nothing".into(),
+        (Class::Leaked | Class::Interpreter, Some(h)) if !referenced(h) => {
+            "referenced by nothing".into()
+        }
+        (Class::Leaked | Class::Interpreter, Some(h)) => {
+            let missing = unexplained(op, h);
+            format!(
+                "{missing} {} more than the {} found",
+                if missing == 1 {
+                    "reference"
+                } else {
+                    "references"
+                },
+                h.found + h.statics + h.owned
+            )
+        }
+        (Class::Indirect, _) => "held only by leaked objects".into(),
+        (Class::Garbage, _) => "unreachable, in a reference cycle".into(),
+        (Class::HeldOutside, Some(h)) => match h.owner? {
+            Owner::Static(i) => {
+                format!("a pointer in the static data of {}", file(&modules[i].path))
+            }
+            Owner::ModuleState(m) => format!(
+                "a pointer in the state of module {}",
+                str_attr(api, m as *mut PyObject, c"__name__")
+            ),
+            Owner::Field(tp) => format!("a pointer in a C field of a {} object", type_name(tp)),
+            Owner::StaticBuffer(i) => format!(
+                "a pointer in a buffer that the static data of {} points to",
+                file(&modules[i].path)
+            ),
+        },
+        _ => return None,
+    })
 }
 
 unsafe fn resolve_stack(state: &State, id: u32) -> Stack {

@@ -8,7 +8,7 @@
 use crate::cpython::{
     self, read_usize, type_flags, type_of, Api, Layout, TPFLAGS_HAVE_GC, TPFLAGS_TYPE_SUBCLASS,
 };
-use crate::live::{Block, LiveTable, LIVE, NO_STACK};
+use crate::live::{Block, LiveTable, BUFFER, LIVE};
 use crate::maps::Readable;
 use crate::modules::LoadedModule;
 use rustc_hash::FxHashSet;
@@ -53,6 +53,22 @@ impl<'a> Survivors<'a> {
         })
     }
 
+    /// The bytes from the survivor at `op` to the end of its block: a compact str or a short
+    /// bytes ends before its type's `tp_basicsize`, and what follows is another block.
+    pub unsafe fn room(&self, op: usize) -> Option<usize> {
+        [0, 16, 32].into_iter().find_map(|offset| {
+            let b = self.live.get(op.checked_sub(offset)?)?;
+            (self.object_in(op - offset, &b)? == op)
+                .then(|| (b.size as usize).saturating_sub(offset))
+        })
+    }
+
+    /// The size of the MEM-domain block that starts at `word`, if one was made in the window.
+    pub fn buffer(&self, word: usize) -> Option<usize> {
+        let b = self.live.get(word)?;
+        (b.stack == BUFFER).then_some(b.size as usize)
+    }
+
     pub unsafe fn contains(&self, word: usize) -> bool {
         self.get(word).is_some()
     }
@@ -83,6 +99,7 @@ pub struct Heap {
     readable: Readable,
     segments: Vec<(usize, usize)>,
     type_type: usize,
+    unicode_type: usize,
     last_type: std::cell::Cell<(usize, bool)>,
 }
 
@@ -105,6 +122,7 @@ impl Heap {
             readable: Readable::of_self(),
             segments,
             type_type: api.type_type,
+            unicode_type: api.unicode_type,
             last_type: std::cell::Cell::new((0, false)),
         }
     }
@@ -167,7 +185,7 @@ unsafe fn object_in(
     layout: &Layout,
     types: &Heap,
 ) -> Option<usize> {
-    if b.stack == NO_STACK {
+    if b.stack >= BUFFER {
         return None;
     }
     if tracer {
@@ -184,13 +202,25 @@ unsafe fn object_in(
         let tp = type_of(op);
         if types.is_type(tp)
             && layout.preheader(type_flags(tp)) == offset
-            && offset + basicsize(tp) <= b.size as usize
+            && fits(op, tp, b.size as usize - offset, layout, types)
             && proven_object(op, tp, b.size as usize - offset, types)
         {
             return Some(op);
         }
     }
     None
+}
+
+/// Whether the object at `op` fits the `room` its block leaves it. A compact str is smaller
+/// than its type's `tp_basicsize` (up to 31 characters on 3.11) and must fill the same
+/// 16-byte units as its block, which also proves it is one.
+unsafe fn fits(op: usize, tp: usize, room: usize, layout: &Layout, heap: &Heap) -> bool {
+    if tp == heap.unicode_type {
+        if let Some(size) = cpython::compact_str_size(op, layout) {
+            return size.div_ceil(16) == room.div_ceil(16);
+        }
+    }
+    basicsize(tp) <= room
 }
 
 /// A block can hold something that looks like an object: a dict's key table whose entries

@@ -71,6 +71,10 @@ pub enum Class {
     Leaked,
     /// Referred to only by leaked objects: it goes when they go.
     Indirect,
+    /// A leak by the evidence of references, but made once, where one-time work runs (a
+    /// module's import, a class's creation), and few: listed below the leaks, not counted
+    /// as one, so that a real one-time leak stays in sight without failing a run.
+    Once,
     /// Held outside Python and not growing: a pointer in an extension's or the interpreter's
     /// static data, or, under repetition, an unexplained reference that did not grow in every
     /// run (a C cache).
@@ -94,6 +98,7 @@ impl Class {
         match self {
             Class::Leaked => "leaked reference",
             Class::Indirect => "indirectly leaked",
+            Class::Once => "made once, not referenced",
             Class::HeldOutside => "held outside Python",
             Class::Reachable => "reachable from Python",
             Class::Garbage => "cyclic garbage",
@@ -122,6 +127,10 @@ pub struct Group {
     /// `module zoo . _registry [list] -> int`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// What the class rests on, said of one object of the group, e.g. "referenced by
+    /// nothing" or "a pointer in the state of module zoo".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 /// A counter read at the start of the window and at its end.
@@ -142,6 +151,10 @@ impl Change {
 pub struct Counters {
     /// Objects created in the window and alive at its end, after `gc.collect()`.
     pub live_objects: u64,
+    /// The self-check: objects the collector tracks at the end that were made in the window
+    /// without refhunt seeing them made (neither recorded nor alive before the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<u64>,
     /// What the final `gc.collect()` found unreachable.
     pub gc_freed: u64,
     /// `sys.gettotalrefcount()`, on debug builds only.

@@ -1,6 +1,7 @@
 //! From a capture to a report: symbolized frames, creation sites, leaks biggest first.
 
 use crate::capture::{Capture, Class, Counters, Module, PyFrame, PythonInfo};
+use crate::numfmt::thousands;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -69,12 +70,61 @@ pub struct ReportGroup {
     /// A path from a module to one of the group's objects, for reachable groups.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// What the class rests on, e.g. "1,000 from one C line, referenced by nothing" or
+    /// "grew in 4 of 4 runs".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 impl ReportGroup {
     /// Made by an extension's own code, not only by the interpreter's.
     fn made_by_extension(&self) -> bool {
         self.native.iter().any(|f| !f.interpreter)
+    }
+
+    /// The one-time work the group was made in, if any: a module's import or a class's
+    /// creation, read from its stacks.
+    fn one_time_work(&self) -> Option<String> {
+        if let Some(init) = self
+            .native
+            .iter()
+            .filter_map(function_name)
+            .find(|n| n.starts_with("PyInit_"))
+        {
+            return Some(format!("during the import of {}", &init["PyInit_".len()..]));
+        }
+        if let Some(f) = self
+            .native
+            .iter()
+            .filter_map(function_name)
+            .find(|n| CLASS_CREATION.contains(n))
+        {
+            return Some(format!("during the creation of a class ({f})"));
+        }
+        // The module body that the import system runs is the frame just inside it.
+        let importing = |f: &PyFrame| f.file.starts_with("<frozen importlib._bootstrap");
+        let outer = self.python.iter().position(importing)?;
+        Some(match outer.checked_sub(1).map(|i| &self.python[i]) {
+            Some(body) if body.function == "<module>" => {
+                format!("during the import of {}", body.file)
+            }
+            _ => "during an import".to_string(),
+        })
+    }
+
+    /// How the site is named in evidence.
+    fn site_kind(&self) -> &'static str {
+        if self
+            .native
+            .iter()
+            .any(|f| !f.interpreter && f.location().is_some())
+        {
+            "one C line"
+        } else if self.made_by_extension() {
+            "one C function"
+        } else {
+            "one Python line"
+        }
     }
 
     /// Under repetition, whether every measured run left survivors here.
@@ -138,6 +188,7 @@ impl Report {
                 native.extend(frames.iter().cloned());
             }
             groups.push(ReportGroup {
+                evidence: group.evidence.clone(),
                 class: group.class,
                 type_name: group.type_name.clone(),
                 count: group.count,
@@ -159,10 +210,37 @@ impl Report {
                 g.runs.resize(runs as usize, 0);
                 g.per_call = Some(g.count as f64 / runs as f64);
             }
+            let found = g.evidence.take();
             // An unexplained reference that did not come back with every call is a cache
             // filled once, not a leak.
             if g.class.is_leak() && !grew {
                 g.class = Class::HeldOutside;
+            }
+            let once = match repeat {
+                None if g.class.is_leak() && g.count < ONCE_MAX => g.one_time_work(),
+                _ => None,
+            };
+            g.evidence = match (repeat, &once) {
+                (Some(runs), _) => Some(format!(
+                    "grew in {} of {runs} runs",
+                    g.runs.iter().filter(|&&n| n > 0).count()
+                )),
+                (None, Some(work)) => Some(format!(
+                    "{} from {} {work}{}",
+                    thousands(g.count),
+                    g.site_kind(),
+                    found.map(|f| format!(", {f}")).unwrap_or_default()
+                )),
+                (None, None) if g.class.is_leak() => Some(format!(
+                    "{} from {}{}",
+                    thousands(g.count),
+                    g.site_kind(),
+                    found.map(|f| format!(", {f}")).unwrap_or_default()
+                )),
+                (None, None) => found,
+            };
+            if once.is_some() {
+                g.class = Class::Once;
             }
             if g.class.is_leak() {
                 leaks.push(g);
@@ -178,7 +256,8 @@ impl Report {
             t.count += g.count;
             t.bytes += g.bytes;
             let listed = match g.class {
-                Class::HeldOutside | Class::Garbage => g.made_by_extension() || repeat.is_some(),
+                Class::Once | Class::HeldOutside => true,
+                Class::Garbage => g.made_by_extension() || repeat.is_some(),
                 Class::Reachable => repeat.is_some() && grew,
                 _ => false,
             };
@@ -217,6 +296,28 @@ impl Report {
         serde_json::to_string_pretty(self).expect("report serializes")
     }
 }
+
+/// Leak groups at least this large are leaks even when one-time work made them: a line
+/// that left a hundred objects is no module's setup.
+const ONCE_MAX: u64 = 100;
+
+/// A frame's function, without the suffix of a part the compiler split off.
+fn function_name(f: &NativeFrame) -> Option<&str> {
+    f.function.as_deref().map(|n| n.trim_end_matches(".cold"))
+}
+
+/// Functions of the interpreter that create a class, whatever code asked for it.
+const CLASS_CREATION: &[&str] = &[
+    "type_new",
+    "type_new_impl",
+    "type_ready",
+    "PyType_Ready",
+    "PyType_FromSpec",
+    "PyType_FromSpecWithBases",
+    "PyType_FromModuleAndSpec",
+    "PyType_FromMetaclass",
+    "builtin___build_class__",
+];
 
 /// One group per (class, type, creation site, Python stack). The same line can be reached
 /// through different native paths (3.11+ specializes a call site once it is warm and then
@@ -351,6 +452,7 @@ mod tests {
             stack,
             runs: vec![],
             path: None,
+            evidence: None,
         }
     }
 
@@ -397,7 +499,7 @@ mod tests {
             .find(|t| t.class == Class::Reachable)
             .unwrap();
         assert_eq!((reach.groups, reach.count), (2, 10));
-        // Listed one by one: what an extension holds (stack 0 has an extension frame); plain
+        // Listed one by one: what C code holds; plain
         // reachable objects only under repetition.
         let listed: Vec<(Class, u64)> = r.held.iter().map(|g| (g.class, g.count)).collect();
         assert_eq!(listed, vec![(Class::HeldOutside, 1)]);
@@ -434,6 +536,44 @@ mod tests {
             Some("module zoo . _registry [list] -> int")
         );
         assert_eq!(r.held[1].per_call, Some(2.0));
+    }
+
+    #[test]
+    fn few_objects_from_an_import_are_made_once_and_many_are_still_a_leak() {
+        let mut c = capture(vec![
+            group(Class::Leaked, 3, 2),
+            group(Class::Leaked, 500, 3),
+        ]);
+        let importing = vec![
+            PyFrame {
+                file: "/site/pkg/mod.py".into(),
+                function: "<module>".into(),
+                line: 4,
+            },
+            PyFrame {
+                file: "<frozen importlib._bootstrap>".into(),
+                function: "_call_with_frames_removed".into(),
+                line: 241,
+            },
+        ];
+        for line in [4, 5] {
+            let mut python = importing.clone();
+            python[0].line = line;
+            c.stacks.push(Stack {
+                native: vec![0x20],
+                python,
+            });
+        }
+        let r = Report::build(&c, &mut Table);
+        let once: Vec<(Class, u64)> = r.held.iter().map(|g| (g.class, g.count)).collect();
+        assert_eq!(once, vec![(Class::Once, 3)]);
+        assert_eq!(
+            r.held[0].evidence.as_deref(),
+            Some("3 from one C line during the import of /site/pkg/mod.py")
+        );
+        assert_eq!(r.leaks.len(), 1);
+        assert_eq!(r.leaks[0].count, 500);
+        assert_eq!(r.leaks[0].evidence.as_deref(), Some("500 from one C line"));
     }
 
     #[test]

@@ -18,6 +18,13 @@ pub fn is_runtime_library(path: &str) -> bool {
     RUNTIME_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// Whether the module at `path` is the C runtime, the interpreter aside: the C library and
+/// the loader, which hold no Python objects.
+pub fn is_c_runtime(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    is_runtime_library(path) && !name.starts_with("libpython")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,6 +34,8 @@ mod tests {
         assert!(is_runtime_library("/usr/lib/libpython3.11.so.1.0"));
         assert!(is_runtime_library("/lib/x86_64-linux-gnu/libc.so.6"));
         assert!(is_runtime_library("/lib64/ld-linux-x86-64.so.2"));
+        assert!(is_c_runtime("/lib64/ld-linux-x86-64.so.2"));
+        assert!(!is_c_runtime("/usr/lib/libpython3.11.so.1.0"));
         assert!(!is_runtime_library(
             "/tmp/zoo.cpython-311-x86_64-linux-gnu.so"
         ));

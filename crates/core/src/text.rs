@@ -50,7 +50,7 @@ pub fn render(report: &Report) -> String {
     if !report.held.is_empty() {
         let _ = writeln!(
             out,
-            "\nnot leaks, listed because C code made them or they grew:"
+            "\nnot leaks, listed because C code holds or made them, they were made once, or they grew:"
         );
         for group in report.held.iter().take(HELD_SHOWN) {
             render_group(&mut out, "-", group);
@@ -122,6 +122,9 @@ fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
         );
     }
     let _ = writeln!(out, "{title}");
+    if let Some(evidence) = &g.evidence {
+        let _ = writeln!(out, "   evidence: {evidence}");
+    }
     if let Some(path) = &g.path {
         let _ = writeln!(out, "   path: {path}");
     }
