@@ -29,8 +29,11 @@ setup_venv() {
         "$python" -m venv "$venv" >&2
     fi
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    # simplejson: a real C extension whose wheel ships its own test suite.
-    "$venv/bin/python" -m pip install -q pytest simplejson >&2
+    # simplejson: a real C extension whose wheel ships its own test suite. The others are the
+    # C extensions of the corpus of real programs (tests/corpus; binary wheels, PyYAML's with
+    # libyaml).
+    "$venv/bin/python" -m pip install -q pytest simplejson orjson PyYAML lxml Pillow regex \
+        msgpack markupsafe psutil zstandard >&2
     "$venv/bin/python" -m pip install -q --force-reinstall --no-deps . >&2
     echo "$venv/bin/python"
 }

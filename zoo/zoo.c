@@ -234,6 +234,42 @@ static PyObject *cached(PyObject *module, PyObject *unused) {
     return static_cache;
 }
 
+/* A cache in a buffer of the extension's own, that a C static points to: what the buffer
+ * holds is held outside Python (orjson keeps its key cache so). */
+static PyObject **buffer_cache = NULL;
+
+static PyObject *cache_in_buffer(PyObject *module, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n < 0) {
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "n must be >= 0");
+    }
+    if (buffer_cache == NULL) {
+        buffer_cache = PyMem_Calloc(n + 1, sizeof(PyObject *));
+        if (buffer_cache == NULL) {
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            buffer_cache[i] = PyLong_FromSsize_t(500000 + i); /* zoo:buffer_cache */
+            if (buffer_cache[i] == NULL) {
+                return NULL;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* The module's state (PyModule_GetState) keeps the last object given to it. */
+typedef struct {
+    PyObject *kept;
+} zoo_state;
+
+static PyObject *keep_in_state(PyObject *module, PyObject *arg) {
+    zoo_state *state = PyModule_GetState(module);
+    Py_INCREF(arg);
+    Py_XSETREF(state->kept, arg);
+    Py_RETURN_NONE;
+}
+
 /* A module-level list that grows: reachable from Python. */
 static PyObject *remember(PyObject *module, PyObject *arg) {
     long value = PyLong_AsLong(arg);
@@ -301,11 +337,14 @@ static PyMethodDef zoo_methods[] = {
     {"remember", remember, METH_O, "Append a new int to the module's _registry list (control)."},
     {"make_cycle", make_cycle, METH_O, "Make `count` self-referencing lists and drop them (control)."},
     {"touch_shared", touch_shared, METH_O, "Take references to small ints and interned strings (control)."},
+    {"cache_in_buffer", cache_in_buffer, METH_O, "Fill a PyMem buffer held by a C static with n new ints, once (control)."},
+    {"keep_in_state", keep_in_state, METH_O, "Keep the argument in the module's state, replacing the last (control)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef zoo_module = {
-    PyModuleDef_HEAD_INIT, "zoo", "Reference-leak patterns for refhunt's tests.", -1, zoo_methods,
+    PyModuleDef_HEAD_INIT, "zoo", "Reference-leak patterns for refhunt's tests.", sizeof(zoo_state),
+    zoo_methods,
 };
 
 PyMODINIT_FUNC PyInit_zoo(void) {
