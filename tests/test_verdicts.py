@@ -30,6 +30,16 @@ def test_the_module_state_holds_what_it_points_to(env):
     assert g["evidence"] == "a pointer in the state of module zoo"
 
 
+@pytest.mark.parametrize("text", ["a docstring kept by its text", "short"])
+def test_a_pointer_to_a_str_text_holds_the_str(env, text):
+    script = env.script("text.py", "import zoo\nzoo.keep_text(%r.upper())\n" % text)
+    r = env.run("python", script)
+    assert r.leaks == [], r.stderr
+    [g] = [g for g in r.at("text.py", 2) if g["type_name"] == "str"]
+    assert g["class"] == "held_outside"
+    assert g["evidence"].startswith("a pointer in the static data of zoo."), g
+
+
 def test_few_objects_from_an_import_are_made_once_and_many_are_a_leak(env):
     env.script("once_module.py", "import zoo\nzoo.leakNewRefs(1000, 5)\n")
     env.script("many_module.py", "import zoo\nzoo.leakNewRefs(1000, 500)\n")

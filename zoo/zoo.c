@@ -258,6 +258,23 @@ static PyObject *cache_in_buffer(PyObject *module, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* A C static keeps a str's text, not the str: a docstring set as tp_doc is kept so. The
+ * reference taken for it is explained by the pointer into the str. */
+/* volatile: a static that is written and never read would be optimized away. */
+static const char *volatile kept_text = NULL;
+
+static PyObject *keep_text(PyObject *module, PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        return PyErr_Format(PyExc_TypeError, "keep_text takes a str");
+    }
+    Py_INCREF(arg); /* released never: the text must stay valid */
+    kept_text = PyUnicode_AsUTF8(arg);
+    if (kept_text == NULL) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* The module's state (PyModule_GetState) keeps the last object given to it. */
 typedef struct {
     PyObject *kept;
@@ -338,6 +355,7 @@ static PyMethodDef zoo_methods[] = {
     {"make_cycle", make_cycle, METH_O, "Make `count` self-referencing lists and drop them (control)."},
     {"touch_shared", touch_shared, METH_O, "Take references to small ints and interned strings (control)."},
     {"cache_in_buffer", cache_in_buffer, METH_O, "Fill a PyMem buffer held by a C static with n new ints, once (control)."},
+    {"keep_text", keep_text, METH_O, "Keep a char * to the str's text in a C static (control)."},
     {"keep_in_state", keep_in_state, METH_O, "Keep the argument in the module's state, replacing the last (control)."},
     {NULL, NULL, 0, NULL},
 };

@@ -240,6 +240,21 @@ pub unsafe fn module_state(op: usize) -> Option<(usize, usize)> {
     (size > 0).then_some((state, size as usize))
 }
 
+/// Where a compact str's characters start: after the ASCII header, or the compact one.
+///
+/// # Safety
+/// `op` is a readable str object.
+pub unsafe fn str_text_offset(op: usize, layout: &Layout) -> Option<usize> {
+    let state = *((op + UNICODE_STATE) as *const u32);
+    if state & UNICODE_COMPACT == 0 {
+        None
+    } else if state & UNICODE_ASCII != 0 {
+        Some(layout.ascii_size)
+    } else {
+        Some(layout.compact_size)
+    }
+}
+
 /// CPython functions, resolved once with `dlsym`.
 pub struct Api {
     pub get_allocator: unsafe extern "C" fn(c_int, *mut Allocator),

@@ -368,9 +368,13 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
 /// and in a module's state. Each counts once more than the traversal already did.
 unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
     let owned = |word: usize, owner: Owner, walk: &mut Walk| {
-        if !walk.survivors.contains(word) {
+        let word = if walk.survivors.contains(word) {
+            word
+        } else if let Some(op) = walk.survivors.str_of_text(word) {
+            op
+        } else {
             return;
-        }
+        };
         if let Some(i) = walk.visited.iter().position(|&v| v == word) {
             walk.visited.swap_remove(i);
             return;
@@ -466,7 +470,11 @@ unsafe fn scan_statics(
                     continue;
                 }
                 let word = read_usize(at);
-                if walk.survivors.contains(word) {
+                let text = || walk.survivors.str_of_text(word);
+                if let Some(word) = Some(word)
+                    .filter(|&w| walk.survivors.contains(w))
+                    .or_else(text)
+                {
                     let held = walk.held.entry(word).or_default();
                     held.statics += 1;
                     held.owner.get_or_insert(Owner::Static(i));

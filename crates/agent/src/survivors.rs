@@ -69,6 +69,20 @@ impl<'a> Survivors<'a> {
         (b.stack == BUFFER).then_some(b.size as usize)
     }
 
+    /// The str survivor whose characters start at `word`: C code that keeps a `char *` to a
+    /// str's text (a docstring set as `tp_doc` or `ml_doc`) keeps the str for it.
+    pub unsafe fn str_of_text(&self, word: usize) -> Option<usize> {
+        [self.layout.ascii_size, self.layout.compact_size]
+            .into_iter()
+            .find_map(|header| {
+                let op = word.checked_sub(header)?;
+                (self.contains(op)
+                    && type_of(op) == self.heap.unicode_type
+                    && cpython::str_text_offset(op, self.layout) == Some(header))
+                .then_some(op)
+            })
+    }
+
     pub unsafe fn contains(&self, word: usize) -> bool {
         self.get(word).is_some()
     }

@@ -216,8 +216,11 @@ impl Report {
             if g.class.is_leak() && !grew {
                 g.class = Class::HeldOutside;
             }
-            let once = match repeat {
-                None if g.class.is_leak() && g.count < ONCE_MAX => g.one_time_work(),
+            // What only leaked objects hold goes with them: one-time work's contents are
+            // made once too, however many.
+            let once = match (repeat, g.class) {
+                (None, Class::Leaked) if g.count < ONCE_MAX => g.one_time_work(),
+                (None, Class::Indirect) => g.one_time_work(),
                 _ => None,
             };
             g.evidence = match (repeat, &once) {
@@ -574,6 +577,23 @@ mod tests {
         assert_eq!(r.leaks.len(), 1);
         assert_eq!(r.leaks[0].count, 500);
         assert_eq!(r.leaks[0].evidence.as_deref(), Some("500 from one C line"));
+    }
+
+    #[test]
+    fn what_only_one_time_leaks_hold_is_made_once_however_many() {
+        let mut c = capture(vec![group(Class::Indirect, 500, 2)]);
+        c.stacks.push(Stack {
+            native: vec![0x20],
+            python: vec![PyFrame {
+                file: "<frozen importlib._bootstrap>".into(),
+                function: "_load".into(),
+                line: 1,
+            }],
+        });
+        let r = Report::build(&c, &mut Table);
+        assert!(r.leaks.is_empty());
+        assert_eq!(r.held[0].class, Class::Once);
+        assert_eq!(r.held[0].count, 500);
     }
 
     #[test]
