@@ -203,6 +203,7 @@ def test_c_leak_found_at_its_line(env, kind):
     g = leaked[0]
     assert (g["type_name"], g["count"]) == (type_name, N_C), why
     assert r.report["counters"]["live_objects"] >= N_C + sum(c for _, _, c in items), why
+    assert r.report["counters"]["unseen"] == 0, r.report["notes"]
     for marker, item_type, count in items:
         here = [g for g in groups_at_marker(r, marker) if g["type_name"] == item_type]
         assert [(g["class"], g["count"]) for g in here] == [("indirect", count)], (
@@ -524,6 +525,9 @@ def test_python_matrix_all_kinds_at_once(env):
     short = {t: "%d of %d" % (gain[t], n) for t, n in sorted(expected.items()) if gain[t] + slack[t] < n}
     leaked = [g for g in r.leaks if g["type_name"] in kept_types()]
     live = r.report["counters"]["live_objects"]
+    # The self-check: every object the collector tracks was seen made, or was there before.
+    print("self-check %s: unseen %d of %d live" % (env, r.report["counters"]["unseen"], live))
+    assert r.report["counters"]["unseen"] == 0, r.report["notes"]
     assert (live >= sum(expected.values()), short, leaked) == (True, {}, []), (
         "%s: live objects %d of %d kept; reachable short: %s; leaks:\n%s"
         % (env, live, sum(expected.values()), short, describe(r, LEAK_CLASSES)))

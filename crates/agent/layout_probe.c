@@ -55,6 +55,7 @@ int main(void) {
 #endif
     SHOW("tp_name", offsetof(PyTypeObject, tp_name));
     SHOW("tp_basicsize", offsetof(PyTypeObject, tp_basicsize));
+    SHOW("tp_itemsize", offsetof(PyTypeObject, tp_itemsize));
     SHOW("tp_flags", offsetof(PyTypeObject, tp_flags));
     SHOW("tp_traverse", offsetof(PyTypeObject, tp_traverse));
     SHOW("tp_base", offsetof(PyTypeObject, tp_base));

@@ -56,6 +56,7 @@ pub const OB_REFCNT: usize = 0;
 pub const OB_TYPE: usize = 8;
 pub const TP_NAME: usize = 24;
 pub const TP_BASICSIZE: usize = 32;
+pub const TP_ITEMSIZE: usize = 40;
 pub const TP_FLAGS: usize = 168;
 pub const TP_TRAVERSE: usize = 184;
 pub const TP_BASE: usize = 256;
@@ -571,6 +572,7 @@ mod tests {
             for (ours, key) in [
                 (TP_NAME, "tp_name"),
                 (TP_BASICSIZE, "tp_basicsize"),
+                (TP_ITEMSIZE, "tp_itemsize"),
                 (TP_FLAGS, "tp_flags"),
                 (TP_TRAVERSE, "tp_traverse"),
                 (TP_BASE, "tp_base"),

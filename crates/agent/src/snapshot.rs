@@ -305,15 +305,18 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
             }
         }
     }
-    // A str holds characters, not references: a compact str's end can read like a pointer.
+    // A str holds characters, not references, and a compact one ends before its type's
+    // `tp_basicsize`: the next block's words once read like a pointer.
     if tp == walk.unicode_type {
         return;
     }
-    // Only the object's own bytes: past a short object's end lies the next block.
-    let end = basicsize(tp)
-        .min(walk.survivors.room(op).unwrap_or(usize::MAX))
-        .min(4096);
-    let mut at = 16;
+    // A variable-size object's first word is its size (an int's, a bytes').
+    let mut at = if read_usize(tp + cpython::TP_ITEMSIZE) != 0 {
+        24
+    } else {
+        16
+    };
+    let end = basicsize(tp).min(4096);
     while at + 8 <= end {
         let word = read_usize(op + at);
         if walk.survivors.contains(word) {

@@ -53,16 +53,6 @@ impl<'a> Survivors<'a> {
         })
     }
 
-    /// The bytes from the survivor at `op` to the end of its block: a compact str or a short
-    /// bytes ends before its type's `tp_basicsize`, and what follows is another block.
-    pub unsafe fn room(&self, op: usize) -> Option<usize> {
-        [0, 16, 32].into_iter().find_map(|offset| {
-            let b = self.live.get(op.checked_sub(offset)?)?;
-            (self.object_in(op - offset, &b)? == op)
-                .then(|| (b.size as usize).saturating_sub(offset))
-        })
-    }
-
     /// The size of the MEM-domain block that starts at `word`, if one was made in the window.
     pub fn buffer(&self, word: usize) -> Option<usize> {
         let b = self.live.get(word)?;
@@ -243,7 +233,6 @@ unsafe fn fits(op: usize, tp: usize, room: usize, layout: &Layout, heap: &Heap) 
 /// prove itself: tracked by the collector (exact membership), or untracked with an empty
 /// GC link, a static type, and contents that fit its block.
 unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool {
-    const TP_ITEMSIZE: usize = 40;
     const OB_SIZE: usize = 16;
     let refcnt = read_usize(op) as isize;
     if !(1..1 << 40).contains(&refcnt) {
@@ -256,7 +245,7 @@ unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool 
     if read_usize(op - cpython::GC_HEAD) != 0 || flags & cpython::TPFLAGS_HEAPTYPE != 0 {
         return false;
     }
-    let itemsize = read_usize(tp + TP_ITEMSIZE);
+    let itemsize = read_usize(tp + cpython::TP_ITEMSIZE);
     let items = read_usize(op + OB_SIZE) as isize;
     let fits = itemsize == 0
         || items >= 0 && basicsize(tp).saturating_add(items as usize * itemsize) <= room;
