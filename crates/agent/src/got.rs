@@ -60,6 +60,10 @@ struct Request<'a> {
 /// `target` must be a function with the same signature as `symbol`, callable from any thread
 /// at any time (a call in flight on another thread may still reach the old target).
 pub unsafe fn redirect(symbol: &CStr, target: usize) -> usize {
+    // Two threads may load libraries at once (ctypes releases the GIL around `dlopen`): one
+    // restoring a page's protection while the other writes to it would crash.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut request = Request {
         symbol,
         target,
@@ -184,6 +188,10 @@ unsafe fn rewrite_module(
 /// # Safety
 /// `slot` is an aligned GOT entry of a loaded module.
 unsafe fn write_slot(slot: usize, value: usize, relro: Option<(usize, usize)>) -> bool {
+    // SAFETY: a GOT entry of a loaded module is readable.
+    if unsafe { std::ptr::read_volatile(slot as *const usize) } == value {
+        return true; // redirected by an earlier call
+    }
     let page = slot & !4095;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     // SAFETY: the page belongs to a loaded module's data; only its protection changes.

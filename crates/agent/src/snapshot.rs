@@ -481,7 +481,11 @@ unsafe fn scan_statics(
                     let held = walk.held.entry(word).or_default();
                     held.statics += 1;
                     held.owner.get_or_insert(Owner::Static(i));
-                } else if let Some(size) = walk.survivors.buffer(word).filter(|_| buffers) {
+                } else if let Some(size) = walk
+                    .survivors
+                    .buffer(word)
+                    .filter(|&size| buffers && types.readable(word, size))
+                {
                     for at in (word..word + size.min(1 << 22) / 8 * 8).step_by(8) {
                         let word = read_usize(at);
                         if walk.survivors.contains(word) {

@@ -131,6 +131,11 @@ impl Heap {
         }
     }
 
+    /// Whether `[addr, addr + len)` was mapped readable when the snapshot began.
+    pub fn readable(&self, addr: usize, len: usize) -> bool {
+        self.readable.contains(addr, len)
+    }
+
     pub unsafe fn is_type(&self, tp: usize) -> bool {
         // Neighbouring survivors mostly share a type.
         let (last, answer) = self.last_type.get();

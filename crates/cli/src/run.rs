@@ -47,13 +47,27 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// A new directory of the temporary directory, readable by this user alone, under a name
+    /// nobody can guess: a name from the PID alone let another user plant a symlink there
+    /// first and have refhunt write the bootstrap through it.
     fn new() -> Result<Scratch, Error> {
-        let dir = std::env::temp_dir().join(format!("refhunt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
-            path: dir.clone(),
-            source,
-        })?;
-        Ok(Scratch { dir })
+        use std::os::unix::fs::DirBuilderExt;
+        let mut last = None;
+        for _ in 0..16 {
+            let dir = std::env::temp_dir().join(format!(
+                "refhunt-{}-{:016x}",
+                std::process::id(),
+                random_u64()
+            ));
+            // `create` fails on anything already there, a symlink included.
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(Scratch { dir }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((dir, e)),
+                Err(source) => return Err(Error::Write { path: dir, source }),
+            }
+        }
+        let (path, source) = last.expect("sixteen tries");
+        Err(Error::Write { path, source })
     }
 
     fn capture(&self) -> PathBuf {
@@ -68,10 +82,25 @@ impl Scratch {
     fn bootstrap(&self) -> Result<PathBuf, Error> {
         let dir = self.dir.join("bootstrap");
         let file = dir.join("sitecustomize.py");
-        std::fs::create_dir_all(&dir)
+        // Inside the private directory, which nobody else can write to.
+        std::fs::create_dir(&dir)
             .and_then(|()| std::fs::write(&file, BOOTSTRAP))
             .map_err(|source| Error::Write { path: file, source })?;
         Ok(dir)
+    }
+}
+
+/// 64 bits from the kernel's random pool, or from the clock when it is refused.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is 8 writable bytes.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == bytes.len() as isize {
+        u64::from_ne_bytes(bytes)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
     }
 }
 
