@@ -190,10 +190,20 @@ def test_on_a_terminal_ctrl_c_pauses_enter_resumes_and_a_second_ctrl_c_ends(one_
     (["1", "--interval", "0"], "--interval must be greater than zero"),
     (["1", "--interval", "-0.5"], "--interval must be greater than zero"),
     (["1", "--interval", "soon"], '--interval "soon" is not a time'),
+    (["1", "--interval", "1e20"], "--interval must be at most a week"),
+    (["1", "--duration", "9999999"], "--duration must be at most a week"),
     (["--", "no-such-command-xyz"], "cannot start no-such-command-xyz"),
 ])
 def test_bad_input(one_env, args, says):
     assert says in one_line_error(_watch(one_env, *args))
+
+
+def test_the_duration_ends_the_watch_inside_a_long_interval(one_env):
+    started = time.monotonic()
+    completed = _watch(one_env, str(os.getpid()), "--interval", "10", "--duration", "1")
+    assert completed.returncode == 0, completed.stderr
+    assert time.monotonic() - started < 5
+    assert "verdict" in completed.stdout
 
 
 def test_a_process_the_user_may_not_read(one_env):

@@ -56,6 +56,10 @@ pub struct WatchArgs {
 const STARTUP: f64 = 0.1;
 
 /// `0.2`, `200ms`, `2s`, `1.5m` → seconds; zero, negative and non-numbers are refused.
+/// The longest interval or duration taken, in seconds: a week. Far beyond it a time no longer
+/// fits the clock's arithmetic (`--interval 1e20` panicked).
+const MAX_TIME: f64 = 7.0 * 24.0 * 3600.0;
+
 fn parse_time(what: &str, text: &str) -> Result<f64, Error> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
@@ -81,6 +85,11 @@ fn parse_time(what: &str, text: &str) -> Result<f64, Error> {
     if seconds <= 0.0 {
         return Err(Error::BadArgument(format!(
             "--{what} must be greater than zero (got {text})"
+        )));
+    }
+    if seconds > MAX_TIME {
+        return Err(Error::BadArgument(format!(
+            "--{what} must be at most a week (got {text})"
         )));
     }
     Ok(seconds)
@@ -155,15 +164,16 @@ pub fn watch(args: WatchArgs) -> Result<u8, Error> {
     };
     let mut samples: Vec<Sample> = Vec::new();
     let mut paused = false;
+    let deadline = duration.map(|d| started + Duration::from_secs_f64(d));
     let ended = loop {
         let now = Instant::now();
-        if let Some(limit) = duration {
-            if now.duration_since(started).as_secs_f64() >= limit {
-                break Ended::Duration;
-            }
+        if deadline.is_some_and(|d| now >= d) {
+            break Ended::Duration;
         }
-        if now < next {
-            match signals::wait(next - now, paused) {
+        // The duration ends the watch even in the middle of a long interval.
+        let wake = deadline.map_or(next, |d| next.min(d));
+        if now < wake {
+            match signals::wait(wake - now, paused) {
                 Woken::Timeout => {}
                 Woken::Input => {
                     let mut line = String::new();
@@ -291,6 +301,8 @@ mod tests {
         assert_eq!(parse_time("interval", "200ms").unwrap(), 0.2);
         assert_eq!(parse_time("interval", "2s").unwrap(), 2.0);
         assert_eq!(parse_time("interval", "1.5m").unwrap(), 90.0);
+        assert!(parse_time("interval", "1e20").is_err());
+        assert_eq!(parse_time("duration", "7d").ok(), None);
     }
 
     #[test]
