@@ -49,3 +49,17 @@ def test_capture_renders_again(env, tmp_path):
 def test_repeat_without_a_window(env):
     line = one_line_error(_refhunt(env, "run", "--repeat", "4", "--", env.python, "-c", "pass"))
     assert "--repeat needs a window to repeat" in line
+
+
+def test_json_and_capture_naming_one_file(env):
+    line = one_line_error(_refhunt(env, "run", "--json", "x.json", "-o", "./x.json", "--", env.python, "-c", "pass"))
+    assert "--json and -o name the same file" in line
+
+
+def test_an_argument_that_is_not_utf8_keeps_the_report(env):
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which JSON cannot carry."""
+    completed = subprocess.run([env.refhunt.encode(), b"run", b"--", env.python.encode(), b"-c",
+                                b"print('ok')", b"\xff"], capture_output=True, cwd=str(env.tmp))
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == b"ok\n"
+    assert b"leak group" in completed.stderr and b"no report" not in completed.stderr

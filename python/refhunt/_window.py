@@ -84,6 +84,12 @@ def _json(value):
     raise TypeError("no JSON for %r" % (value,))
 
 
+def _text(value):
+    """A command-line string as valid Unicode: bytes that are not UTF-8 reach Python as lone
+    surrogates, which JSON cannot carry; they become U+FFFD."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _header(gc_freed, before, after, repeated, notes):
     counters = {"live_objects": 0, "gc_freed": gc_freed}
     counters.update(_counters.changes(before, after))
@@ -94,11 +100,11 @@ def _header(gc_freed, before, after, repeated, notes):
         "version": 1,
         "python": {
             "version": "%d.%d.%d" % sys.version_info[:3],
-            "executable": sys.executable,
+            "executable": _text(sys.executable),
             "debug": hasattr(sys, "gettotalrefcount"),
         },
         "pid": os.getpid(),
-        "argv": list(sys.argv),
+        "argv": [_text(a) for a in sys.argv],
         "modules": [],
         "stacks": [],
         "groups": [],

@@ -113,6 +113,15 @@ impl Drop for Scratch {
     }
 }
 
+/// Whether two open files are one, whatever names, links or symlinks led to them.
+fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 pub(crate) fn create(path: &Path) -> Result<File, Error> {
     File::create(path).map_err(|source| Error::Write {
         path: path.to_path_buf(),
@@ -125,6 +134,13 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     // rather than after an hour of tracing.
     let json_out = args.json.as_deref().map(create).transpose()?;
     let capture_out = args.capture.as_deref().map(create).transpose()?;
+    if let (Some(json), Some(capture)) = (&json_out, &capture_out) {
+        if same_file(json, capture) {
+            return Err(Error::BadArgument(
+                "--json and -o name the same file: the report would overwrite the capture".into(),
+            ));
+        }
+    }
     let interpreter = target::resolve(&args.command)?;
     if args.repeat.is_some() && !names_a_window(&args.command) {
         return Err(Error::NoWindow);
