@@ -1,6 +1,8 @@
 """Bad input: one clear line and a non-zero exit, never a traceback or a panic."""
 import subprocess
 
+import pytest
+
 from conftest import one_line_error
 
 
@@ -63,3 +65,10 @@ def test_an_argument_that_is_not_utf8_keeps_the_report(env):
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == b"ok\n"
     assert b"leak group" in completed.stderr and b"no report" not in completed.stderr
+
+
+@pytest.mark.parametrize("flag", ["-I", "-E", "-S", "-uS"])
+def test_python_options_that_skip_the_site_hooks_are_refused_before_the_program_runs(env, flag):
+    completed = _refhunt(env, "run", "--", env.python, flag, "-c", "print('ran')")
+    assert "turns off the site hooks" in one_line_error(completed)
+    assert completed.stdout == ""

@@ -16,6 +16,11 @@ pub enum Error {
     NoAgent { interpreter: String, detail: String },
     #[error("script not found: {0}")]
     ScriptNotFound(PathBuf),
+    #[error(
+        "python -{0} turns off the site hooks that refhunt starts through, so nothing would be \
+         tracked; run the command without -{0}"
+    )]
+    NoSiteHooks(char),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,

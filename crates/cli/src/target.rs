@@ -81,17 +81,36 @@ fn shebang_interpreter(path: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Fails early when `python [options] script.py` names a script that does not exist.
+/// Fails early when `python [options] script.py` names a script that does not exist, or
+/// turns off the site hooks that refhunt's bootstrap needs (`-I`, `-E`, `-S`), which would
+/// leave the program untracked.
 fn check_script(args: &[OsString]) -> Result<(), Error> {
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
         match text.as_ref() {
-            "-c" | "-m" | "-" => return Ok(()),
-            "-W" | "-X" | "--check-hash-based-pycs" => {
+            "-" => return Ok(()),
+            "--check-hash-based-pycs" => {
                 args.next();
             }
-            t if t.starts_with('-') => {}
+            t if t.starts_with("--") => {}
+            t if t.starts_with('-') => {
+                // Short options combine (`-IS`); -c, -m, -W and -X take the rest, or the
+                // next argument.
+                for (i, flag) in t.char_indices().skip(1) {
+                    match flag {
+                        'I' | 'E' | 'S' => return Err(Error::NoSiteHooks(flag)),
+                        'c' | 'm' => return Ok(()),
+                        'W' | 'X' => {
+                            if i + 1 == t.len() {
+                                args.next();
+                            }
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
             _ => {
                 let script = PathBuf::from(arg);
                 return if script.exists() {
@@ -135,5 +154,20 @@ mod tests {
             Err(Error::ScriptNotFound(_))
         ));
         assert!(check_script(&args(&["Cargo.toml"])).is_ok());
+        assert!(check_script(&args(&["-Xdev", "-Wignore", "-cprint()"])).is_ok());
+        for refused in [
+            &["-I", "-c", "pass"][..],
+            &["-uS", "x.py"],
+            &["-W", "ignore", "-E"],
+        ] {
+            assert!(
+                matches!(check_script(&args(refused)), Err(Error::NoSiteHooks(_))),
+                "{refused:?}"
+            );
+        }
+        assert!(
+            check_script(&args(&["-c", "pass", "-I"])).is_ok(),
+            "the program's own"
+        );
     }
 }
