@@ -1,6 +1,7 @@
 //! `refhunt`: find reference leaks in Python C extensions.
 
 mod error;
+mod forward;
 mod preload;
 mod report_cmd;
 mod run;

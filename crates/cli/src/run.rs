@@ -2,6 +2,7 @@
 //! report when it ends.
 
 use crate::error::Error;
+use crate::forward;
 use crate::preload;
 use crate::report_cmd::{build, load_capture};
 use crate::target;
@@ -152,7 +153,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         pythonpath.push(":");
         pythonpath.push(existing);
     }
-    let child = Command::new(&args.command[0])
+    let mut command = Command::new(&args.command[0]);
+    forward::die_with_parent(&mut command);
+    let child = command
         .args(&args.command[1..])
         .env("PYTHONPATH", pythonpath)
         .env("REFHUNT_CAPTURE", scratch.capture())
@@ -172,11 +175,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             source,
         })?;
     let loaders = preload::start(child.id());
-    // Ctrl-C goes to the whole process group: the program decides what it means, and refhunt
-    // stays to report.
+    // The program decides what a signal means; refhunt passes on what was sent to it, and
+    // stays to report (see forward.rs).
     let (status, peak_rss) = {
-        let _ignore = IgnoreInterrupts::new();
-        wait_with_peak_rss(child.id()).map_err(|source| Error::Spawn {
+        let _forwarding = forward::Forwarding::install();
+        forward::wait(child.id()).map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),
             source,
         })?
@@ -215,6 +218,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
              signal), so there is no report"
         );
     }
+    forward::end_like(status);
     Ok(exit_code(status))
 }
 
@@ -230,21 +234,6 @@ fn sampling(args: &RunArgs) -> u32 {
 
 /// See docs/benchmarks.md for the measurements behind the default.
 const DEFAULT_SAMPLING: u32 = 64;
-
-/// Waits for process `pid` to end, as `Child::wait` does, and also gives the largest resident
-/// set it had, in bytes.
-fn wait_with_peak_rss(pid: u32) -> std::io::Result<(std::process::ExitStatus, u64)> {
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    while unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) } == -1 {
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-    let peak = usage.ru_maxrss.max(0) as u64 * 1024; // reported in KiB
-    Ok((std::process::ExitStatus::from_raw(status), peak))
-}
 
 /// Whether the command runs `python -m refhunt.call`, the window that `--repeat` repeats.
 fn names_a_window(command: &[OsString]) -> bool {
@@ -271,32 +260,5 @@ pub(crate) fn exit_code(status: std::process::ExitStatus) -> u8 {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
         _ => 1,
-    }
-}
-
-/// Ignores SIGINT and SIGQUIT while alive, as `system()` does while it waits.
-struct IgnoreInterrupts {
-    previous: [libc::sighandler_t; 2],
-}
-
-impl IgnoreInterrupts {
-    fn new() -> Self {
-        unsafe {
-            IgnoreInterrupts {
-                previous: [
-                    libc::signal(libc::SIGINT, libc::SIG_IGN),
-                    libc::signal(libc::SIGQUIT, libc::SIG_IGN),
-                ],
-            }
-        }
-    }
-}
-
-impl Drop for IgnoreInterrupts {
-    fn drop(&mut self) {
-        unsafe {
-            libc::signal(libc::SIGINT, self.previous[0]);
-            libc::signal(libc::SIGQUIT, self.previous[1]);
-        }
     }
 }
