@@ -1,4 +1,5 @@
 """Bad input: one clear line and a non-zero exit, never a traceback or a panic."""
+import os
 import subprocess
 
 import pytest
@@ -72,3 +73,18 @@ def test_python_options_that_skip_the_site_hooks_are_refused_before_the_program_
     completed = _refhunt(env, "run", "--", env.python, flag, "-c", "print('ran')")
     assert "turns off the site hooks" in one_line_error(completed)
     assert completed.stdout == ""
+
+
+@pytest.mark.parametrize("pythonpath", [None, "", ":{zoo}", "{zoo}::"])
+def test_the_program_sees_pythonpath_exactly_as_set(env, pythonpath):
+    """Empty entries mean the current directory to Python: the program and its children keep
+    them; an unset PYTHONPATH stays unset."""
+    full_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath is not None:
+        full_env["PYTHONPATH"] = pythonpath.format(zoo=env.zoo)
+    code = "import os; print(repr(os.environ.get('PYTHONPATH')))"
+    completed = subprocess.run([env.refhunt, "run", "--", env.python, "-c", code], capture_output=True,
+                               text=True, env=full_env, cwd=str(env.tmp))
+    assert completed.returncode == 0, completed.stderr
+    expected = None if pythonpath is None else pythonpath.format(zoo=env.zoo)
+    assert completed.stdout.strip() == repr(expected)

@@ -31,19 +31,20 @@ def _write_status(path, text):
             pass
 
 
-def _forget_environment(bootstrap_dir):
-    """Child processes run untracked: the capture belongs to this process alone."""
+def _forget_environment():
+    """Child processes run untracked: the capture belongs to this process alone. The program
+    sees PYTHONPATH exactly as the user set it (the CLI keeps it in REFHUNT_PYTHONPATH), empty
+    entries and all, or unset if it was."""
     for name in _ENV:
         os.environ.pop(name, None)
-    parts = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    kept = [p for p in parts if p and os.path.abspath(p) != bootstrap_dir]
-    if kept:
-        os.environ["PYTHONPATH"] = os.pathsep.join(kept)
-    else:
+    original = os.environ.pop("REFHUNT_PYTHONPATH", None)
+    if original is None:
         os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = original
 
 
-def start(bootstrap_dir):
+def start():
     capture = os.environ.get("REFHUNT_CAPTURE")
     status = os.environ.get("REFHUNT_STATUS")
     if not capture:
@@ -53,7 +54,7 @@ def start(bootstrap_dir):
         _agent.set_sampling(int(os.environ.get("REFHUNT_SAMPLE") or 1))
         _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or _window.RUNS),
                        warmup=int(os.environ.get("REFHUNT_WARMUP") or _window.WARMUP))
-        _forget_environment(bootstrap_dir)
+        _forget_environment()
         _state.update(capture=capture, owner=os.getpid(), before=_window.begin())
         _agent.start(sys.hexversion)
     except Exception as error:  # the program must run even if tracking cannot

@@ -149,12 +149,18 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     let scratch = Scratch::new()?;
 
     let mut pythonpath = OsString::from(scratch.bootstrap()?);
-    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+    let original = std::env::var_os("PYTHONPATH");
+    if let Some(existing) = original.as_ref().filter(|p| !p.is_empty()) {
         pythonpath.push(":");
         pythonpath.push(existing);
     }
     let mut command = Command::new(&args.command[0]);
     forward::die_with_parent(&mut command);
+    // The bootstrap gives the program back the user's PYTHONPATH, exactly.
+    match &original {
+        Some(value) => command.env("REFHUNT_PYTHONPATH", value),
+        None => command.env_remove("REFHUNT_PYTHONPATH"),
+    };
     let child = command
         .args(&args.command[1..])
         .env("PYTHONPATH", pythonpath)

@@ -19,7 +19,7 @@ def _refhunt_bootstrap():
                 f.write("noagent: %s" % error)
         os._exit(125)
     try:
-        _run.start(here)
+        _run.start()
     except Exception as error:
         status = os.environ.pop("REFHUNT_STATUS", None)
         if status:
