@@ -12,8 +12,14 @@ pub enum Error {
     CommandNotFound(String),
     #[error("{0} is not a Python interpreter or a Python script; refhunt runs Python programs")]
     NotPython(String),
-    #[error("{interpreter} cannot import refhunt ({detail}); install it there with `{interpreter} -m pip install refhunt`")]
+    #[error(
+        "{interpreter} cannot import refhunt ({detail}); install refhunt into that Python \
+         (`{interpreter} -m pip install PATH/TO/refhunt`, the source tree) or run the refhunt of \
+         its environment"
+    )]
     NoAgent { interpreter: String, detail: String },
+    #[error("Python {0} is not supported (3.9 and newer are)")]
+    NotSupported(String),
     #[error("script not found: {0}")]
     ScriptNotFound(PathBuf),
     #[error(

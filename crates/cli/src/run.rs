@@ -194,10 +194,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     match std::fs::read_to_string(scratch.status()).ok().as_deref() {
         Some("started") => {}
         Some(other) if other.starts_with("noagent: ") => {
-            return Err(Error::NoAgent {
-                interpreter: interpreter.display().to_string(),
-                detail: other["noagent: ".len()..].to_string(),
-            })
+            return Err(no_agent(&interpreter, &other["noagent: ".len()..]))
         }
         Some(other) => {
             return Err(Error::AgentFailed(
@@ -241,6 +238,24 @@ fn sampling(args: &RunArgs) -> u32 {
 /// See docs/benchmarks.md for the measurements behind the default.
 const DEFAULT_SAMPLING: u32 = 64;
 
+/// Why an interpreter could not import refhunt, from the bootstrap's `X.Y: error` line: too
+/// old a Python, or refhunt missing from it.
+fn no_agent(interpreter: &Path, status: &str) -> Error {
+    let (version, detail) = status.split_once(": ").unwrap_or(("", status));
+    let parsed = version
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)));
+    match parsed {
+        Some((major, minor)) if (major, minor) < (3, 9) => {
+            Error::NotSupported(format!("{major}.{minor}"))
+        }
+        _ => Error::NoAgent {
+            interpreter: interpreter.display().to_string(),
+            detail: detail.to_string(),
+        },
+    }
+}
+
 /// Whether the command runs `python -m refhunt.call`, the window that `--repeat` repeats.
 fn names_a_window(command: &[OsString]) -> bool {
     command
@@ -266,5 +281,26 @@ pub(crate) fn exit_code(status: std::process::ExitStatus) -> u8 {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_old_a_python_is_not_supported_and_a_missing_package_is_named() {
+        let python = Path::new("/usr/bin/python3.8");
+        let old = no_agent(python, "3.8: No module named 'refhunt'").to_string();
+        assert_eq!(old, "Python 3.8 is not supported (3.9 and newer are)");
+        assert!(no_agent(python, "2.7: No module named refhunt")
+            .to_string()
+            .contains("Python 2.7 is not supported"));
+        let missing = no_agent(
+            Path::new("/venv/bin/python"),
+            "3.11: No module named 'refhunt'",
+        );
+        assert!(matches!(missing, Error::NoAgent { .. }), "{missing}");
+        assert!(missing.to_string().contains("No module named 'refhunt'"));
     }
 }

@@ -16,7 +16,7 @@ def _refhunt_bootstrap():
         status = os.environ.get("REFHUNT_STATUS")
         if status:
             with open(status, "w") as f:
-                f.write("noagent: %s" % error)
+                f.write("noagent: %d.%d: %s" % (sys.version_info[0], sys.version_info[1], error))
         os._exit(125)
     try:
         _run.start()
