@@ -80,6 +80,25 @@ def test_track_a_block(run_py):
     assert result.stdout.lines[1].endswith("zoo.c:%d" % SEED_LINE)
 
 
+def test_an_exception_in_flight_when_a_block_ends_is_not_a_leak(run_py):
+    """The exception, its traceback, the frames and their locals are the program's."""
+    result = run_py("""
+        import refhunt, zoo
+        def fail(n):
+            kept = [[i] for i in range(n)]
+            raise ValueError("boom %d" % len(kept))
+        try:
+            with refhunt.track() as t:
+                zoo.leakNewRefs(5000, 5)
+                fail(100)
+        except ValueError:
+            pass
+        print([(g.class_, g.type_name, g.count) for g in t.report.leaks])
+    """)
+    assert result.ret == 0, result.stderr.str()
+    assert result.stdout.lines[0] == "[('leaked', 'int', 5)]"
+
+
 LEAKY_SUITE = """
     import pytest
     import zoo

@@ -35,8 +35,8 @@ def load():
         lib.refhunt_set_epoch.argtypes = [ctypes.c_uint16]
         lib.refhunt_set_sampling.argtypes = [ctypes.c_uint32]
         lib.refhunt_mark_before.argtypes = [ctypes.py_object]
-        lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p,
-                                         ctypes.c_char_p]
+        lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.py_object,
+                                         ctypes.c_char_p, ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
         # window, so that none is counted in one.
         lib.refhunt_pause, lib.refhunt_clear, lib.refhunt_mark_before  # noqa: B018
@@ -85,5 +85,6 @@ def mark_before(gc_objects):
     _check(load().refhunt_mark_before(gc_objects))
 
 
-def snapshot(gc_objects, garbage, header_json, path):
-    _check(load().refhunt_snapshot(gc_objects, garbage, header_json.encode(), os.fsencode(path)))
+def snapshot(gc_objects, garbage, in_flight, header_json, path):
+    _check(load().refhunt_snapshot(gc_objects, garbage, in_flight, header_json.encode(),
+                                   os.fsencode(path)))

@@ -52,10 +52,11 @@ def _might_leak(capture: dict) -> bool:
     return any(all(counts) for counts in per_type.values())
 
 
-def _report(before: dict, repeated: Optional[dict], symbolize_clean: bool = True) -> Report:
+def _report(before: dict, repeated: Optional[dict], symbolize_clean: bool = True,
+            in_flight: tuple = ()) -> Report:
     with tempfile.TemporaryDirectory(prefix="refhunt-") as tmp:
         path = os.path.join(tmp, "capture.json")
-        _window.capture(path, before, repeated)
+        _window.capture(path, before, repeated, in_flight)
         with open(path) as f:
             capture = json.load(f)
         if not _might_leak(capture) and not symbolize_clean:
@@ -109,7 +110,8 @@ class track:
     def __exit__(self, *exc: Any) -> None:
         _agent.pause()
         _agent.set_sampling(self._sampling)
-        self.report = _report(self._before, None)
+        # An exception in flight is the program's, not a leak, and neither is its traceback.
+        self.report = _report(self._before, None, in_flight=tuple(e for e in exc if e is not None))
 
     def assert_no_leaks(self, max_objects: float = 0, ignore: tuple = ()) -> None:
         if self.report is None:

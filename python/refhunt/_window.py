@@ -122,9 +122,10 @@ def other_tracers():
     return []
 
 
-def capture(path, before, repeated=None):
+def capture(path, before, repeated=None, in_flight=()):
     """Pauses tracking and writes the capture of the window to `path`. `repeated` is
-    `{"runs": n, "warmup": w}` when the window was repeated."""
+    `{"runs": n, "warmup": w}` when the window was repeated; `in_flight` are objects the
+    program holds where no traversal looks (the exception a block ends with)."""
     _agent.pause()
     found, garbage = _collect_saving_garbage()
     header = _header(found, before, _counters.read(), repeated, other_tracers())
@@ -134,7 +135,7 @@ def capture(path, before, repeated=None):
     enabled = gc.isenabled()
     gc.disable()
     try:
-        _agent.snapshot(objects, garbage, header, path)
+        _agent.snapshot(objects, garbage, list(in_flight), header, path)
     finally:
         if enabled:
             gc.enable()

@@ -131,15 +131,17 @@ extern "C" fn after_fork_child() {
 /// counters, notes); the agent adds modules, stacks and groups. Tracking must be paused.
 ///
 /// `garbage` lists the objects the last `gc.collect()` found unreachable (kept with
-/// `gc.DEBUG_SAVEALL`): they are cyclic garbage.
+/// `gc.DEBUG_SAVEALL`): they are cyclic garbage. `in_flight` lists what the program holds
+/// where no traversal looks, such as the exception a `track()` block ends with.
 ///
 /// # Safety
-/// `gc_objects` is the list returned by `gc.get_objects()` and `garbage` a list; the strings
+/// `gc_objects` is the list returned by `gc.get_objects()`, `garbage` and `in_flight` lists; the strings
 /// are NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_snapshot(
     gc_objects: *mut cpython::PyObject,
     garbage: *mut cpython::PyObject,
+    in_flight: *mut cpython::PyObject,
     header: *const c_char,
     path: *const c_char,
 ) -> c_int {
@@ -153,7 +155,12 @@ pub unsafe extern "C" fn refhunt_snapshot(
             .try_lock()
             .ok_or("snapshot called from inside the agent")?;
         let state = guard.as_ref().ok_or("refhunt was not started")?;
-        let outcome = snapshot::take(state, gc_objects as usize, garbage as usize);
+        let outcome = snapshot::take(
+            state,
+            gc_objects as usize,
+            garbage as usize,
+            in_flight as usize,
+        );
         if state.creations == Creations::RefTracer && !hooks::tracer_is_ours(&state.api) {
             capture.notes.push(
                 "another tool replaced refhunt's PyRefTracer during the window (tracemalloc \

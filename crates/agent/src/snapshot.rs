@@ -134,9 +134,11 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
 /// Snapshot of the recorded blocks; the caller holds the GIL and has paused tracking.
 ///
 /// # Safety
+/// `in_flight` lists what the program holds where no traversal looks (an exception in
+/// flight).
 /// `gc_objects` is a live `list` from `gc.get_objects()`; `garbage` is a list of the objects
 /// the last collection found unreachable.
-pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome {
+pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: usize) -> Outcome {
     let api = &state.api;
     let layout = &state.layout;
     let modules = modules::loaded();
@@ -204,7 +206,15 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize) -> Outcome 
     }
     let (held, edges) = (walk.held, walk.edges);
     let attribution = Attribution::new(state, &modules);
-    let classes = classify(&survivors, &held, &edges, &garbage_items, &attribution);
+    let in_flight = list_items(in_flight);
+    let classes = classify(
+        &survivors,
+        &held,
+        &edges,
+        &garbage_items,
+        &in_flight,
+        &attribution,
+    );
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
         explain(&survivors, &classes, &held, &attribution, api);
     }
@@ -513,6 +523,7 @@ unsafe fn classify(
     held: &FxHashMap<usize, Held>,
     edges: &[(usize, usize)],
     garbage: &[usize],
+    in_flight: &[usize],
     attribution: &Attribution,
 ) -> FxHashMap<usize, Class> {
     let leak = |op: usize| {
@@ -536,6 +547,25 @@ unsafe fn classify(
     }
     for &op in garbage.iter().filter(|&&op| survivors.contains(op)) {
         classes.insert(op, Class::Garbage);
+    }
+    // What the program still holds where no traversal looks (the exception a `with` block
+    // ends with: the thread state and the value stack hold it) is reachable, and so is all
+    // that it holds: its traceback, the frames, their locals.
+    let mut queue: Vec<usize> = in_flight
+        .iter()
+        .copied()
+        .filter(|&op| survivors.contains(op))
+        .collect();
+    if !queue.is_empty() {
+        let mut held_by: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
+        for &(h, t) in edges {
+            held_by.entry(h).or_default().push(t);
+        }
+        while let Some(op) = queue.pop() {
+            if classes.insert(op, Class::Reachable) != Some(Class::Reachable) {
+                queue.extend(held_by.get(&op).into_iter().flatten());
+            }
+        }
     }
     let mut holders: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
     for &(h, t) in edges {
