@@ -115,7 +115,7 @@ C_KINDS = {
     "dict_small": ("dict", [("dict_small_key", "str", N_C)]),
     "dict_10": ("dict", [("dict_10_value", "int", 10 * N_C)]),
     "set": ("set", [("set_item", "int", N_C)]),
-    "frozenset": ("frozenset", [("frozenset_item", "int", N_C)]),
+    "frozenset": ("frozenset", [("set_item", "int", N_C)]),
     "slice": ("slice", [("slice_start", "int", N_C)]),
     # A range's stop and length: two ints made by the same line.
     "range": ("range", [("range", "int", 2 * N_C)]),

@@ -244,9 +244,9 @@ static int make_dict_10(long i, PyObject **out) {
     return 0;
 }
 
-/* A set of one new int. */
-static int make_set(long i, PyObject **out) {
-    PyObject *set = PySet_New(NULL); /* zoo_matrix:set */
+/* Adds one new int to `set`, a new set or frozenset (PySet_Add may fill a brand new
+ * frozenset), and hands it out; releases it on failure. */
+static int add_new_int(PyObject *set, long i, PyObject **out) {
     if (set == NULL) {
         return -1;
     }
@@ -261,21 +261,14 @@ static int make_set(long i, PyObject **out) {
     return 0;
 }
 
-/* A frozenset of one new int: PySet_Add may fill a brand new frozenset. */
+/* A set of one new int. */
+static int make_set(long i, PyObject **out) {
+    return add_new_int(PySet_New(NULL), i, out); /* zoo_matrix:set */
+}
+
+/* A frozenset of one new int. */
 static int make_frozenset(long i, PyObject **out) {
-    PyObject *set = PyFrozenSet_New(NULL); /* zoo_matrix:frozenset */
-    if (set == NULL) {
-        return -1;
-    }
-    PyObject *item = PyLong_FromLong(100000 + i); /* zoo_matrix:frozenset_item */
-    if (item == NULL || PySet_Add(set, item) < 0) {
-        Py_XDECREF(item);
-        Py_DECREF(set);
-        return -1;
-    }
-    Py_DECREF(item);
-    *out = set;
-    return 0;
+    return add_new_int(PyFrozenSet_New(NULL), i, out); /* zoo_matrix:frozenset */
 }
 
 /* slice(new int, None, None). */
