@@ -51,6 +51,7 @@ int main(void) {
     SHOW("frame_owner", offsetof(_PyInterpreterFrame, owner));
     SHOW("dict_keys_kind", offsetof(PyDictKeysObject, dk_kind));
     SHOW("frame_localsplus", offsetof(_PyInterpreterFrame, localsplus));
+    SHOW("frame_owned_by_thread", FRAME_OWNED_BY_THREAD);
     SHOW("code_nlocalsplus", offsetof(PyCodeObject, co_nlocalsplus));
 #endif
     SHOW("tp_name", offsetof(PyTypeObject, tp_name));
@@ -81,6 +82,8 @@ int main(void) {
     SHOW("gc_head", sizeof(PyGC_Head));
 #if PY_VERSION_HEX >= 0x030C0000
     SHOW("code_cached", offsetof(PyCodeObject, _co_cached));
+    SHOW("code_cached_objects", sizeof(_PyCoCached) / sizeof(PyObject *));
+    SHOW("frame_owned_by_cstack", FRAME_OWNED_BY_CSTACK);
 #endif
 #if PY_VERSION_HEX >= 0x030D0000
     SHOW("freelists_start", offsetof(PyInterpreterState, object_state.freelists));

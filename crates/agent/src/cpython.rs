@@ -51,6 +51,15 @@ pub const DICT_VALUES: usize = 40;
 pub const DICT_KEYS_KIND: usize = 10;
 pub const DICT_KEYS_UNICODE: u8 = 1;
 
+// `_PyInterpreterFrame.owner` (3.11+).
+/// A frame that its thread runs, neither a generator's nor a frame object's (whose
+/// traversals visit their locals).
+pub const FRAME_OWNED_BY_THREAD: u8 = 0;
+/// 3.12+: a shim frame pushed by C code, with no Python code of its own.
+pub const FRAME_OWNED_BY_CSTACK: u8 = 3;
+/// `_PyCoCached` (3.12+): `_co_code`, `_co_varnames`, `_co_cellvars`, `_co_freevars`.
+pub const CODE_CACHED_OBJECTS: usize = 4;
+
 // PyTypeObject and PyObject offsets, the same on every supported version.
 pub const OB_REFCNT: usize = 0;
 pub const OB_TYPE: usize = 8;
@@ -540,6 +549,22 @@ mod tests {
                     .map(|&v| (v as usize, at("code_nlocalsplus"))),
                 "{what}"
             );
+            if minor >= 11 {
+                assert_eq!(
+                    FRAME_OWNED_BY_THREAD as i64, h["frame_owned_by_thread"],
+                    "{what}"
+                );
+            }
+            if minor >= 12 {
+                assert_eq!(
+                    FRAME_OWNED_BY_CSTACK as i64, h["frame_owned_by_cstack"],
+                    "{what}"
+                );
+                assert_eq!(
+                    CODE_CACHED_OBJECTS as i64, h["code_cached_objects"],
+                    "{what}"
+                );
+            }
             assert_eq!(
                 l.code_cached,
                 h.get("code_cached").map(|&v| v as usize),

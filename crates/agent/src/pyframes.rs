@@ -5,20 +5,15 @@
 //! stores `(code object, byte offset of the instruction)`; lines are looked up only when a
 //! report is written.
 
-use crate::cpython::{read_usize, type_of, Api, Layout};
-
-/// 3.12+: a shim frame pushed by C code, with no Python code of its own.
-const FRAME_OWNED_BY_CSTACK: u8 = 3;
+use crate::cpython::{
+    read_usize, type_of, Api, Layout, FRAME_OWNED_BY_CSTACK, FRAME_OWNED_BY_THREAD,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PyFrameRef {
     pub code: usize,
     pub offset: i32,
 }
-
-/// 3.11+: a frame that its thread runs, neither a generator's nor a frame object's (whose
-/// traversals visit their locals).
-const FRAME_OWNED_BY_THREAD: u8 = 0;
 
 /// The innermost frame of thread state `tstate`, or 0.
 unsafe fn innermost(layout: &Layout, tstate: usize) -> usize {

@@ -307,7 +307,11 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     if tp == walk.code_type {
         if let Some(at) = walk.code_cached {
             let cached = read_usize(op + at);
-            for i in (cached != 0).then_some(0..4).into_iter().flatten() {
+            for i in (cached != 0)
+                .then_some(0..cpython::CODE_CACHED_OBJECTS)
+                .into_iter()
+                .flatten()
+            {
                 let word = read_usize(cached + i * 8);
                 if walk.survivors.contains(word) {
                     visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
