@@ -71,6 +71,10 @@ impl<'a> Attribution<'a> {
 }
 
 fn is_runtime(path: &str) -> bool {
-    refhunt_core::runtime::is_runtime_library(path)
-        || std::fs::read_link("/proc/self/exe").is_ok_and(|exe| exe.as_os_str() == path)
+    refhunt_core::runtime::is_runtime_library(path) || is_main_executable(path)
+}
+
+/// Whether `path` is this process's executable: a statically linked interpreter is runtime.
+pub fn is_main_executable(path: &str) -> bool {
+    std::fs::read_link("/proc/self/exe").is_ok_and(|exe| exe.as_os_str() == path)
 }

@@ -9,7 +9,7 @@
 //! What is left over is a reference nobody can account for: a leaked reference. Objects held
 //! only by leaked objects are indirect leaks; everything else is accounted for.
 
-use crate::attribution::Attribution;
+use crate::attribution::{self, Attribution};
 use crate::cpython::{
     self, read_usize, type_flags, type_name, type_of, Api, PyObject, VisitProc, TPFLAGS_HAVE_GC,
     TPFLAGS_TYPE_SUBCLASS,
@@ -224,7 +224,13 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         &attribution,
         state,
         &gc_items,
-        &|class, op| evidence(class, op, held.get(&op), &modules, api),
+        &|class, op| {
+            let h = held.get(&op);
+            (
+                evidence(class, op, h, &modules, api),
+                held_by_extension(h, &modules),
+            )
+        },
     );
     Outcome {
         groups,
@@ -674,7 +680,7 @@ unsafe fn group(
     attribution: &Attribution,
     state: &State,
     gc_items: &[usize],
-    evidence: &dyn Fn(Class, usize) -> Option<String>,
+    evidence: &dyn Fn(Class, usize) -> (Option<String>, bool),
 ) -> (Vec<Group>, Vec<Stack>, u64) {
     struct Tally {
         count: u64,
@@ -777,6 +783,7 @@ unsafe fn group(
             });
             (stacks.len() - 1) as u32
         });
+        let (evidence, held_by_extension) = evidence(class, tally.example);
         out.push(Group {
             class,
             type_name: type_name(tp),
@@ -785,11 +792,25 @@ unsafe fn group(
             stack: id,
             runs: tally.runs,
             path: paths.remove(&tally.example),
-            evidence: evidence(class, tally.example),
+            evidence,
+            held_by_extension,
         });
     }
     out.sort_by(|a, b| (a.class, b.bytes).cmp(&(b.class, a.bytes)));
     (out, stacks, live_objects)
+}
+
+/// Whether C code outside the runtime holds the survivor: a pointer in an extension's static
+/// data or buffer, in a module's state, or in an object's C field.
+fn held_by_extension(held: Option<&Held>, modules: &[LoadedModule]) -> bool {
+    match held.and_then(|h| h.owner) {
+        Some(Owner::Static(i) | Owner::StaticBuffer(i)) => {
+            !refhunt_core::runtime::is_runtime_library(&modules[i].path)
+                && !attribution::is_main_executable(&modules[i].path)
+        }
+        Some(Owner::ModuleState(_) | Owner::Field(_)) => true,
+        None => false,
+    }
 }
 
 /// What the class of survivor `op` rests on, in words.

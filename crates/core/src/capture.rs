@@ -131,6 +131,10 @@ pub struct Group {
     /// nothing" or "a pointer in the state of module zoo".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// Held outside Python by C code outside the runtime (an extension's static data, buffer
+    /// or module state, an object's C field): listed even when the interpreter made it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_by_extension: bool,
 }
 
 /// A counter read at the start of the window and at its end.

@@ -74,6 +74,9 @@ pub struct ReportGroup {
     /// "grew in 4 of 4 runs".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// Held outside Python by an extension's own memory.
+    #[serde(skip)]
+    pub held_by_extension: bool,
 }
 
 impl ReportGroup {
@@ -189,6 +192,7 @@ impl Report {
             }
             groups.push(ReportGroup {
                 evidence: group.evidence.clone(),
+                held_by_extension: group.held_by_extension,
                 class: group.class,
                 type_name: group.type_name.clone(),
                 count: group.count,
@@ -259,7 +263,10 @@ impl Report {
             t.count += g.count;
             t.bytes += g.bytes;
             let listed = match g.class {
-                Class::Once | Class::HeldOutside => true,
+                Class::Once => true,
+                Class::HeldOutside => {
+                    g.made_by_extension() || g.held_by_extension || repeat.is_some()
+                }
                 Class::Garbage => g.made_by_extension() || repeat.is_some(),
                 Class::Reachable => repeat.is_some() && grew,
                 _ => false,
@@ -347,6 +354,7 @@ fn merge_by_site(groups: Vec<ReportGroup>) -> Vec<ReportGroup> {
                     *total += n;
                 }
                 m.path = m.path.take().or(g.path);
+                m.held_by_extension |= g.held_by_extension;
                 if g.native.len() > m.native.len() {
                     m.native = g.native;
                 }
@@ -456,6 +464,7 @@ mod tests {
             runs: vec![],
             path: None,
             evidence: None,
+            held_by_extension: false,
         }
     }
 
@@ -577,6 +586,23 @@ mod tests {
         assert_eq!(r.leaks.len(), 1);
         assert_eq!(r.leaks[0].count, 500);
         assert_eq!(r.leaks[0].evidence.as_deref(), Some("500 from one C line"));
+    }
+
+    #[test]
+    fn held_outside_groups_are_listed_when_c_code_made_or_holds_them() {
+        let mut c = capture(vec![
+            Group {
+                held_by_extension: true,
+                ..group(Class::HeldOutside, 3, 1)
+            },
+            group(Class::HeldOutside, 4, 2),
+        ]);
+        let mut other_line = c.stacks[1].clone();
+        other_line.python[0].line = 8;
+        c.stacks.push(other_line);
+        let r = Report::build(&c, &mut Table);
+        let listed: Vec<u64> = r.held.iter().map(|g| g.count).collect();
+        assert_eq!(listed, vec![3], "the interpreter's own are only totalled");
     }
 
     #[test]
