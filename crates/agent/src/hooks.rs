@@ -197,6 +197,10 @@ static ORIGINAL_NEW_REFERENCE: AtomicUsize = AtomicUsize::new(0);
 /// Puts the hooks around one allocator domain; its original allocator becomes their context.
 /// `BUFFERS`: the MEM domain, whose blocks are no objects (a list's items, a module's state,
 /// an extension's own buffers) and are recorded without a stack.
+///
+/// # Safety
+/// `get` and `set` are the interpreter's `PyMem_GetAllocator` and `PyMem_SetAllocator`, called
+/// with the GIL held before any thread allocates from `domain` without it.
 unsafe fn wrap_domain<const BUFFERS: bool>(
     domain: c_int,
     get: unsafe extern "C" fn(c_int, *mut Allocator),
