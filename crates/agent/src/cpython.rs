@@ -63,6 +63,8 @@ pub const CODE_CACHED_OBJECTS: usize = 4;
 // PyTypeObject and PyObject offsets, the same on every supported version.
 pub const OB_REFCNT: usize = 0;
 pub const OB_TYPE: usize = 8;
+/// `PyVarObject.ob_size`.
+pub const OB_SIZE: usize = 16;
 pub const TP_NAME: usize = 24;
 pub const TP_BASICSIZE: usize = 32;
 pub const TP_ITEMSIZE: usize = 40;
@@ -601,6 +603,7 @@ mod tests {
                 (TP_FLAGS, "tp_flags"),
                 (TP_TRAVERSE, "tp_traverse"),
                 (TP_BASE, "tp_base"),
+                (OB_SIZE, "ob_size"),
                 (TP_IS_GC, "tp_is_gc"),
                 (TP_SUBCLASSES, "tp_subclasses"),
                 (UNICODE_STATE, "unicode_state"),

@@ -150,28 +150,27 @@ impl State {
     }
 }
 
-/// Installs the hooks. The original allocator becomes the hooks' context. `creations` is
-/// what the caller would like; the one installed is returned (a redirect can fail).
-pub unsafe fn install(mut state: State) -> Creations {
+/// Installs the hooks around the OBJ and MEM domains, and the creation events that
+/// `state.creations` asks for; the state records what took (a GOT redirect can find no slot).
+///
+/// # Safety
+/// Called once, with the GIL held, inside a CPython process whose `Api` is `state.api`.
+pub unsafe fn install(mut state: State) {
     let api_get = state.api.get_allocator;
     let api_set = state.api.set_allocator;
     let tracer = state.api.set_reftracer;
     let new_reference = state.api.new_reference;
     let wanted = state.creations;
-    // Creation events are followed from the first one on: the allocator hook leaves stacks to
-    // them only once the redirect below has taken.
-    state.creations = if wanted == Creations::RefTracer {
-        wanted
-    } else {
-        Creations::Allocations
-    };
+    // Until a redirect has taken, the allocator hook takes the stacks.
+    if wanted != Creations::RefTracer {
+        state.creations = Creations::Allocations;
+    }
     *STATE.lock() = Some(state);
     wrap_domain::<false>(cpython::DOMAIN_OBJ, api_get, api_set);
     wrap_domain::<true>(cpython::DOMAIN_MEM, api_get, api_set);
     match (wanted, tracer, new_reference) {
         (Creations::RefTracer, Some(set), _) => {
             set(Some(hook_reftracer), std::ptr::null_mut());
-            Creations::RefTracer
         }
         (Creations::NewReference, _, Some(original)) => {
             ORIGINAL_NEW_REFERENCE.store(original as usize, Relaxed);
@@ -182,12 +181,9 @@ pub unsafe fn install(mut state: State) -> Creations {
                 if let Some(s) = STATE.lock().as_mut() {
                     s.creations = Creations::NewReference;
                 }
-                Creations::NewReference
-            } else {
-                Creations::Allocations
             }
         }
-        _ => Creations::Allocations,
+        _ => {}
     }
 }
 

@@ -131,6 +131,27 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
     0
 }
 
+/// Visits `word` if it is a survivor; any word may be asked.
+unsafe fn visit_survivor(word: usize, walk: &mut Walk) {
+    if walk.survivors.contains(word) {
+        visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+    }
+}
+
+/// Every instance of a heap type holds its type, which many C types' traversals (and
+/// `type_traverse`, for a class's metaclass) do not visit; counted once, if they did not.
+unsafe fn visit_heap_type(tp: usize, walk: &mut Walk) {
+    if type_flags(tp) & cpython::TPFLAGS_HEAPTYPE == 0 {
+        return;
+    }
+    match walk.visited.iter().position(|&v| v == tp) {
+        Some(i) => {
+            walk.visited.swap_remove(i);
+        }
+        None => visit_survivor(tp, walk),
+    }
+}
+
 /// Snapshot of the recorded blocks; the caller holds the GIL and has paused tracking.
 ///
 /// # Safety
@@ -185,11 +206,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         references_of(op, &mut walk);
     });
     walk.holder = None;
-    pyframes::running_locals(api, layout, |word| {
-        if survivors.contains(word) {
-            visit(word as *mut PyObject, &mut walk as *mut Walk as *mut c_void);
-        }
-    });
+    pyframes::running_locals(api, layout, |word| visit_survivor(word, &mut walk));
     let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
         let interp = (api.main_interpreter)() as usize;
         (interp + start, interp + end)
@@ -289,11 +306,11 @@ pub unsafe fn list_items(list: usize) -> Vec<usize> {
 /// for other objects (code objects, ranges), which the collector does not traverse.
 unsafe fn references_of(op: usize, walk: &mut Walk) {
     let tp = type_of(op);
+    walk.visited.clear();
     if type_flags(tp) & TPFLAGS_HAVE_GC != 0 {
         if !cpython::is_gc(op) {
             return; // a static type: its references live in static data, scanned apart
         }
-        walk.visited.clear();
         let traverse = read_usize(tp + cpython::TP_TRAVERSE);
         if traverse != 0 {
             let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
@@ -307,9 +324,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
         scan_c_fields(op, tp, walk);
         return;
     }
-    if type_flags(tp) & cpython::TPFLAGS_HEAPTYPE != 0 && walk.survivors.contains(tp) {
-        visit(tp as *mut PyObject, walk as *mut Walk as *mut c_void);
-    }
+    visit_heap_type(tp, walk);
     if tp == walk.code_type {
         if let Some(at) = walk.code_cached {
             let cached = read_usize(op + at);
@@ -318,10 +333,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
                 .into_iter()
                 .flatten()
             {
-                let word = read_usize(cached + i * 8);
-                if walk.survivors.contains(word) {
-                    visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
-                }
+                visit_survivor(read_usize(cached + i * 8), walk);
             }
         }
     }
@@ -332,9 +344,9 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     }
     // A variable-size object's first word is its size (an int's, a bytes').
     let mut at = if read_usize(tp + cpython::TP_ITEMSIZE) != 0 {
-        24
+        cpython::OB_SIZE + 8
     } else {
-        16
+        cpython::OB_SIZE
     };
     let end = basicsize(tp).min(4096);
     while at + 8 <= end {
@@ -351,29 +363,24 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
 /// live table says so without reading through the word.
 unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     let flags = type_flags(tp);
-    let held = |word: usize, walk: &mut Walk| {
-        if walk.survivors.contains(word) {
-            visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
-        }
-    };
     // 3.11+: a dict whose keys are all strings does not visit its keys.
     if walk.unicode_dicts && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
         visit_unicode_keys(op, walk);
     }
     // A class holds the dict of its subclasses (weak references only); `import ast` showed it.
     if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
-        held(read_usize(op + cpython::TP_SUBCLASSES), walk);
+        visit_survivor(read_usize(op + cpython::TP_SUBCLASSES), walk);
     }
     // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
     // types on 3.13 and functools' `_HashedSeq` showed them); the three sit side by side.
     if flags & TPFLAGS_TYPE_SUBCLASS != 0 && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0 {
         for at in [walk.ht_slots - 8, walk.ht_slots, walk.ht_slots + 8] {
-            held(read_usize(op + at), walk);
+            visit_survivor(read_usize(op + at), walk);
         }
     }
     // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
     if tp == walk.module_type {
-        held(read_usize(op + cpython::MD_NAME), walk);
+        visit_survivor(read_usize(op + cpython::MD_NAME), walk);
     }
     // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
     // made, but `PyObject_VisitManagedDict` then visits only the inline values.
@@ -382,7 +389,7 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
         && flags & inline == inline
         && *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8) != 0
     {
-        held(read_usize(op - cpython::MANAGED_DICT_BEFORE), walk);
+        visit_survivor(read_usize(op - cpython::MANAGED_DICT_BEFORE), walk);
     }
 }
 
@@ -391,11 +398,7 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
 /// and in a module's state. Each counts once more than the traversal already did.
 unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
     let owned = |word: usize, owner: Owner, walk: &mut Walk| {
-        let word = if walk.survivors.contains(word) {
-            word
-        } else if let Some(op) = walk.survivors.str_of_text(word) {
-            op
-        } else {
+        let Some(word) = walk.survivors.at_or_text(word) else {
             return;
         };
         if let Some(i) = walk.visited.iter().position(|&v| v == word) {
@@ -410,18 +413,7 @@ unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
             None => held.outside_holder = true,
         }
     };
-    // Every instance of a heap type holds its type, which many C types' traversals (and
-    // `type_traverse`, for a class's metaclass) do not visit.
-    if type_flags(tp) & cpython::TPFLAGS_HEAPTYPE != 0 && walk.survivors.contains(tp) {
-        match walk.visited.iter().position(|&v| v == tp) {
-            Some(i) => {
-                walk.visited.swap_remove(i);
-            }
-            None => {
-                visit(tp as *mut PyObject, walk as *mut Walk as *mut c_void);
-            }
-        }
-    }
+    visit_heap_type(tp, walk);
     // A weak reference points at its referent without holding it.
     let weak = walk
         .weakref_types
@@ -493,11 +485,7 @@ unsafe fn scan_statics(
                     continue;
                 }
                 let word = read_usize(at);
-                let text = || walk.survivors.str_of_text(word);
-                if let Some(word) = Some(word)
-                    .filter(|&w| walk.survivors.contains(w))
-                    .or_else(text)
-                {
+                if let Some(word) = walk.survivors.at_or_text(word) {
                     let held = walk.held.entry(word).or_default();
                     held.statics += 1;
                     held.owner.get_or_insert(Owner::Static(i));

@@ -73,6 +73,15 @@ impl<'a> Survivors<'a> {
             })
     }
 
+    /// The survivor at `word`, or the str whose text starts there.
+    pub unsafe fn at_or_text(&self, word: usize) -> Option<usize> {
+        if self.contains(word) {
+            Some(word)
+        } else {
+            self.str_of_text(word)
+        }
+    }
+
     pub unsafe fn contains(&self, word: usize) -> bool {
         self.get(word).is_some()
     }
@@ -238,7 +247,6 @@ unsafe fn fits(op: usize, tp: usize, room: usize, layout: &Layout, heap: &Heap) 
 /// prove itself: tracked by the collector (exact membership), or untracked with an empty
 /// GC link, a static type, and contents that fit its block.
 unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool {
-    const OB_SIZE: usize = 16;
     let refcnt = read_usize(op) as isize;
     if !(1..1 << 40).contains(&refcnt) {
         return false;
@@ -251,7 +259,7 @@ unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool 
         return false;
     }
     let itemsize = read_usize(tp + cpython::TP_ITEMSIZE);
-    let items = read_usize(op + OB_SIZE) as isize;
+    let items = read_usize(op + cpython::OB_SIZE) as isize;
     let fits = itemsize == 0
         || items >= 0 && basicsize(tp).saturating_add(items as usize * itemsize) <= room;
     fits && (flags & cpython::TPFLAGS_DICT_SUBCLASS == 0 || dict_keys_readable(op, heap))
