@@ -3,7 +3,9 @@
 //! Every entry point returns 0 on success; on failure, `refhunt_error()` says why in one line.
 //! None of them lets a panic cross into the host process.
 
+use crate::breakpoints::Breakpoints;
 use crate::cpython::{self, Api, Layout};
+use crate::holds::{Arming, Holds};
 use crate::hooks::{self, Creations, State, EPOCH, STATE, TRACKING};
 use crate::sampler;
 use crate::snapshot;
@@ -67,7 +69,24 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
         };
         let unwinder = Unwinder::new(api.eval_loop);
         libc::pthread_atfork(None, None, Some(after_fork_child));
-        hooks::install(State::new(api, layout, code_start, unwinder, creations));
+        // Watching needs the object at its creation, which only creation events give.
+        let breakpoints = if creations == Creations::Allocations && !layout.reftracer {
+            Err(
+                "this interpreter gives no creation events (statically linked), so no \
+                 object is watched as it is made"
+                    .to_string(),
+            )
+        } else {
+            Breakpoints::open(hooks::on_refcount_write)
+        };
+        hooks::install(State::new(
+            api,
+            layout,
+            code_start,
+            unwinder,
+            creations,
+            Holds::new(breakpoints),
+        ));
         TRACKING.store(true, Ordering::SeqCst);
         Ok(())
     })
@@ -96,6 +115,24 @@ pub extern "C" fn refhunt_set_sampling(every: u32) -> c_int {
     0
 }
 
+/// What the window's breakpoints watch: 0 nothing, 1 objects as they are made (a plain
+/// window, the default), 2 the objects that the last snapshot wanted a holder for (a holder
+/// run).
+#[no_mangle]
+pub extern "C" fn refhunt_watch(mode: u32) -> c_int {
+    guarded(|| {
+        let mut guard = STATE.lock();
+        let s = guard.as_mut().ok_or("refhunt was not started")?;
+        let arming = match mode {
+            0 => Arming::Off,
+            1 => Arming::Creations,
+            _ => Arming::Targets(std::mem::take(&mut s.holder_sites)),
+        };
+        s.holds.clear(arming);
+        Ok(())
+    })
+}
+
 /// Forgets every object recorded so far: the window starts again from here.
 #[no_mangle]
 pub extern "C" fn refhunt_clear() -> c_int {
@@ -121,6 +158,9 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
 extern "C" fn after_fork_child() {
     TRACKING.store(false, Ordering::SeqCst);
     unsafe { STATE.force_unlock() };
+    if let Some(s) = STATE.lock().as_mut() {
+        s.holds.forget_in_child();
+    }
     unwind::reset_thread_bounds();
     hooks::clear_window();
 }
@@ -151,10 +191,13 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let mut capture =
             Capture::from_json(header).map_err(|e| format!("bad capture header: {e}"))?;
         // Held through the snapshot: whatever it allocates passes the hooks unrecorded.
-        let guard = STATE
+        let mut guard = STATE
             .try_lock()
             .ok_or("snapshot called from inside the agent")?;
-        let state = guard.as_ref().ok_or("refhunt was not started")?;
+        let state = guard.as_mut().ok_or("refhunt was not started")?;
+        // The snapshot takes references of its own; nothing it does is a write to watch.
+        state.holds.release_all();
+        let state = &*state;
         let outcome = snapshot::take(
             state,
             gc_objects as usize,
@@ -188,6 +231,16 @@ pub unsafe extern "C" fn refhunt_snapshot(
                  exact, and where one line makes objects of one type at several C sites, their \
                  split between the sites is estimated (`--exact` walks every stack)"
             ));
+        }
+        capture.watch_refused = state.holds.refused().map(String::from);
+        let lost = hooks::LOST_WRITES.load(Ordering::Relaxed);
+        if lost > 0 {
+            capture.notes.push(format!(
+                "{lost} writes to watched refcounts came while the agent was busy and went unrecorded"
+            ));
+        }
+        if let Some(s) = guard.as_mut() {
+            s.holder_sites = outcome.holder_sites;
         }
         drop(guard);
         capture.format = FORMAT.into();

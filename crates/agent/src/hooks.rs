@@ -14,6 +14,7 @@
 //! object's end.
 
 use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject};
+use crate::holds::Holds;
 use crate::live::{Block, LiveTable, ALLOCATED, BEFORE, BUFFER, LIVE, NO_STACK};
 use crate::lock::SpinLock;
 use crate::pyframes::{self, PyFrameRef};
@@ -44,6 +45,10 @@ pub struct State {
     pub sampled_every: Option<u32>,
     /// The objects tracked when the window began are marked [`BEFORE`].
     pub marked_before: bool,
+    /// Watched refcounts and their writers.
+    pub holds: Holds,
+    /// Creation sites that the last snapshot wants watched in a holder run.
+    pub holder_sites: FxHashSet<u64>,
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
     native: [u64; MAX_NATIVE],
     python: [PyFrameRef; MAX_PYTHON],
@@ -80,6 +85,7 @@ impl State {
         code_start: usize,
         unwinder: Unwinder,
         creations: Creations,
+        holds: Holds,
     ) -> State {
         State {
             api,
@@ -93,6 +99,8 @@ impl State {
             sampler: Sampler::default(),
             sampled_every: None,
             marked_before: false,
+            holds,
+            holder_sites: FxHashSet::default(),
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],
         }
@@ -126,7 +134,7 @@ impl State {
     }
 
     /// Interns the stack that starts at `regs`.
-    unsafe fn capture(&mut self, regs: Regs) -> u32 {
+    pub unsafe fn capture(&mut self, regs: Regs) -> u32 {
         let n = self.unwinder.walk(regs, &mut self.native);
         let m = pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python);
         let mut is_new = false;
@@ -343,6 +351,7 @@ unsafe fn on_realloc(old: usize, new: usize, size: usize) {
         return;
     };
     let Some(s) = guard.as_mut() else { return };
+    s.holds.forget(old);
     // A resized block keeps the site that first allocated it.
     if let Some(mut b) = s.live.remove(old) {
         b.size = size.min(u32::MAX as usize) as u32;
@@ -353,7 +362,29 @@ unsafe fn on_realloc(old: usize, new: usize, size: usize) {
 unsafe fn on_free(block: usize) {
     if let Some(s) = STATE.try_lock().as_mut().and_then(|g| g.as_mut()) {
         s.live.remove(block);
+        s.holds.forget(block);
     }
+}
+
+/// Writes to a watched refcount that found the agent busy, and went unrecorded.
+pub static LOST_WRITES: AtomicUsize = AtomicUsize::new(0);
+
+/// A write of `delta` to the refcount that breakpoint `slot` watches, reported from the
+/// SIGTRAP handler of the thread that wrote it, with the registers after the write.
+///
+/// # Safety
+/// Called from the signal handler only: the registers are the interrupted thread's, whose
+/// stack stays put while the walk runs.
+pub unsafe fn on_refcount_write(slot: usize, delta: isize, pc: usize, sp: usize, bp: usize) {
+    // Held: the write came from the agent itself, which never holds a reference it watches.
+    let Some(mut guard) = STATE.try_lock() else {
+        LOST_WRITES.fetch_add(1, Relaxed);
+        return;
+    };
+    let Some(s) = guard.as_mut() else { return };
+    // SAFETY: the caller's registers, of a thread that holds the GIL (it wrote a refcount).
+    let stack = unsafe { s.capture(Regs { pc, sp, bp }) };
+    s.holds.on_write(slot, delta, stack);
 }
 
 #[inline(never)]
@@ -366,6 +397,8 @@ unsafe fn on_create(op: usize) {
     let tp = type_of(op);
     let offset = s.layout.preheader(type_flags(tp));
     let stack = s.stack_for(regs, tp);
+    let (holds, stacks) = (&mut s.holds, &s.stacks);
+    holds.on_create(op - offset, op, stack, || stacks.site_hash(stack));
     // A fresh block, or one handed out again by a freelist: either way, created here. A
     // block from before the window, reused from a freelist, is sized from its type.
     s.live.upsert(op - offset, |old| Block {
@@ -419,11 +452,14 @@ pub unsafe fn mark_before(objects: &[usize]) {
     s.marked_before = true;
 }
 
-/// Drops every recorded block: the start of a new window.
+/// Drops every recorded block: the start of a new window, in which objects are watched as
+/// they are made (see [`crate::holds`]).
 pub fn clear_window() {
     if let Some(s) = STATE.lock().as_mut() {
         s.live = LiveTable::default();
         s.sampled_every = None;
         s.marked_before = false;
+        s.holds.clear(crate::holds::Arming::Creations);
+        LOST_WRITES.store(0, Relaxed);
     }
 }

@@ -13,8 +13,10 @@
 
 mod api;
 mod attribution;
+mod breakpoints;
 mod cpython;
 mod got;
+mod holds;
 mod hooks;
 mod live;
 mod lock;

@@ -14,19 +14,24 @@ use crate::cpython::{
     self, read_usize, type_flags, type_name, type_of, Api, PyObject, VisitProc, TPFLAGS_HAVE_GC,
     TPFLAGS_TYPE_SUBCLASS,
 };
+use crate::holds::History;
 use crate::hooks::State;
 use crate::live::{Block, ALLOCATED, BUFFER, NO_STACK};
 use crate::modules::{self, LoadedModule};
 use crate::paths;
 use crate::pyframes::{self, PyFrameRef};
 use crate::survivors::{basicsize, Heap, Survivors};
-use refhunt_core::capture::{Class, Group, Module, PyFrame, Stack};
+use refhunt_core::capture::{Class, Group, Module, PyFrame, RefWrites, Stack, Watched};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void, CStr};
 
 /// Reachable groups given a path, at most: one search serves them all, but naming each path
 /// walks dicts.
 const MAX_PATHS: usize = 256;
+/// Watched objects whose history a group carries, at most.
+const WATCHED_PER_GROUP: usize = 4;
+/// Creation sites a holder run watches, at most.
+const HOLDER_SITES: usize = 16;
 
 /// What the snapshot hands back for the capture.
 pub struct Outcome {
@@ -36,6 +41,9 @@ pub struct Outcome {
     pub live_objects: u64,
     /// The self-check, when the window marked what was there before it.
     pub unseen: Option<Unseen>,
+    /// Creation sites of leak groups that no watched object explains: a holder run watches
+    /// them.
+    pub holder_sites: FxHashSet<u64>,
 }
 
 /// Objects the collector tracks that were made in the window and not seen made.
@@ -233,9 +241,24 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         &attribution,
     );
     if std::env::var_os("REFHUNT_DEBUG").is_some() {
+        eprintln!(
+            "refhunt-debug: {} histories, {} traps",
+            state.holds.histories().count(),
+            state.holds.traps
+        );
+        for h in state.holds.histories() {
+            eprintln!(
+                "refhunt-debug: watched {:#x} {} whole={} traps={} survivor={}",
+                h.object,
+                type_name(type_of(h.object)),
+                h.whole,
+                h.traps,
+                survivors.contains(h.object)
+            );
+        }
         explain(&survivors, &classes, &held, &attribution, api);
     }
-    let (groups, stacks, live_objects) = group(
+    let grouped = group(
         &survivors,
         &classes,
         &attribution,
@@ -248,10 +271,17 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
                 held_by_extension(h, &modules),
             )
         },
+        &|op| {
+            held.get(&op)
+                .map_or(read_usize(op + cpython::OB_REFCNT) as i64, |h| {
+                    unexplained(op, h)
+                })
+        },
     );
     Outcome {
-        groups,
-        stacks,
+        groups: grouped.groups,
+        stacks: grouped.stacks,
+        holder_sites: grouped.holder_sites,
         modules: modules
             .iter()
             .map(|m| Module {
@@ -261,7 +291,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
                 bias: m.bias as u64,
             })
             .collect(),
-        live_objects,
+        live_objects: grouped.live_objects,
         unseen: state
             .marked_before
             .then(|| unseen(state, &gc_items, &[gc_objects, garbage])),
@@ -669,7 +699,8 @@ unsafe fn group(
     state: &State,
     gc_items: &[usize],
     evidence: &dyn Fn(Class, usize) -> (Option<String>, bool),
-) -> (Vec<Group>, Vec<Stack>, u64) {
+    unexplained: &dyn Fn(usize) -> i64,
+) -> Grouped {
     struct Tally {
         count: u64,
         bytes: u64,
@@ -759,19 +790,73 @@ unsafe fn group(
     } else {
         paths::from_modules(&state.api, gc_items, &wanted)
     };
+    // Each watched survivor's history goes with its group; the whole ones first, the
+    // longest first.
+    let mut watched: FxHashMap<(Class, usize, &[u64]), Vec<&History>> = FxHashMap::default();
+    for h in state.holds.histories() {
+        let Some(b) = survivors.get(h.object) else {
+            continue;
+        };
+        let class = class_of(h.object, &b, classes, attribution);
+        if class != Class::Reachable && b.stack < BUFFER {
+            let site = state.stacks.site(b.stack);
+            watched
+                .entry((class, type_of(h.object), site))
+                .or_default()
+                .push(h);
+        }
+    }
+    for hs in watched.values_mut() {
+        hs.sort_by_key(|h| (!h.whole, std::cmp::Reverse(h.traps)));
+        hs.truncate(WATCHED_PER_GROUP);
+    }
     let mut stack_ids: FxHashMap<u32, u32> = FxHashMap::default();
     let mut stacks = Vec::new();
-    let mut out = Vec::new();
-    for ((class, tp, _), (stack, tally)) in groups {
-        let id = *stack_ids.entry(stack).or_insert_with(|| {
+    let mut id_of = |stack: u32| {
+        *stack_ids.entry(stack).or_insert_with(|| {
             stacks.push(if stack == NO_STACK {
                 Stack::default()
             } else {
                 resolve_stack(state, stack)
             });
             (stacks.len() - 1) as u32
-        });
+        })
+    };
+    let mut out = Vec::new();
+    let mut holder_sites = FxHashSet::default();
+    for (key, (stack, tally)) in groups {
+        let (class, tp, _) = key;
+        let id = id_of(stack);
         let (evidence, held_by_extension) = evidence(class, tally.example);
+        let histories = watched.remove(&key).unwrap_or_default();
+        // Under repetition, a leak that came back in every run and that no object watched
+        // whole explains is watched again, in a holder run.
+        let grew = runs > 0 && tally.runs.len() == runs && !tally.runs.contains(&0);
+        if class == Class::Leaked
+            && grew
+            && !histories.iter().any(|h| h.whole)
+            && holder_sites.len() < HOLDER_SITES
+        {
+            holder_sites.insert(state.stacks.site_hash(stack));
+        }
+        let watched = histories
+            .into_iter()
+            .map(|h| Watched {
+                writes: h
+                    .writes
+                    .iter()
+                    .map(|w| RefWrites {
+                        stack: id_of(w.stack),
+                        increments: w.increments,
+                        decrements: w.decrements,
+                    })
+                    .collect(),
+                whole: h.whole,
+                lost: h.lost,
+                unexplained: unexplained(h.object),
+                calls: None,
+            })
+            .collect();
         out.push(Group {
             class,
             type_name: type_name(tp),
@@ -782,10 +867,23 @@ unsafe fn group(
             path: paths.remove(&tally.example),
             evidence,
             held_by_extension,
+            watched,
         });
     }
     out.sort_by(|a, b| (a.class, b.bytes).cmp(&(b.class, a.bytes)));
-    (out, stacks, live_objects)
+    Grouped {
+        groups: out,
+        stacks,
+        live_objects,
+        holder_sites,
+    }
+}
+
+struct Grouped {
+    groups: Vec<Group>,
+    stacks: Vec<Stack>,
+    live_objects: u64,
+    holder_sites: FxHashSet<u64>,
 }
 
 /// Whether C code outside the runtime holds the survivor: a pointer in an extension's static

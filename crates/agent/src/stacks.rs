@@ -13,6 +13,8 @@ struct Entry {
     python: u16,
     epoch: u16,
     hash: u64,
+    /// The hash of the stack's words alone, the same in every run.
+    site_hash: u64,
 }
 
 #[derive(Default)]
@@ -42,7 +44,8 @@ impl StackTable {
                 return last;
             }
         }
-        let hash = hash(native, python, epoch);
+        let site_hash = site_hash(native, python);
+        let hash = site_hash ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let found = self.index.find(hash, |&id| {
             let e = self.entries[id as usize];
             e.hash == hash && e.epoch == epoch && self.matches(e, native, python)
@@ -65,6 +68,7 @@ impl StackTable {
             python: python.len() as u16,
             epoch,
             hash,
+            site_hash,
         });
         let entries = &self.entries;
         self.index
@@ -91,6 +95,11 @@ impl StackTable {
         self.entries[id as usize].epoch
     }
 
+    /// A hash of [`StackTable::site`].
+    pub fn site_hash(&self, id: u32) -> u64 {
+        self.entries[id as usize].site_hash
+    }
+
     /// The stack's words, the same in every run: what makes two stacks one creation site.
     pub fn site(&self, id: u32) -> &[u64] {
         let e = self.entries[id as usize];
@@ -114,9 +123,8 @@ impl StackTable {
     }
 }
 
-fn hash(native: &[u64], python: &[PyFrameRef], epoch: u16) -> u64 {
+fn site_hash(native: &[u64], python: &[PyFrameRef]) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
-    h.write_u16(epoch);
     for pc in native {
         h.write_u64(*pc);
     }
@@ -149,6 +157,7 @@ mod tests {
         let d = t.intern(&[1, 2, 3], &py, 2, &mut new);
         assert!(new && d != a);
         assert_eq!((t.epoch(d), t.site(d)), (2, t.site(a)));
+        assert_eq!(t.site_hash(d), t.site_hash(a));
         assert_eq!(t.native(a), &[1, 2, 3]);
         assert_eq!(t.python(a).collect::<Vec<_>>(), py.to_vec());
     }

@@ -172,7 +172,7 @@ impl Unwinder {
         }
     }
 
-    /// Walks from `regs` and writes the return addresses outside the agent, innermost first,
+    /// Walks from `regs` and writes the addresses outside the agent, innermost first,
     /// stopping at the eval loop. Returns how many were written.
     pub fn walk(&mut self, regs: Regs, out: &mut [u64]) -> usize {
         let slot = (regs.pc ^ regs.sp.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -224,8 +224,10 @@ impl Unwinder {
             if pc >= self.stop.0 && pc < self.stop.1 {
                 break;
             }
+            // The first address is where the walk starts: the agent's own (a hook), or the
+            // instruction after a trapped write, which is the writer's.
             let own = pc >= self.own.0 && pc < self.own.1;
-            if !first && !own {
+            if !own {
                 out[n] = pc as u64;
                 n += 1;
                 if n == out.len() {

@@ -29,6 +29,10 @@ pub struct Capture {
     /// Things the agent could not be sure of, said in words for the report.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Why no object's refcount could be watched, if none could: the report says it where a
+    /// holder is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +139,38 @@ pub struct Group {
     /// or module state, an object's C field): listed even when the interpreter made it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held_by_extension: bool,
+    /// Objects of the group whose refcount a breakpoint watched, and what wrote it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watched: Vec<Watched>,
+}
+
+/// The refcount writes of one watched object, summed per stack.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Watched {
+    pub writes: Vec<RefWrites>,
+    /// Watched from its creation (or the start of a holder run) until the end; otherwise the
+    /// history covers only the start of its life.
+    pub whole: bool,
+    /// Writes seen but not recorded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost: u32,
+    /// Its references that nothing found accounts for, at the end of the window.
+    pub unexplained: i64,
+    /// Calls made while it was watched, in a holder run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Refcount writes from one stack (an index into `Capture::stacks`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefWrites {
+    pub stack: u32,
+    pub increments: u32,
+    pub decrements: u32,
 }
 
 /// A counter read at the start of the window and at its end.

@@ -1,6 +1,7 @@
 //! From a capture to a report: symbolized frames, creation sites, leaks biggest first.
 
-use crate::capture::{Capture, Class, Counters, Module, PyFrame, PythonInfo};
+use crate::capture::{Capture, Class, Counters, Module, PyFrame, PythonInfo, Watched};
+use crate::holder::{self, Holder};
 use crate::numfmt::thousands;
 use serde::Serialize;
 use std::cmp::Reverse;
@@ -77,6 +78,11 @@ pub struct ReportGroup {
     /// Held outside Python by an extension's own memory.
     #[serde(skip)]
     pub held_by_extension: bool,
+    /// The function that took a reference and never released it, from watched objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+    #[serde(skip)]
+    pub watched: Vec<Watched>,
 }
 
 impl ReportGroup {
@@ -203,12 +209,20 @@ impl Report {
                 runs: group.runs.clone(),
                 per_call: None,
                 path: group.path.clone(),
+                holder: None,
+                watched: group.watched.clone(),
             });
         }
         let mut leaks = Vec::new();
         let mut held = Vec::new();
         let mut totals: HashMap<Class, ClassTotal> = HashMap::new();
         for mut g in merge_by_site(groups) {
+            g.holder = holder::find(&g.watched, &capture.stacks, &mut |pc| {
+                frames_of
+                    .entry(pc)
+                    .or_insert_with(|| symbolizer.symbolize(pc, module_of(&capture.modules, pc)))
+                    .clone()
+            });
             let grew = g.grew_every_run(repeat);
             if let Some(runs) = repeat {
                 g.runs.resize(runs as usize, 0);
@@ -286,12 +300,21 @@ impl Report {
         held.sort_by(biggest_first);
         let mut not_leaks: Vec<ClassTotal> = totals.into_values().collect();
         not_leaks.sort_by_key(|t| t.class);
+        let mut notes = capture.notes.clone();
+        if let Some(why) = &capture.watch_refused {
+            if leaks.iter().any(|g| g.holder.is_none()) {
+                notes.push(format!(
+                    "no holder line (the C line that took a leaked reference): no refcount \
+                     could be watched, because {why}"
+                ));
+            }
+        }
         Report {
             python: capture.python.clone(),
             pid: capture.pid,
             argv: capture.argv.clone(),
             counters: capture.counters.clone(),
-            notes: capture.notes.clone(),
+            notes,
             leaks,
             held,
             not_leaks,
@@ -355,6 +378,7 @@ fn merge_by_site(groups: Vec<ReportGroup>) -> Vec<ReportGroup> {
                 }
                 m.path = m.path.take().or(g.path);
                 m.held_by_extension |= g.held_by_extension;
+                m.watched.extend(g.watched);
                 if g.native.len() > m.native.len() {
                     m.native = g.native;
                 }
@@ -451,6 +475,7 @@ mod tests {
             groups,
             counters: Counters::default(),
             notes: vec![],
+            watch_refused: None,
         }
     }
 
@@ -465,6 +490,7 @@ mod tests {
             path: None,
             evidence: None,
             held_by_extension: false,
+            watched: vec![],
         }
     }
 

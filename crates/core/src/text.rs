@@ -1,6 +1,6 @@
 //! The report as text, for a terminal or a CI log.
 
-use crate::capture::Counters;
+use crate::capture::{Counters, PyFrame};
 use crate::numfmt::{bytes, compact, rate, thousands};
 use crate::report::{NativeFrame, Report, ReportGroup, SymbolSource};
 use std::fmt::Write;
@@ -122,6 +122,20 @@ fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
         );
     }
     let _ = writeln!(out, "{title}");
+    if let Some(h) = &g.holder {
+        let made = g
+            .site
+            .as_ref()
+            .map(|s| format!("; the object was made at {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "   reference taken at {} in {} and never released: {}{made}",
+            h.site,
+            h.function,
+            h.amount()
+        );
+    }
     if let Some(evidence) = &g.evidence {
         let _ = writeln!(out, "   evidence: {evidence}");
     }
@@ -135,18 +149,28 @@ fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
         let _ = writeln!(out, "   native stack:");
         render_native(out, &g.native);
     }
-    if !g.python.is_empty() {
-        let _ = writeln!(out, "   python stack:");
-        for f in g.python.iter().take(PYTHON_FRAMES_SHOWN) {
-            let _ = writeln!(out, "     {}:{} in {}", f.file, f.line, f.function);
-        }
-        if g.python.len() > PYTHON_FRAMES_SHOWN {
-            let _ = writeln!(
-                out,
-                "     ... {} outer frames",
-                g.python.len() - PYTHON_FRAMES_SHOWN
-            );
-        }
+    render_python(out, "python stack", &g.python);
+    if let Some(h) = &g.holder {
+        let _ = writeln!(out, "   where the reference was taken:");
+        render_native(out, &h.native);
+        render_python(out, "its python stack", &h.python);
+    }
+}
+
+fn render_python(out: &mut String, title: &str, frames: &[PyFrame]) {
+    if frames.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "   {title}:");
+    for f in frames.iter().take(PYTHON_FRAMES_SHOWN) {
+        let _ = writeln!(out, "     {}:{} in {}", f.file, f.line, f.function);
+    }
+    if frames.len() > PYTHON_FRAMES_SHOWN {
+        let _ = writeln!(
+            out,
+            "     ... {} outer frames",
+            frames.len() - PYTHON_FRAMES_SHOWN
+        );
     }
 }
 
