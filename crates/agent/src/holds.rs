@@ -30,6 +30,8 @@ const LEASE: u64 = 256;
 const MAX_HISTORIES: usize = 1024;
 /// Distinct write stacks kept per object; others count as lost.
 const STACKS_PER_OBJECT: usize = 32;
+/// Writes kept in order per object, runs from one stack in one direction merged.
+const ORDER_PER_OBJECT: usize = 256;
 /// Measured here: a trap and its stack walk about 12 us, moving one event about 3 us.
 const TRAP_NS: u64 = 12_000;
 const MOVE_NS: u64 = 3_000;
@@ -49,6 +51,11 @@ pub struct Writes {
 pub struct History {
     pub object: usize,
     pub writes: Vec<Writes>,
+    /// The first writes in order, as (stack, change): which increment a decrement gave back
+    /// is told by their order.
+    pub order: Vec<(u32, i32)>,
+    /// Writes past the end of `order`.
+    pub unordered: u32,
     /// Writes that could not be recorded (the agent was busy, or too many stacks).
     pub lost: u32,
     pub traps: u32,
@@ -61,6 +68,15 @@ pub struct History {
 impl History {
     fn record(&mut self, stack: u32, delta: isize) {
         self.traps += 1;
+        let delta32 = delta.clamp(i32::MIN as isize, i32::MAX as isize) as i32;
+        let room = self.order.len() < ORDER_PER_OBJECT;
+        match self.order.last_mut() {
+            Some((s, d)) if *s == stack && (*d > 0) == (delta32 > 0) => {
+                *d = d.saturating_add(delta32)
+            }
+            _ if room => self.order.push((stack, delta32)),
+            _ => self.unordered += 1,
+        }
         let i = match self.writes.iter().position(|w| w.stack == stack) {
             Some(i) => i,
             None if self.writes.len() < STACKS_PER_OBJECT => {
@@ -238,6 +254,8 @@ impl Holds {
             History {
                 object: op,
                 writes: Vec::with_capacity(STACKS_PER_OBJECT),
+                order: Vec::new(),
+                unordered: 0,
                 lost: 0,
                 traps: 0,
                 whole: true,

@@ -851,6 +851,8 @@ unsafe fn group(
                         decrements: w.decrements,
                     })
                     .collect(),
+                order: h.order.iter().map(|&(s, d)| (id_of(s), d)).collect(),
+                unordered: h.unordered,
                 whole: h.whole,
                 lost: h.lost,
                 unexplained: unexplained(h.object),

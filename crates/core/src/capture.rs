@@ -148,6 +148,12 @@ pub struct Group {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Watched {
     pub writes: Vec<RefWrites>,
+    /// The first writes in order, as (stack, change), runs from one stack in one direction
+    /// merged; complete when `unordered` is 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<(u32, i32)>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unordered: u32,
     /// Watched from its creation (or the start of a holder run) until the end; otherwise the
     /// history covers only the start of its life.
     pub whole: bool,

@@ -78,6 +78,13 @@ fn key(f: &NativeFrame) -> String {
     }
 }
 
+/// The frame a stack's write is charged to, and its key.
+struct Charge {
+    key: String,
+    frames: Vec<NativeFrame>,
+    at: usize,
+}
+
 /// The holder named by `watched`, whose write stacks index `stacks`; `frames` symbolizes one
 /// address.
 pub fn find(
@@ -85,61 +92,102 @@ pub fn find(
     stacks: &[Stack],
     frames: &mut dyn FnMut(u64) -> Vec<NativeFrame>,
 ) -> Option<Holder> {
-    struct Tally {
-        objects: usize,
-        kept: i64,
-        /// The increment seen most often: (increments, stack, frames, charged frame).
-        best: (u32, u32, Vec<NativeFrame>, usize),
-    }
-    let mut tallies: HashMap<String, Tally> = HashMap::new();
+    let mut charges: HashMap<u32, Option<Charge>> = HashMap::new();
+    let mut charge = |stack: u32| -> Option<String> {
+        charges
+            .entry(stack)
+            .or_insert_with(|| {
+                let symbols: Vec<NativeFrame> = stacks
+                    .get(stack as usize)?
+                    .native
+                    .iter()
+                    .flat_map(|&pc| frames(pc))
+                    .collect();
+                let at = charged(&symbols)?;
+                Some(Charge {
+                    key: key(&symbols[at]),
+                    frames: symbols,
+                    at,
+                })
+            })
+            .as_ref()
+            .map(|c| c.key.clone())
+    };
+    // Per function: objects it kept references in, and how many.
+    let mut kept: HashMap<String, (usize, i64)> = HashMap::new();
     for w in watched {
         let mut net: HashMap<String, i64> = HashMap::new();
         for write in &w.writes {
-            let Some(stack) = stacks.get(write.stack as usize) else {
-                continue;
-            };
-            let symbols: Vec<NativeFrame> =
-                stack.native.iter().flat_map(|&pc| frames(pc)).collect();
-            let Some(at) = charged(&symbols) else {
-                continue;
-            };
-            let k = key(&symbols[at]);
-            *net.entry(k.clone()).or_default() += write.increments as i64 - write.decrements as i64;
-            let t = tallies.entry(k).or_insert(Tally {
-                objects: 0,
-                kept: 0,
-                best: (0, 0, Vec::new(), 0),
-            });
-            if write.increments > t.best.0 {
-                t.best = (write.increments, write.stack, symbols, at);
+            if let Some(k) = charge(write.stack) {
+                *net.entry(k).or_default() += write.increments as i64 - write.decrements as i64;
             }
         }
         for (k, n) in net.into_iter().filter(|&(_, n)| n > 0) {
-            let t = tallies.get_mut(&k).expect("tallied above");
-            t.objects += 1;
-            t.kept += n;
+            let t = kept.entry(k).or_default();
+            t.0 += 1;
+            t.1 += n;
         }
     }
-    let (_, t) = tallies
+    let (holder, (objects, total)) = kept
         .into_iter()
-        .filter(|(_, t)| t.objects > 0)
-        .max_by_key(|(k, t)| (t.objects, t.kept, std::cmp::Reverse(k.clone())))?;
-    let (_, stack, native, at) = t.best;
-    let f = &native[at];
+        .max_by_key(|(k, t)| (t.0, t.1, std::cmp::Reverse(k.clone())))?;
+    // Its line: the increment that no later decrement of its own gave back, oldest given
+    // back first (a cache releases what it took before); without an order, the increment
+    // seen most often.
+    let mut left: HashMap<u32, i64> = HashMap::new();
+    for w in watched {
+        let mut taken: std::collections::VecDeque<(u32, i64)> = Default::default();
+        for &(stack, delta) in &w.order {
+            if charge(stack).as_deref() != Some(holder.as_str()) {
+                continue;
+            }
+            if delta > 0 {
+                taken.push_back((stack, delta as i64));
+                continue;
+            }
+            let mut owed = -(delta as i64);
+            while let Some(front) = taken.front_mut().filter(|_| owed > 0) {
+                let n = front.1.min(owed);
+                front.1 -= n;
+                owed -= n;
+                if front.1 == 0 {
+                    taken.pop_front();
+                }
+            }
+        }
+        for (stack, n) in taken {
+            *left.entry(stack).or_default() += n;
+        }
+    }
+    let most_increments = || {
+        watched
+            .iter()
+            .flat_map(|w| &w.writes)
+            .filter(|w| charges[&w.stack].as_ref().is_some_and(|c| c.key == holder))
+            .max_by_key(|w| w.increments)
+            .map(|w| w.stack)
+    };
+    let stack = left
+        .into_iter()
+        .max_by_key(|&(s, n)| (n, std::cmp::Reverse(s)))
+        .map(|(s, _)| s)
+        .or_else(most_increments)?;
+    let c = charges[&stack].as_ref()?;
+    let f = &c.frames[c.at];
     let calls: Vec<u32> = watched.iter().filter_map(|w| w.calls).collect();
     Some(Holder {
         function: f.function.clone().unwrap_or_else(|| "??".into()),
         site: f
             .location()
             .unwrap_or_else(|| format!("{}+{:#x}", f.module, f.offset)),
-        kept: t.kept as f64 / t.objects as f64,
-        objects: t.objects,
+        kept: total as f64 / objects as f64,
+        objects,
         watched: watched.len(),
         whole: watched.iter().all(|w| w.whole),
         per_call: (calls.len() == watched.len() && calls.iter().all(|&c| c > 0))
-            .then(|| t.kept as f64 / calls.iter().map(|&c| c as f64).sum::<f64>()),
+            .then(|| total as f64 / calls.iter().map(|&c| c as f64).sum::<f64>()),
         python: stacks[stack as usize].python.clone(),
-        native,
+        native: c.frames.clone(),
     })
 }
 
@@ -223,6 +271,25 @@ mod tests {
         assert_eq!((h.function.as_str(), h.site.as_str()), ("keep", "ext.c:1"));
         assert_eq!((h.objects, h.watched, h.kept), (2, 2, 1.0));
         assert_eq!(h.amount(), "+1 reference per object (2 of 2 watched)");
+    }
+
+    #[test]
+    fn the_line_kept_is_the_increment_no_later_decrement_gave_back() {
+        // Two lines of `keep` (stacks 0 and 3, ext.c:1 and ext.c:4): it takes at both, the
+        // eval loop drops its own, and `keep` later releases one: the oldest, ext.c:1.
+        let mut st = stacks();
+        st.push(Stack {
+            native: vec![4],
+            python: vec![],
+        });
+        let mut symbols4 = |pc: u64| match pc {
+            4 => vec![frame(4, "keep", "ext.c", false, false)],
+            _ => symbols(pc),
+        };
+        let mut w = watched(&[(0, 1, 1), (3, 1, 0), (2, 0, 1)], true);
+        w.order = vec![(0, 1), (3, 1), (2, -1), (0, -1)];
+        let h = find(&[w], &st, &mut symbols4).expect("a holder");
+        assert_eq!(h.site, "ext.c:4");
     }
 
     #[test]
