@@ -34,12 +34,17 @@ def load():
         lib.refhunt_start.argtypes = [ctypes.c_uint32]
         lib.refhunt_set_epoch.argtypes = [ctypes.c_uint16]
         lib.refhunt_set_sampling.argtypes = [ctypes.c_uint32]
+        lib.refhunt_watch.argtypes = [ctypes.c_uint32]
+        lib.refhunt_add_holders.argtypes = [ctypes.c_char_p]
+        lib.refhunt_set_call_code.argtypes = [ctypes.py_object]
         lib.refhunt_mark_before.argtypes = [ctypes.py_object]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.py_object,
                                          ctypes.c_char_p, ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
         # window, so that none is counted in one.
         lib.refhunt_pause, lib.refhunt_clear, lib.refhunt_mark_before  # noqa: B018
+        lib.refhunt_watch, lib.refhunt_holders_wanted, lib.refhunt_add_holders  # noqa: B018
+        lib.refhunt_set_call_code  # noqa: B018
         _lib = lib
     return _lib
 
@@ -88,3 +93,25 @@ def mark_before(gc_objects):
 def snapshot(gc_objects, garbage, in_flight, header_json, path):
     _check(load().refhunt_snapshot(gc_objects, garbage, in_flight, header_json.encode(),
                                    os.fsencode(path)))
+
+
+def watch(mode):
+    """What breakpoints watch: 0 nothing, 1 objects as they are made (a plain window), 2 what
+    the last snapshot wants a holder for (a holder run)."""
+    _check(load().refhunt_watch(mode))
+
+
+def holders_wanted():
+    """Whether the last snapshot left a leak whose holder a holder run could name."""
+    return load().refhunt_holders_wanted() == 1
+
+
+def add_holders(path):
+    """Ends a holder run and adds what it saw to the capture at `path`."""
+    _check(load().refhunt_add_holders(os.fsencode(path)))
+
+
+def set_call_code(code):
+    """The code of the function that makes each measured call, and the holder run's: creation
+    sites are compared up to it."""
+    _check(load().refhunt_set_call_code(code))

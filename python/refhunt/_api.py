@@ -40,6 +40,8 @@ def _might_leak(capture: dict) -> bool:
     symbolizing. Each `refhunt report` call costs 20-40 ms, a third of a clean check in a
     pytest session. Groups of one type are summed, since the report may merge them."""
     runs = capture["counters"].get("repeat", {}).get("runs")
+    if capture.get("unexplained"):
+        return True
     per_type: dict = {}
     for g in capture["groups"]:
         if g["class"] not in ("leaked", "indirect"):
@@ -53,10 +55,10 @@ def _might_leak(capture: dict) -> bool:
 
 
 def _report(before: dict, repeated: Optional[dict], symbolize_clean: bool = True,
-            in_flight: tuple = ()) -> Report:
+            in_flight: tuple = (), call: Optional[Callable[[], Any]] = None) -> Report:
     with tempfile.TemporaryDirectory(prefix="refhunt-") as tmp:
         path = os.path.join(tmp, "capture.json")
-        _window.capture(path, before, repeated, in_flight)
+        _window.capture(path, before, repeated, in_flight, call)
         with open(path) as f:
             capture = json.load(f)
         if not _might_leak(capture) and not symbolize_clean:
@@ -88,7 +90,7 @@ def measure(call: Callable[[], Any], repeat: int, warmup: int,
     report without symbolizing when nothing can be a leak."""
     _ensure_started()
     before = _window.repeat(call, repeat, warmup)
-    return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean)
+    return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean, call=call)
 
 
 class track:

@@ -69,7 +69,7 @@ def start():
 # The tracking window of this process: where its capture goes, the counters at its start, and
 # how it was repeated.
 _state = {"capture": None, "owner": None, "first_exit_handler": False, "before": {},
-          "repeat": None, "runs": _window.RUNS, "warmup": _window.WARMUP}
+          "repeat": None, "call": None, "runs": _window.RUNS, "warmup": _window.WARMUP}
 
 
 def active():
@@ -84,6 +84,7 @@ def repeat(call, runs=None, warmup=None):
     warmup = _state["warmup"] if warmup is None else warmup
     _state["before"] = _window.repeat(call, runs, warmup)
     _state["repeat"] = {"runs": runs, "warmup": warmup}
+    _state["call"] = call
 
 
 def _exit_handlers():
@@ -101,6 +102,7 @@ def _finish():
             # frees what they held (atexit.register's arguments live in a C array that no
             # traversal can see), as finalization would a moment later.
             atexit._clear()
-        _window.capture(_state["capture"], _state["before"], _state["repeat"])
+        _window.capture(_state["capture"], _state["before"], _state["repeat"],
+                        call=_state["call"])
     except Exception as error:
         _say("could not write the report: %s" % error)

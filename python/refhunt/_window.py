@@ -37,21 +37,30 @@ def repeat(call, runs, warmup):
     for _ in range(warmup):
         call()
     before = begin()
+    # Measured runs count objects, untouched by breakpoints; a holder run follows if needed.
+    _agent.watch(0)
     # "Grew in every run" compares each run's count per site: every stack is walked, even
     # inside a program that `refhunt run` samples.
     sampling = _agent.set_sampling(1)
+    _agent.set_call_code(_measured.__code__)
     try:
         for run in range(1, runs + 1):
             _agent.set_epoch(run)
             _agent.start(sys.hexversion)
             try:
-                call()
+                _measured(call)
             finally:
                 _agent.pause()
     finally:
         _agent.set_epoch(0)
         _agent.set_sampling(sampling)
     return before
+
+
+def _measured(call):
+    """Makes one measured call, and the holder run's: what it creates is compared between
+    them up to this frame."""
+    call()
 
 
 def _collect_saving_garbage():
@@ -122,10 +131,11 @@ def other_tracers():
     return []
 
 
-def capture(path, before, repeated=None, in_flight=()):
+def capture(path, before, repeated=None, in_flight=(), call=None):
     """Pauses tracking and writes the capture of the window to `path`. `repeated` is
     `{"runs": n, "warmup": w}` when the window was repeated; `in_flight` are objects the
-    program holds where no traversal looks (the exception a block ends with)."""
+    program holds where no traversal looks (the exception a block ends with). With `call`,
+    the repeated call, a leak whose holder no breakpoint saw is watched in one more call."""
     _agent.pause()
     found, garbage = _collect_saving_garbage()
     header = _header(found, before, _counters.read(), repeated, other_tracers())
@@ -139,3 +149,23 @@ def capture(path, before, repeated=None, in_flight=()):
     finally:
         if enabled:
             gc.enable()
+    del objects, garbage
+    if call is not None and _agent.holders_wanted():
+        _holder_run(call, path)
+
+
+def _holder_run(call, path):
+    """Calls `call()` once more with breakpoints on the objects made at the sites of leaks
+    without a holder, and on old objects whose references grew, and adds what they saw to
+    the capture at `path`. The call ran before; if it now raises, the report goes without."""
+    sampling = _agent.set_sampling(1)
+    _agent.watch(2)
+    _agent.start(sys.hexversion)
+    try:
+        _measured(call)
+    except Exception:
+        pass
+    finally:
+        _agent.pause()
+        _agent.set_sampling(sampling)
+        _agent.add_holders(path)

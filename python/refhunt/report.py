@@ -26,6 +26,35 @@ class PythonFrame:
 
 
 @dataclass(frozen=True)
+class Holder:
+    """The C function that took a reference and never released it, named from the refcount
+    writes of watched objects (hardware breakpoints)."""
+    function: str
+    site: str
+    """The file:line of the increment it never gave back."""
+    kept: float
+    """References it kept per watched object."""
+    objects: int
+    watched: int
+    """Watched objects it kept references in, of those watched."""
+    whole: bool
+    """Every watched object was watched from its creation (or the holder run's start)."""
+    per_call: Optional[float]
+    """In a holder run: references kept per call."""
+    native: List[NativeFrame]
+    python: List[PythonFrame]
+
+    def describe(self) -> str:
+        if self.per_call is not None:
+            amount = "+%s per call" % _number(self.per_call)
+        else:
+            amount = "+%s per object (%d of %d watched)" % (_number(self.kept), self.objects,
+                                                             self.watched)
+        return "reference taken at %s in %s and never released: %s" % (self.site, self.function,
+                                                                        amount)
+
+
+@dataclass(frozen=True)
 class Group:
     """Surviving objects of one type, made at one place."""
     class_: str
@@ -46,6 +75,8 @@ class Group:
     python: List[PythonFrame]
     evidence: Optional[str] = None
     """What the class rests on, e.g. `1,000 from one C line, referenced by nothing`."""
+    holder: Optional[Holder] = None
+    """Who took the reference that keeps them, when a watched object says."""
 
     @property
     def is_leak(self) -> bool:
@@ -64,7 +95,58 @@ class Group:
                                                 self.class_.replace("_", " "), rate, self.site)
 
 
+@dataclass(frozen=True)
+class Unexplained:
+    """An object whose refcount grew beyond the references found to it, whoever made it:
+    a singleton handed out with one reference too many leaves no new object."""
+    type_name: str
+    repr: str
+    """Its type and size, or the value of a str, an int or a tuple of them, truncated."""
+    unexplained: int
+    gained: int
+    """References nothing accounts for at the end, and how many it gained in the window."""
+    per_call: Optional[float]
+    grew: Optional[int]
+    """Under repetition: references gained per call, and the runs its refcount grew in."""
+    site: Optional[str]
+    """Where it was made, if in the window."""
+    evidence: str
+    holder: Optional[Holder] = None
+
+    def matches(self, pattern: str) -> bool:
+        return fnmatch.fnmatch(self.type_name, pattern) or fnmatch.fnmatch(self.repr, pattern)
+
+
+def _number(n: float) -> str:
+    return format(int(n) if n == int(n) else round(n, 2), ",")
+
+
+def _frames(data: Dict[str, Any]):
+    native = [NativeFrame(f.get("function"), f.get("file"), f.get("line"), f["module"],
+                          f["source"], f["inlined"]) for f in data.get("native", [])]
+    python = [PythonFrame(f["file"], f["line"], f["function"]) for f in data.get("python", [])]
+    return native, python
+
+
+def _holder(data: Optional[Dict[str, Any]]) -> Optional[Holder]:
+    if not data:
+        return None
+    native, python = _frames(data)
+    return Holder(function=data["function"], site=data["site"], kept=data["kept"],
+                  objects=data["objects"], watched=data["watched"], whole=data["whole"],
+                  per_call=data.get("per_call"), native=native, python=python)
+
+
+def _unexplained(data: Dict[str, Any]) -> Unexplained:
+    return Unexplained(type_name=data["type_name"], repr=data["repr"],
+                       unexplained=data["unexplained"], gained=data["gained"],
+                       per_call=data.get("per_call"), grew=data.get("grew"),
+                       site=data.get("site"), evidence=data["evidence"],
+                       holder=_holder(data.get("holder")))
+
+
 def _group(data: Dict[str, Any]) -> Group:
+    native, python = _frames(data)
     return Group(
         class_=data["class"],
         type_name=data["type_name"],
@@ -74,10 +156,10 @@ def _group(data: Dict[str, Any]) -> Group:
         per_call=data.get("per_call"),
         runs=list(data.get("runs", [])),
         path=data.get("path"),
-        native=[NativeFrame(f.get("function"), f.get("file"), f.get("line"), f["module"],
-                            f["source"], f["inlined"]) for f in data.get("native", [])],
-        python=[PythonFrame(f["file"], f["line"], f["function"]) for f in data.get("python", [])],
+        native=native,
+        python=python,
         evidence=data.get("evidence"),
+        holder=_holder(data.get("holder")),
     )
 
 
@@ -89,12 +171,15 @@ class Report:
     counters: Dict[str, Any]
     notes: List[str]
     text: str = field(repr=False)
+    unexplained: List[Unexplained] = field(default_factory=list)
+    """Objects whose references grew beyond those found (see `Unexplained`)."""
 
     @classmethod
     def from_json(cls, data: Dict[str, Any], text: str) -> "Report":
         return cls(leaks=[_group(g) for g in data["leaks"]],
                    held=[_group(g) for g in data.get("held", [])],
-                   counters=data["counters"], notes=list(data["notes"]), text=text)
+                   counters=data["counters"], notes=list(data["notes"]), text=text,
+                   unexplained=[_unexplained(u) for u in data.get("unexplained", [])])
 
     def leaks_beyond(self, max_objects: float = 0, ignore: Sequence[str] = ()) -> List[Group]:
         """Leak groups left after the allowances: groups matching an `ignore` pattern are
@@ -106,8 +191,10 @@ class Report:
 
     def assert_no_leaks(self, max_objects: float = 0, ignore: Sequence[str] = ()) -> None:
         """Raises AssertionError, with the text report as its message, if anything leaked
-        beyond the allowances (see `leaks_beyond`)."""
-        if self.leaks_beyond(max_objects, ignore):
+        beyond the allowances (see `leaks_beyond`), or if an object not matched by `ignore`
+        gained unexplained references."""
+        extra = [u for u in self.unexplained if not any(u.matches(p) for p in ignore)]
+        if self.leaks_beyond(max_objects, ignore) or extra:
             raise AssertionError(self.text)
 
     def __str__(self) -> str:

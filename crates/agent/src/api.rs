@@ -4,6 +4,7 @@
 //! None of them lets a panic cross into the host process.
 
 use crate::breakpoints::Breakpoints;
+use crate::census::Census;
 use crate::cpython::{self, Api, Layout};
 use crate::holds::{Arming, Holds};
 use crate::hooks::{self, Creations, State, EPOCH, STATE, TRACKING};
@@ -104,6 +105,10 @@ pub extern "C" fn refhunt_pause() -> c_int {
 #[no_mangle]
 pub extern "C" fn refhunt_set_epoch(epoch: u16) -> c_int {
     EPOCH.store(epoch, Ordering::SeqCst);
+    // A boundary between measured runs: whose refcount grew in the run that ended.
+    if let Some(census) = STATE.lock().as_mut().and_then(|s| s.census.as_mut()) {
+        census.boundary();
+    }
     0
 }
 
@@ -126,10 +131,71 @@ pub extern "C" fn refhunt_watch(mode: u32) -> c_int {
         let arming = match mode {
             0 => Arming::Off,
             1 => Arming::Creations,
-            _ => Arming::Targets(std::mem::take(&mut s.holder_sites)),
+            _ => Arming::Targets(s.holder_sites.keys().copied().collect()),
         };
         s.holds.clear(arming);
+        if mode == 2 {
+            // Python code ran since the snapshot found them alive: each is still mapped and of
+            // its type, or left alone.
+            let readable = crate::maps::Readable::of_self();
+            for o in &s.holder_objects {
+                // SAFETY: `op` is mapped; a live object of type `tp` there is watched.
+                unsafe {
+                    if readable.contains(o.op, 16) && cpython::type_of(o.op) == o.tp {
+                        let block = o.op - s.layout.preheader(cpython::type_flags(o.tp));
+                        s.holds.watch(block, o.op, false);
+                    }
+                }
+            }
+        }
         Ok(())
+    })
+}
+
+/// The code object of the function that makes each measured call, and the holder run's.
+///
+/// # Safety
+/// `code` is a code object that stays alive (a module-level function's).
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_set_call_code(code: *mut cpython::PyObject) -> c_int {
+    guarded(|| {
+        let mut guard = STATE.lock();
+        let s = guard.as_mut().ok_or("refhunt was not started")?;
+        s.stacks.call_code = code as usize;
+        Ok(())
+    })
+}
+
+/// 1 if the last snapshot left a leak without a holder that a holder run could name.
+#[no_mangle]
+pub extern "C" fn refhunt_holders_wanted() -> c_int {
+    STATE.lock().as_ref().map_or(0, |s| {
+        let wanted = !s.holder_sites.is_empty() || !s.holder_objects.is_empty();
+        c_int::from(wanted && s.holds.refused().is_none())
+    })
+}
+
+/// Ends a holder run (`refhunt_watch(2)` and one more call) and adds what its breakpoints
+/// saw to the capture at `path`: each watched object that survived goes to its group, each
+/// old object to its entry, with the call counted.
+///
+/// # Safety
+/// `path` is NUL-terminated; tracking is paused.
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_add_holders(path: *const c_char) -> c_int {
+    guarded(|| {
+        let path = CStr::from_ptr(path).to_str().map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let mut capture = Capture::from_json(&text).map_err(|e| e.to_string())?;
+        let mut guard = STATE.lock();
+        let s = guard.as_mut().ok_or("refhunt was not started")?;
+        s.holds.release_all();
+        snapshot::add_holders(s, &mut capture);
+        s.holds.clear(Arming::Off);
+        s.holder_sites.clear();
+        s.holder_objects.clear();
+        drop(guard);
+        std::fs::write(path, capture.to_json()).map_err(|e| format!("cannot write {path}: {e}"))
     })
 }
 
@@ -141,14 +207,20 @@ pub extern "C" fn refhunt_clear() -> c_int {
 }
 
 /// Marks the objects in `objects` (a list from `gc.get_objects()`) as alive before the
-/// window, so that the snapshot can tell which tracked objects were made unseen.
+/// window, so that the snapshot can tell which tracked objects were made unseen, and takes
+/// the census of references (see `census`).
 ///
 /// # Safety
 /// `objects` is a live `list`; the GIL is held.
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) -> c_int {
     guarded(|| {
-        hooks::mark_before(&snapshot::list_items(objects as usize));
+        let items = snapshot::list_items(objects as usize);
+        hooks::mark_before(&items);
+        let mut guard = STATE.lock();
+        if let Some(s) = guard.as_mut() {
+            s.census = Some(Census::take(&s.api, &s.layout, &items, &[objects as usize]));
+        }
         Ok(())
     })
 }
@@ -239,8 +311,10 @@ pub unsafe extern "C" fn refhunt_snapshot(
                 "{lost} writes to watched refcounts came while the agent was busy and went unrecorded"
             ));
         }
+        capture.unexplained = outcome.unexplained;
         if let Some(s) = guard.as_mut() {
             s.holder_sites = outcome.holder_sites;
+            s.holder_objects = outcome.holder_objects;
         }
         drop(guard);
         capture.format = FORMAT.into();

@@ -299,6 +299,8 @@ pub struct Api {
     pub unicode_type: usize,
     pub dict_type: usize,
     pub module_type: usize,
+    pub long_type: usize,
+    pub tuple_type: usize,
     /// The weak reference types, whose referent field is no reference.
     pub weakref_types: [usize; 3],
     /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
@@ -353,6 +355,8 @@ impl Api {
             unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,
             dict_type: sym(c"PyDict_Type").ok_or("missing PyDict_Type")? as usize,
             module_type: sym(c"PyModule_Type").ok_or("missing PyModule_Type")? as usize,
+            long_type: sym(c"PyLong_Type").ok_or("missing PyLong_Type")? as usize,
+            tuple_type: sym(c"PyTuple_Type").ok_or("missing PyTuple_Type")? as usize,
             weakref_types: [
                 c"_PyWeakref_RefType",
                 c"_PyWeakref_ProxyType",

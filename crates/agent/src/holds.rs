@@ -61,6 +61,8 @@ pub struct History {
     pub traps: u32,
     /// Watched from creation (or from the start of the holder run) until the end.
     pub whole: bool,
+    /// Watched from its creation, whose reference no write shows.
+    pub from_creation: bool,
     armed_at: u64,
     slot: Option<usize>,
 }
@@ -201,7 +203,7 @@ impl Holds {
         };
         if wanted {
             // SAFETY: the caller's object is live.
-            unsafe { self.watch(block, op) };
+            unsafe { self.watch(block, op, true) };
         }
     }
 
@@ -210,11 +212,12 @@ impl Holds {
         self.cost_ns <= BUDGET_START_NS + elapsed / BUDGET_SHARE
     }
 
-    /// Watches the object `op` in `block`, in a free slot or one whose lease is over.
+    /// Watches the object `op` in `block`, in a free slot or one whose lease is over;
+    /// `new`: it was just made.
     ///
     /// # Safety
     /// `op` is live.
-    pub unsafe fn watch(&mut self, block: usize, op: usize) -> bool {
+    pub unsafe fn watch(&mut self, block: usize, op: usize, new: bool) -> bool {
         if self.histories.len() >= MAX_HISTORIES || self.histories.contains_key(&block) {
             return false;
         }
@@ -259,6 +262,7 @@ impl Holds {
                 lost: 0,
                 traps: 0,
                 whole: true,
+                from_creation: new,
                 armed_at: self.creations,
                 slot: Some(slot),
             },

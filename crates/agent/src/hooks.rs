@@ -13,6 +13,7 @@
 //! which the snapshot does not count, so following them would only add work to every
 //! object's end.
 
+use crate::census::Census;
 use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject};
 use crate::holds::Holds;
 use crate::live::{Block, LiveTable, ALLOCATED, BEFORE, BUFFER, LIVE, NO_STACK};
@@ -21,7 +22,7 @@ use crate::pyframes::{self, PyFrameRef};
 use crate::sampler::{self, Kind, Sampler};
 use crate::stacks::StackTable;
 use crate::unwind::{here, Regs, Unwinder};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering::Relaxed};
 
@@ -47,8 +48,13 @@ pub struct State {
     pub marked_before: bool,
     /// Watched refcounts and their writers.
     pub holds: Holds,
-    /// Creation sites that the last snapshot wants watched in a holder run.
-    pub holder_sites: FxHashSet<u64>,
+    /// Creation sites that the last snapshot wants watched in a holder run, with their
+    /// group's stack in its capture.
+    pub holder_sites: FxHashMap<u64, u32>,
+    /// Old objects whose unexplained references the last snapshot wants watched.
+    pub holder_objects: Vec<crate::snapshot::HolderObject>,
+    /// References found to every object when the window began.
+    pub census: Option<Census>,
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
     native: [u64; MAX_NATIVE],
     python: [PyFrameRef; MAX_PYTHON],
@@ -100,7 +106,9 @@ impl State {
             sampled_every: None,
             marked_before: false,
             holds,
-            holder_sites: FxHashSet::default(),
+            holder_sites: FxHashMap::default(),
+            holder_objects: Vec::new(),
+            census: None,
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],
         }
@@ -460,6 +468,7 @@ pub fn clear_window() {
         s.sampled_every = None;
         s.marked_before = false;
         s.holds.clear(crate::holds::Arming::Creations);
+        s.census = None;
         LOST_WRITES.store(0, Relaxed);
     }
 }

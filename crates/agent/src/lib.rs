@@ -14,6 +14,8 @@
 mod api;
 mod attribution;
 mod breakpoints;
+mod brief;
+mod census;
 mod cpython;
 mod got;
 mod holds;

@@ -10,6 +10,8 @@
 //! only by leaked objects are indirect leaks; everything else is accounted for.
 
 use crate::attribution::{self, Attribution};
+use crate::brief;
+use crate::census::PLAIN_GAIN;
 use crate::cpython::{
     self, read_usize, type_flags, type_name, type_of, Api, PyObject, VisitProc, TPFLAGS_HAVE_GC,
     TPFLAGS_TYPE_SUBCLASS,
@@ -21,7 +23,9 @@ use crate::modules::{self, LoadedModule};
 use crate::paths;
 use crate::pyframes::{self, PyFrameRef};
 use crate::survivors::{basicsize, Heap, Survivors};
-use refhunt_core::capture::{Class, Group, Module, PyFrame, RefWrites, Stack, Watched};
+use refhunt_core::capture::{
+    Capture, Class, Group, Module, PyFrame, RefWrites, Stack, Unexplained, Watched,
+};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void, CStr};
 
@@ -43,7 +47,19 @@ pub struct Outcome {
     pub unseen: Option<Unseen>,
     /// Creation sites of leak groups that no watched object explains: a holder run watches
     /// them.
-    pub holder_sites: FxHashSet<u64>,
+    pub holder_sites: FxHashMap<u64, u32>,
+    pub unexplained: Vec<Unexplained>,
+    /// Old objects with unexplained references that a holder run watches.
+    pub holder_objects: Vec<HolderObject>,
+}
+
+/// An old object that a holder run watches directly.
+#[derive(Clone, Copy)]
+pub struct HolderObject {
+    pub op: usize,
+    pub tp: usize,
+    /// Its place in the capture's `unexplained`.
+    pub index: usize,
 }
 
 /// Objects the collector tracks that were made in the window and not seen made.
@@ -168,6 +184,7 @@ unsafe fn visit_heap_type(tp: usize, walk: &mut Walk) {
 /// `gc_objects` is a live `list` from `gc.get_objects()`; `garbage` is a list of the objects
 /// the last collection found unreachable.
 pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: usize) -> Outcome {
+    let in_flight_list = in_flight;
     let api = &state.api;
     let layout = &state.layout;
     let modules = modules::loaded();
@@ -278,10 +295,52 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
                 })
         },
     );
+    let mut unexplained = grouped.unexplained;
+    let gains = match &state.census {
+        Some(census) => {
+            let mut containers = Vec::new();
+            survivors.for_each(|op, _| {
+                if cpython::is_gc(op) {
+                    containers.push(op);
+                }
+            });
+            census.gains(
+                api,
+                layout,
+                &gc_items,
+                &[gc_objects, garbage, in_flight_list],
+                &|op| survivors.contains(op),
+                &containers,
+            )
+        }
+        None => Vec::new(),
+    };
+    let holder_objects = gains
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.grew.is_some())
+        .map(|(i, g)| HolderObject {
+            op: g.op,
+            tp: type_of(g.op),
+            index: unexplained.len() + i,
+        })
+        .take(crate::breakpoints::SLOTS)
+        .collect();
+    unexplained.extend(gains.iter().map(|g| Unexplained {
+        type_name: type_name(type_of(g.op)),
+        repr: brief::describe(api, g.op),
+        unexplained: g.unexplained,
+        gained: g.gained,
+        grew: g.grew.map(u32::from),
+        stack: None,
+        watched: Vec::new(),
+    }));
     Outcome {
         groups: grouped.groups,
         stacks: grouped.stacks,
         holder_sites: grouped.holder_sites,
+        unexplained,
+        holder_objects,
         modules: modules
             .iter()
             .map(|m| Module {
@@ -724,8 +783,13 @@ unsafe fn group(
             t.1 += bytes;
         }
     };
+    // Survivors that may have a hundred references nobody accounts for.
+    let mut many = Vec::new();
     survivors.for_each(|op, b| {
         live_objects += 1;
+        if read_usize(op + cpython::OB_REFCNT) as i64 >= PLAIN_GAIN {
+            many.push((op, b.stack));
+        }
         let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
         let bytes = b.size.div_ceil(16) as u64 * 16;
         match &mut current {
@@ -822,8 +886,47 @@ unsafe fn group(
             (stacks.len() - 1) as u32
         })
     };
+    let watched_of = |h: &History, id_of: &mut dyn FnMut(u32) -> u32| Watched {
+        writes: h
+            .writes
+            .iter()
+            .map(|w| RefWrites {
+                stack: id_of(w.stack),
+                increments: w.increments,
+                decrements: w.decrements,
+            })
+            .collect(),
+        order: h.order.iter().map(|&(s, d)| (id_of(s), d)).collect(),
+        unordered: h.unordered,
+        whole: h.whole,
+        lost: h.lost,
+        unexplained: unexplained(h.object),
+        from_creation: h.from_creation,
+        calls: None,
+    };
+    let mut extra = Vec::new();
+    for (op, stack) in many {
+        let n = unexplained(op);
+        if n < PLAIN_GAIN {
+            continue;
+        }
+        extra.push(Unexplained {
+            type_name: type_name(type_of(op)),
+            repr: brief::describe(&state.api, op),
+            unexplained: n,
+            gained: n,
+            grew: None,
+            stack: (stack < BUFFER).then(|| id_of(stack)),
+            watched: state
+                .holds
+                .histories()
+                .filter(|h| h.object == op)
+                .map(|h| watched_of(h, &mut id_of))
+                .collect(),
+        });
+    }
     let mut out = Vec::new();
-    let mut holder_sites = FxHashSet::default();
+    let mut holder_sites = FxHashMap::default();
     for (key, (stack, tally)) in groups {
         let (class, tp, _) = key;
         let id = id_of(stack);
@@ -837,27 +940,11 @@ unsafe fn group(
             && !histories.iter().any(|h| h.whole)
             && holder_sites.len() < HOLDER_SITES
         {
-            holder_sites.insert(state.stacks.site_hash(stack));
+            holder_sites.insert(state.stacks.site_hash(stack), id);
         }
         let watched = histories
             .into_iter()
-            .map(|h| Watched {
-                writes: h
-                    .writes
-                    .iter()
-                    .map(|w| RefWrites {
-                        stack: id_of(w.stack),
-                        increments: w.increments,
-                        decrements: w.decrements,
-                    })
-                    .collect(),
-                order: h.order.iter().map(|&(s, d)| (id_of(s), d)).collect(),
-                unordered: h.unordered,
-                whole: h.whole,
-                lost: h.lost,
-                unexplained: unexplained(h.object),
-                calls: None,
-            })
+            .map(|h| watched_of(h, &mut id_of))
             .collect();
         out.push(Group {
             class,
@@ -878,6 +965,7 @@ unsafe fn group(
         stacks,
         live_objects,
         holder_sites,
+        unexplained: extra,
     }
 }
 
@@ -885,7 +973,74 @@ struct Grouped {
     groups: Vec<Group>,
     stacks: Vec<Stack>,
     live_objects: u64,
-    holder_sites: FxHashSet<u64>,
+    /// Creation site hash, and the group's stack in the capture.
+    holder_sites: FxHashMap<u64, u32>,
+    unexplained: Vec<Unexplained>,
+}
+
+/// What a holder run's breakpoints saw, added to the capture of the window before it: each
+/// watched object made at a wanted site that is still alive joins its group, and each old
+/// object its entry, as one call's worth.
+///
+/// # Safety
+/// The GIL is held and tracking is paused.
+pub unsafe fn add_holders(state: &State, capture: &mut Capture) {
+    let mut resolved: FxHashMap<u32, u32> = FxHashMap::default();
+    for h in state.holds.histories() {
+        let alive = read_usize(h.object + cpython::OB_REFCNT) as isize > 0;
+        let old = state.holder_objects.iter().find(|o| o.op == h.object);
+        let group = if old.is_some() {
+            None
+        } else {
+            let block = h.object - state.layout.preheader(type_flags(type_of(h.object)));
+            state
+                .live
+                .get(block)
+                .filter(|b| b.stack < BUFFER)
+                .and_then(|b| state.holder_sites.get(&state.stacks.site_hash(b.stack)))
+                .and_then(|id| {
+                    capture
+                        .groups
+                        .iter()
+                        .position(|g| g.stack == *id && g.class == Class::Leaked)
+                })
+        };
+        if !alive || (old.is_none() && group.is_none()) {
+            continue;
+        }
+        let stacks = &mut capture.stacks;
+        let mut id_of = |stack: u32| {
+            *resolved.entry(stack).or_insert_with(|| {
+                stacks.push(resolve_stack(state, stack));
+                (stacks.len() - 1) as u32
+            })
+        };
+        let watched = Watched {
+            writes: h
+                .writes
+                .iter()
+                .map(|w| RefWrites {
+                    stack: id_of(w.stack),
+                    increments: w.increments,
+                    decrements: w.decrements,
+                })
+                .collect(),
+            order: h.order.iter().map(|&(s, d)| (id_of(s), d)).collect(),
+            unordered: h.unordered,
+            whole: h.whole,
+            lost: h.lost,
+            unexplained: 0,
+            from_creation: h.from_creation,
+            calls: old.is_some().then_some(1),
+        };
+        if let Some(u) = old.and_then(|o| capture.unexplained.get_mut(o.index)) {
+            u.watched.push(watched);
+        } else if let Some(g) = group.map(|g| &mut capture.groups[g]) {
+            if g.watched.len() < WATCHED_PER_GROUP {
+                g.watched.push(watched);
+            }
+        }
+    }
 }
 
 /// Whether C code outside the runtime holds the survivor: a pointer in an extension's static

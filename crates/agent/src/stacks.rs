@@ -26,6 +26,10 @@ pub struct StackTable {
     /// The stack interned last: a loop allocates from one stack many times in a row, and a
     /// comparison with it is cheaper than hashing.
     last: Option<u32>,
+    /// The code object of the function that makes each measured call (`_window._measured`):
+    /// a site's hash leaves out the frames from there outward, which differ between the
+    /// measured runs and the holder run that makes the same call from elsewhere.
+    pub call_code: usize,
 }
 
 impl StackTable {
@@ -44,7 +48,11 @@ impl StackTable {
                 return last;
             }
         }
-        let site_hash = site_hash(native, python);
+        let inner = python
+            .iter()
+            .position(|f| f.code == self.call_code)
+            .unwrap_or(python.len());
+        let site_hash = site_hash(native, &python[..inner]);
         let hash = site_hash ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let found = self.index.find(hash, |&id| {
             let e = self.entries[id as usize];
@@ -95,7 +103,7 @@ impl StackTable {
         self.entries[id as usize].epoch
     }
 
-    /// A hash of [`StackTable::site`].
+    /// A hash of [`StackTable::site`] up to the measured call.
     pub fn site_hash(&self, id: u32) -> u64 {
         self.entries[id as usize].site_hash
     }

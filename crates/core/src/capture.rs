@@ -24,6 +24,10 @@ pub struct Capture {
     /// Interned creation stacks; groups refer to them by index.
     pub stacks: Vec<Stack>,
     pub groups: Vec<Group>,
+    /// Objects with references that nothing found accounts for, however made: a singleton
+    /// handed out with one too many leaves no new object to group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexplained: Vec<Unexplained>,
     #[serde(default)]
     pub counters: Counters,
     /// Things the agent could not be sure of, said in words for the report.
@@ -144,6 +148,26 @@ pub struct Group {
     pub watched: Vec<Watched>,
 }
 
+/// One object whose refcount exceeds the references found to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unexplained {
+    pub type_name: String,
+    /// Its type and size, or for a str, an int or a tuple of them, its value, truncated.
+    pub repr: String,
+    /// References to it that nothing found accounts for, at the end of the window.
+    pub unexplained: i64,
+    /// How many of them it gained in the window (all, for an object made in it).
+    pub gained: i64,
+    /// Under repetition: the measured runs at whose end its refcount had grown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grew: Option<u32>,
+    /// Where it was made, if in the window: an index into `Capture::stacks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watched: Vec<Watched>,
+}
+
 /// The refcount writes of one watched object, summed per stack.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Watched {
@@ -162,6 +186,9 @@ pub struct Watched {
     pub lost: u32,
     /// Its references that nothing found accounts for, at the end of the window.
     pub unexplained: i64,
+    /// Watched from its creation: one reference, its creator's, is not among the writes.
+    #[serde(default)]
+    pub from_creation: bool,
     /// Calls made while it was watched, in a holder run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calls: Option<u32>,

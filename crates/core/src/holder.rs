@@ -113,16 +113,24 @@ pub fn find(
             .as_ref()
             .map(|c| c.key.clone())
     };
-    // Per function: objects it kept references in, and how many.
+    // Per function: objects it kept references in, and how many. A function may keep no
+    // more than the object gained while watched: what it returned, its caller dropped.
     let mut kept: HashMap<String, (usize, i64)> = HashMap::new();
     for w in watched {
         let mut net: HashMap<String, i64> = HashMap::new();
+        let mut gained = i64::from(w.from_creation);
         for write in &w.writes {
+            let change = write.increments as i64 - write.decrements as i64;
+            gained += change;
             if let Some(k) = charge(write.stack) {
-                *net.entry(k).or_default() += write.increments as i64 - write.decrements as i64;
+                *net.entry(k).or_default() += change;
             }
         }
-        for (k, n) in net.into_iter().filter(|&(_, n)| n > 0) {
+        for (k, n) in net
+            .into_iter()
+            .map(|(k, n)| (k, n.min(gained)))
+            .filter(|&(_, n)| n > 0)
+        {
             let t = kept.entry(k).or_default();
             t.0 += 1;
             t.1 += n;
@@ -256,6 +264,7 @@ mod tests {
                 })
                 .collect(),
             whole,
+            from_creation: true,
             ..Watched::default()
         }
     }
@@ -299,11 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn per_call_in_a_holder_run() {
-        let mut w = watched(&[(0, 10, 0), (2, 5, 10)], true);
+    fn per_call_in_a_holder_run_counts_only_what_the_object_gained() {
+        // An old object: `keep` took two per call and returned one, which the eval loop
+        // dropped, so it gained one per call.
+        let mut w = watched(&[(0, 10, 0), (2, 0, 5)], true);
+        w.from_creation = false;
         w.calls = Some(5);
         let h = find(&[w], &stacks(), &mut symbols).expect("a holder");
-        assert_eq!(h.per_call, Some(2.0));
-        assert_eq!(h.amount(), "+2 references per call");
+        assert_eq!(h.per_call, Some(1.0));
+        assert_eq!(h.amount(), "+1 reference per call");
     }
 }

@@ -169,6 +169,34 @@ pub struct Report {
     pub held: Vec<ReportGroup>,
     /// Every survivor that is not a leak, totalled by class.
     pub not_leaks: Vec<ClassTotal>,
+    /// Objects whose references grew beyond what can be found, most first: in a plain run
+    /// by 100 or more, under repetition in every measured run.
+    pub unexplained: Vec<ReportUnexplained>,
+}
+
+/// An object with references that nothing found accounts for.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReportUnexplained {
+    pub type_name: String,
+    /// Its type and size, or the value of a str, an int or a tuple of them, truncated.
+    pub repr: String,
+    /// References nothing found accounts for, at the end.
+    pub unexplained: i64,
+    /// Of those, gained in the window.
+    pub gained: i64,
+    /// Under repetition: gained per measured call, and the runs it grew in, of how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_call: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grew: Option<u32>,
+    /// Where it was made, if in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    pub native: Vec<NativeFrame>,
+    pub python: Vec<PyFrame>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+    pub evidence: String,
 }
 
 impl Report {
@@ -300,9 +328,62 @@ impl Report {
         held.sort_by(biggest_first);
         let mut not_leaks: Vec<ClassTotal> = totals.into_values().collect();
         not_leaks.sort_by_key(|t| t.class);
+        let unexplained = capture
+            .unexplained
+            .iter()
+            .map(|u| {
+                let mut frames = |pc: u64| {
+                    frames_of
+                        .entry(pc)
+                        .or_insert_with(|| {
+                            symbolizer.symbolize(pc, module_of(&capture.modules, pc))
+                        })
+                        .clone()
+                };
+                let stack = u
+                    .stack
+                    .and_then(|i| capture.stacks.get(i as usize))
+                    .cloned()
+                    .unwrap_or_default();
+                let native: Vec<NativeFrame> =
+                    stack.native.iter().flat_map(|&pc| frames(pc)).collect();
+                let per_call = repeat
+                    .filter(|_| u.grew.is_some())
+                    .map(|runs| u.gained as f64 / runs as f64);
+                let evidence = match (repeat, u.grew) {
+                    (Some(runs), Some(grew)) => format!(
+                        "{} references more than were found; its refcount grew in {grew} of \
+                         {runs} runs",
+                        thousands(u.unexplained.max(0) as u64)
+                    ),
+                    _ => format!(
+                        "{} references more than were found, {} of them gained in the window",
+                        thousands(u.unexplained.max(0) as u64),
+                        thousands(u.gained.max(0) as u64)
+                    ),
+                };
+                ReportUnexplained {
+                    type_name: u.type_name.clone(),
+                    repr: u.repr.clone(),
+                    unexplained: u.unexplained,
+                    gained: u.gained,
+                    per_call,
+                    grew: u.grew,
+                    site: (!stack.native.is_empty() || !stack.python.is_empty())
+                        .then(|| creation_site(&native, &stack.python))
+                        .flatten(),
+                    holder: holder::find(&u.watched, &capture.stacks, &mut frames),
+                    native,
+                    python: stack.python,
+                    evidence,
+                }
+            })
+            .collect::<Vec<_>>();
         let mut notes = capture.notes.clone();
         if let Some(why) = &capture.watch_refused {
-            if leaks.iter().any(|g| g.holder.is_none()) {
+            if leaks.iter().any(|g| g.holder.is_none())
+                || unexplained.iter().any(|u| u.holder.is_none())
+            {
                 notes.push(format!(
                     "no holder line (the C line that took a leaked reference): no refcount \
                      could be watched, because {why}"
@@ -318,6 +399,7 @@ impl Report {
             leaks,
             held,
             not_leaks,
+            unexplained,
         }
     }
 
@@ -473,6 +555,7 @@ mod tests {
                 },
             ],
             groups,
+            unexplained: vec![],
             counters: Counters::default(),
             notes: vec![],
             watch_refused: None,

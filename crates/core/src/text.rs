@@ -2,7 +2,7 @@
 
 use crate::capture::{Counters, PyFrame};
 use crate::numfmt::{bytes, compact, rate, thousands};
-use crate::report::{NativeFrame, Report, ReportGroup, SymbolSource};
+use crate::report::{NativeFrame, Report, ReportGroup, ReportUnexplained, SymbolSource};
 use std::fmt::Write;
 
 /// Interpreter frames above the creation site are folded into one line past this many.
@@ -46,6 +46,15 @@ pub fn render(report: &Report) -> String {
     for (i, group) in report.leaks.iter().enumerate() {
         out.push('\n');
         render_group(&mut out, &format!("#{}", i + 1), group);
+    }
+    for (i, u) in report.unexplained.iter().enumerate() {
+        out.push('\n');
+        render_unexplained(
+            &mut out,
+            &format!("#{}", report.leaks.len() + i + 1),
+            u,
+            report,
+        );
     }
     if !report.held.is_empty() {
         let _ = writeln!(
@@ -154,6 +163,54 @@ fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
         let _ = writeln!(out, "   where the reference was taken:");
         render_native(out, &h.native);
         render_python(out, "its python stack", &h.python);
+    }
+}
+
+fn render_unexplained(out: &mut String, rank: &str, u: &ReportUnexplained, report: &Report) {
+    let amount = match u.per_call {
+        Some(per_call) => format!("{} references per call", signed_rate(per_call)),
+        None => format!("+{} references", thousands(u.gained.max(0) as u64)),
+    };
+    let _ = writeln!(
+        out,
+        "{rank} unexplained references: {} {} · {amount}",
+        u.type_name, u.repr
+    );
+    match &u.holder {
+        Some(h) => {
+            let _ = writeln!(
+                out,
+                "   reference taken at {} in {} and never released: {}",
+                h.site,
+                h.function,
+                h.amount()
+            );
+        }
+        None if report.counters.repeat.is_none() => {
+            let _ = writeln!(
+                out,
+                "   holder: watched under repetition (`refhunt run --repeat`, refhunt.check() \
+                 or pytest --refhunt), which runs the code once more with a breakpoint on it"
+            );
+        }
+        None => {}
+    }
+    let _ = writeln!(out, "   evidence: {}", u.evidence);
+    if let Some(site) = &u.site {
+        let _ = writeln!(out, "   made at {site}");
+    }
+    if let Some(h) = &u.holder {
+        let _ = writeln!(out, "   where the reference was taken:");
+        render_native(out, &h.native);
+        render_python(out, "its python stack", &h.python);
+    }
+}
+
+fn signed_rate(n: f64) -> String {
+    if n >= 0.0 {
+        format!("+{}", rate(n))
+    } else {
+        format!("-{}", rate(-n))
     }
 }
 

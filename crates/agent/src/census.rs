@@ -1,0 +1,324 @@
+//! Unexplained references to objects that were there before the window.
+//!
+//! A leaked reference to an object that someone else made (a cached singleton handed out
+//! with one reference too many, `None` increfed and forgotten) leaves no new object: only a
+//! refcount that exceeds the references that can be found. The census counts, for every
+//! object it can reach, the references found to it: from every object the collector knows
+//! and every container they lead to (through `tp_traverse`, the string keys that 3.11+'s
+//! dicts do not visit, and a code object's fields), from running frames' locals, and from
+//! every module's static data, whose words also lead to objects no container holds (an
+//! extension's cached tuple). What is left of the refcount is unexplained.
+//!
+//! It is taken when the window begins and again at its end. An object's unexplained count
+//! can be high for good reasons (`None` on 3.11 is referenced from C structs everywhere), so
+//! what is reported is its gain over the window, on the same object: 100 or more in a plain
+//! window, or under repetition a gain whose refcount grew in every measured run. Immortal
+//! objects and types are left out: an immortal refcount means nothing, and a type's
+//! instances hold it in ways no traversal of theirs reports.
+
+use crate::cpython::{self, read_usize, type_flags, type_of, Api, Layout, PyObject, VisitProc};
+use crate::maps::Readable;
+use crate::modules::{self, LoadedModule};
+use crate::pyframes;
+use crate::survivors::{basicsize, Heap};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::ffi::{c_int, c_void};
+
+/// A plain window reports an object whose unexplained references grew by this many.
+pub const PLAIN_GAIN: i64 = 100;
+
+/// One object reached at the window's start.
+struct Subject {
+    op: usize,
+    tp: usize,
+    unexplained: i64,
+    /// Its refcount at the last boundary between measured runs.
+    last: i64,
+    /// Measured runs at whose end its refcount was higher than at their start.
+    grew: u16,
+}
+
+/// The census at the start of the window, and what each boundary of a measured run saw.
+#[derive(Default)]
+pub struct Census {
+    subjects: Vec<Subject>,
+    /// Boundaries seen: the start of each measured run, and the end.
+    boundaries: u16,
+}
+
+/// An old object whose unexplained references grew.
+pub struct Gain {
+    pub op: usize,
+    /// Unexplained at the end.
+    pub unexplained: i64,
+    pub gained: i64,
+    /// Under repetition: measured runs whose end found its refcount higher than their start.
+    pub grew: Option<u16>,
+}
+
+struct Count<'a> {
+    found: FxHashMap<usize, i64>,
+    /// Containers traversed or queued.
+    seen: FxHashSet<usize>,
+    queue: Vec<usize>,
+    heap: &'a Heap,
+    api: &'a Api,
+    unicode_dicts: bool,
+}
+
+unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
+    let c = &mut *(arg as *mut Count);
+    c.reached(op as usize);
+    0
+}
+
+impl Count<'_> {
+    unsafe fn reached(&mut self, op: usize) {
+        *self.found.entry(op).or_default() += 1;
+        let container = type_of(op) == self.api.code_type || cpython::is_gc(op);
+        if container && self.seen.insert(op) {
+            self.queue.push(op);
+        }
+    }
+
+    /// A word of static data or of a code object. It counts for an object already reached;
+    /// `unknown` accepts another if its header is mapped and its type is a type, and counts
+    /// it without traversing it: a stale pointer can pass these checks, and traversing what
+    /// only looks like a container could crash the host.
+    unsafe fn probe(&mut self, word: usize, unknown: bool) {
+        if let Some(n) = self.found.get_mut(&word) {
+            *n += 1;
+        } else if unknown
+            && word.is_multiple_of(8)
+            && self.heap.readable(word, 16)
+            && self.heap.is_type(type_of(word))
+        {
+            self.found.insert(word, 1);
+        }
+    }
+
+    unsafe fn references_of(&mut self, op: usize) {
+        let tp = type_of(op);
+        if tp == self.api.code_type {
+            // Not a container to the collector: its names, constants and file are fields.
+            for at in (cpython::OB_SIZE + 8..basicsize(tp).min(512)).step_by(8) {
+                let word = read_usize(op + at);
+                if self.heap.readable(word, 16) && self.heap.is_type(type_of(word)) {
+                    self.reached(word);
+                }
+            }
+            return;
+        }
+        let traverse = read_usize(tp + cpython::TP_TRAVERSE);
+        if traverse != 0 {
+            let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
+            traverse(
+                op as *mut PyObject,
+                visit as VisitProc,
+                self as *mut Count as *mut c_void,
+            );
+        }
+        if self.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
+            self.unicode_keys(op);
+        }
+    }
+
+    /// A combined table whose keys are all strings holds its keys without visiting them.
+    unsafe fn unicode_keys(&mut self, op: usize) {
+        let keys = read_usize(op + cpython::DICT_KEYS);
+        if keys == 0 || read_usize(op + cpython::DICT_VALUES) != 0 {
+            return;
+        }
+        if *((keys + cpython::DICT_KEYS_KIND) as *const u8) != cpython::DICT_KEYS_UNICODE {
+            return;
+        }
+        let mut pos: isize = 0;
+        let mut key: *mut PyObject = std::ptr::null_mut();
+        let mut value: *mut PyObject = std::ptr::null_mut();
+        while (self.api.dict_next)(op as *mut PyObject, &mut pos, &mut key, &mut value) != 0 {
+            *self.found.entry(key as usize).or_default() += 1;
+        }
+    }
+}
+
+/// The references found to every object reached from `gc_items`, running frames and static
+/// data.
+///
+/// # Safety
+/// The GIL is held; `gc_items` are live objects (`gc.get_objects()`), `lists` the lists the
+/// caller made to hand them over, which are not counted.
+unsafe fn count(
+    api: &Api,
+    layout: &Layout,
+    modules: &[LoadedModule],
+    heap: &Heap,
+    gc_items: &[usize],
+    lists: &[usize],
+    extra: &[usize],
+) -> FxHashMap<usize, i64> {
+    let mut c = Count {
+        found: FxHashMap::default(),
+        seen: gc_items
+            .iter()
+            .copied()
+            .chain(lists.iter().copied())
+            .collect(),
+        queue: gc_items
+            .iter()
+            .chain(extra)
+            .copied()
+            .filter(|op| !lists.contains(op))
+            .collect(),
+        heap,
+        api,
+        unicode_dicts: layout.minor >= 11,
+    };
+    c.found.reserve(gc_items.len() * 2);
+    c.seen.extend(extra.iter().copied());
+    pyframes::running_locals(api, layout, |word| c.reached(word));
+    while let Some(op) = c.queue.pop() {
+        c.references_of(op);
+    }
+    let own = modules::find(modules, count as *const () as usize);
+    let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
+        let interp = (api.main_interpreter)() as usize;
+        (interp + start, interp + end)
+    });
+    for (i, m) in modules.iter().enumerate() {
+        // The C runtime's data holds no objects, and pointers into memory that may be gone.
+        if Some(i) == own || refhunt_core::runtime::is_c_runtime(&m.path) {
+            continue;
+        }
+        // The interpreter's own statics lead only to objects reached already; an
+        // extension's may hold one nothing else does.
+        let unknown = !refhunt_core::runtime::is_runtime_library(&m.path);
+        for &(start, end) in &m.writable {
+            let mut at = start.next_multiple_of(8);
+            while at + 8 <= end {
+                if (freelists.0..freelists.1).contains(&at) {
+                    at = freelists.1.next_multiple_of(8);
+                    continue;
+                }
+                c.probe(read_usize(at), unknown);
+                at += 8;
+            }
+        }
+    }
+    c.found
+}
+
+/// Whether an object's unexplained count means nothing: immortal, or a type.
+unsafe fn left_out(op: usize, layout: &Layout) -> bool {
+    let refcnt = read_usize(op + cpython::OB_REFCNT);
+    layout.immortal && (refcnt as i32) < 0
+        || type_flags(type_of(op)) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
+}
+
+impl Census {
+    /// The census at the start of a window.
+    ///
+    /// # Safety
+    /// As for [`count`].
+    pub unsafe fn take(api: &Api, layout: &Layout, gc_items: &[usize], lists: &[usize]) -> Census {
+        let modules = modules::loaded();
+        let heap = Heap::new(api, &modules, gc_items);
+        let found = count(api, layout, &modules, &heap, gc_items, lists, &[]);
+        let subjects = found
+            .into_iter()
+            .filter(|&(op, _)| !left_out(op, layout))
+            .map(|(op, found)| {
+                let refcnt = read_usize(op + cpython::OB_REFCNT) as i64;
+                Subject {
+                    op,
+                    tp: type_of(op),
+                    unexplained: refcnt - found,
+                    last: refcnt,
+                    grew: 0,
+                }
+            })
+            .collect();
+        Census {
+            subjects,
+            boundaries: 0,
+        }
+    }
+
+    /// A measured run starts or the last one ended: whose refcount grew since the last
+    /// boundary. Objects may have died since the start, so a refcount is read only where
+    /// memory is still mapped; what is read there is checked at the end.
+    pub fn boundary(&mut self) {
+        if self.subjects.is_empty() {
+            return;
+        }
+        let readable = Readable::of_self();
+        let first = self.boundaries == 0;
+        for s in &mut self.subjects {
+            if !readable.contains(s.op, 16) {
+                continue;
+            }
+            // SAFETY: mapped memory, read as a word.
+            let now = unsafe { read_usize(s.op + cpython::OB_REFCNT) } as i64;
+            if !first && now > s.last {
+                s.grew += 1;
+            }
+            s.last = now;
+        }
+        self.boundaries += 1;
+    }
+
+    /// Old objects alive at the end whose unexplained references grew: by
+    /// [`PLAIN_GAIN`] in a plain window, or under repetition by at least one per measured run
+    /// with a refcount that grew in every run. `is_new` tells objects made in the window, whose
+    /// address an old one may have had; `containers` are the containers made in the window,
+    /// whose references count too, even where the collector does not track them (a leaked
+    /// dict of ints holds its ints).
+    ///
+    /// # Safety
+    /// As for [`count`]; `containers` are live.
+    pub unsafe fn gains(
+        &self,
+        api: &Api,
+        layout: &Layout,
+        gc_items: &[usize],
+        lists: &[usize],
+        is_new: &dyn Fn(usize) -> bool,
+        containers: &[usize],
+    ) -> Vec<Gain> {
+        // The boundaries are each measured run's start, and the last one's end.
+        let runs = self.boundaries.saturating_sub(1);
+        if self.subjects.is_empty() {
+            return Vec::new();
+        }
+        let modules = modules::loaded();
+        let heap = Heap::new(api, &modules, gc_items);
+        let found = count(api, layout, &modules, &heap, gc_items, lists, containers);
+        let repeated = runs > 0;
+        let mut gains = Vec::new();
+        for s in &self.subjects {
+            // Alive at the end only if something still leads to it.
+            let Some(&f) = found.get(&s.op) else {
+                continue;
+            };
+            if type_of(s.op) != s.tp || is_new(s.op) || left_out(s.op, layout) {
+                continue;
+            }
+            let unexplained = read_usize(s.op + cpython::OB_REFCNT) as i64 - f;
+            let gained = unexplained - s.unexplained;
+            let wanted = if repeated {
+                gained >= runs as i64 && s.grew >= runs
+            } else {
+                gained >= PLAIN_GAIN
+            };
+            if wanted {
+                gains.push(Gain {
+                    op: s.op,
+                    unexplained,
+                    gained,
+                    grew: repeated.then_some(s.grew),
+                });
+            }
+        }
+        gains.sort_by_key(|g| std::cmp::Reverse(g.gained));
+        gains
+    }
+}
