@@ -10,6 +10,12 @@
 //! inherited copies too; a free slot watches a word of the agent's that nothing writes.
 //! `remove_on_exec` removes the events from a program that `exec`s.
 //!
+//! A watch must end before its object's memory goes back to malloc, or the breakpoint would
+//! stop malloc itself and the handler would run inside it. Only objects whose free the hooks
+//! see are watched (see `holds`), and the handler drops a watch at the first write that no
+//! refcount change explains: one from the C runtime's code, a change of more than
+//! [`MAX_STEP`], or an object whose type changed. Such a write is not recorded.
+//!
 //! The events are never opened under a tracer (it owns the debug registers), when the
 //! program handles or blocks SIGTRAP itself, or when the kernel refuses; the reason is kept
 //! for the report. A SIGTRAP that is not ours goes to the handler that was there before.
@@ -73,8 +79,10 @@ const SIGTRAP: u64 = 1 << 37;
 
 /// What one slot watches, read by the signal handler without a lock.
 struct Watch {
-    /// The object whose refcount the slot watches; 0 when free.
+    /// The object whose refcount the slot watches; 0 when free, or dropped by the handler.
     object: AtomicUsize,
+    /// Its type when the watch began.
+    tp: AtomicUsize,
     /// Its refcount after the last write seen.
     last: AtomicIsize,
 }
@@ -82,9 +90,25 @@ struct Watch {
 static WATCHES: [Watch; SLOTS] = [const {
     Watch {
         object: AtomicUsize::new(0),
+        tp: AtomicUsize::new(0),
         last: AtomicIsize::new(0),
     }
 }; SLOTS];
+
+/// The largest change of a refcount that one write makes (a refcount is moved by small
+/// steps); anything larger is some other use of the memory.
+const MAX_STEP: isize = 1 << 16;
+
+/// Code ranges of the C runtime (libc, the loader), which writes no refcount.
+static C_RUNTIME: [(AtomicUsize, AtomicUsize); 8] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
+
+fn in_c_runtime(pc: usize) -> bool {
+    C_RUNTIME.iter().any(|(lo, hi)| {
+        let (lo, hi) = (lo.load(Relaxed), hi.load(Relaxed));
+        lo <= pc && pc < hi
+    })
+}
 
 /// Where a free slot points: a word nothing writes.
 static PARKED: u64 = 0;
@@ -159,6 +183,13 @@ impl Breakpoints {
             }
         }
         SINK.store(sink as usize, Relaxed);
+        let runtime = crate::modules::loaded()
+            .into_iter()
+            .filter(|m| refhunt_core::runtime::is_c_runtime(&m.path));
+        for ((lo, hi), m) in C_RUNTIME.iter().zip(runtime) {
+            lo.store(m.start, Relaxed);
+            hi.store(m.end, Relaxed);
+        }
         install_handler()?;
         let mut bp = Breakpoints { fds: Vec::new() };
         for tid in threads() {
@@ -190,14 +221,20 @@ impl Breakpoints {
     /// `object` is a live object, whose first word is its refcount.
     pub unsafe fn arm(&mut self, slot: usize, object: usize) -> bool {
         // SAFETY: the caller's object is live.
-        let now = unsafe { *(object as *const isize) };
+        let (now, tp) = unsafe { (*(object as *const isize), crate::cpython::type_of(object)) };
         WATCHES[slot].last.store(now, Relaxed);
+        WATCHES[slot].tp.store(tp, Relaxed);
         WATCHES[slot].object.store(object, Relaxed);
         if self.point(slot, object as u64) {
             return true;
         }
         self.park(slot);
         false
+    }
+
+    /// Whether the handler dropped the watch in `slot`: its memory was put to another use.
+    pub fn dropped(&self, slot: usize) -> bool {
+        WATCHES[slot].object.load(Relaxed) == 0
     }
 
     /// Frees `slot`: it watches nothing from here on.
@@ -350,18 +387,26 @@ extern "C" fn on_trap(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) 
         if object == 0 {
             return;
         }
+        let gregs = &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs;
+        let pc = gregs[libc::REG_RIP as usize] as usize;
         let now = *(object as *const isize);
         let delta = now - watch.last.swap(now, Relaxed);
+        if !(-MAX_STEP..=MAX_STEP).contains(&delta)
+            || in_c_runtime(pc)
+            || crate::cpython::type_of(object) != watch.tp.load(Relaxed)
+        {
+            watch.object.store(0, Relaxed);
+            return;
+        }
         let sink = SINK.load(Relaxed);
         if delta == 0 || sink == 0 {
             return;
         }
-        let gregs = &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs;
         let sink: Sink = std::mem::transmute(sink);
         sink(
             slot,
             delta,
-            gregs[libc::REG_RIP as usize] as usize,
+            pc,
             gregs[libc::REG_RSP as usize] as usize,
             gregs[libc::REG_RBP as usize] as usize,
         );

@@ -176,6 +176,7 @@ impl Holds {
     }
 
     /// An object was made in `block` at `stack`; `site` gives its creation site's hash.
+    /// `watchable`: the block's allocation and free pass the hooks.
     ///
     /// # Safety
     /// `op` is the new object, live.
@@ -185,11 +186,13 @@ impl Holds {
         block: usize,
         op: usize,
         stack: u32,
+        watchable: bool,
         site: impl Fn() -> u64,
     ) {
         self.forget(block);
         self.creations += 1;
         let wanted = match &self.arming {
+            _ if !watchable => false,
             Arming::Off => false,
             Arming::Creations => {
                 let i = stack as usize;
@@ -221,6 +224,7 @@ impl Holds {
         if self.histories.len() >= MAX_HISTORIES || self.histories.contains_key(&block) {
             return false;
         }
+        self.reap();
         let Ok(bp) = &mut self.breakpoints else {
             return false;
         };
@@ -270,6 +274,21 @@ impl Holds {
         let (word, mask) = bit(block);
         self.filter[word] |= mask;
         true
+    }
+
+    /// Frees the slots whose watch the handler dropped: their object's memory was put to
+    /// another use, so the object is gone, and its history with it.
+    fn reap(&mut self) {
+        let Ok(bp) = &mut self.breakpoints else {
+            return;
+        };
+        for slot in 0..SLOTS {
+            if let Some(block) = self.slots[slot].filter(|_| bp.dropped(slot)) {
+                self.slots[slot] = None;
+                self.histories.remove(&block);
+                bp.park(slot);
+            }
+        }
     }
 
     /// Ends the watch in `slot`; its object's history stays, partial.

@@ -405,19 +405,25 @@ unsafe fn on_create(op: usize) {
     let tp = type_of(op);
     let offset = s.layout.preheader(type_flags(tp));
     let stack = s.stack_for(regs, tp);
-    let (holds, stacks) = (&mut s.holds, &s.stacks);
-    holds.on_create(op - offset, op, stack, || stacks.site_hash(stack));
     // A fresh block, or one handed out again by a freelist: either way, created here. A
     // block from before the window, reused from a freelist, is sized from its type.
+    let mut allocated = false;
     s.live.upsert(op - offset, |old| Block {
         stack,
         size: match old {
-            Some(b) if b.state != BEFORE => b.size,
+            Some(b) if b.state != BEFORE => {
+                allocated = true;
+                b.size
+            }
             _ => sized_from_type(tp, offset),
         },
         state: LIVE,
         object_offset: offset as u8,
     });
+    // Only an object whose block came through the hooks is watched: its free is seen, so no
+    // breakpoint outlives it on memory that malloc reuses.
+    let (holds, stacks) = (&mut s.holds, &s.stacks);
+    holds.on_create(op - offset, op, stack, allocated, || stacks.site_hash(stack));
 }
 
 /// The bytes of an object whose allocation was not seen: its headers and its type's size.
