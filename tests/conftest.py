@@ -70,6 +70,8 @@ class Env:
         self.version = (int(out[0]), int(out[1]))
         self.tmp = tmp
         self.zoo = zoo_build.build(self.python, str(tmp / "zoo"))
+        zoo_build.build(self.python, self.zoo, source=str(ROOT / "zoo" / "holders.c"),
+                        name="zoo_holders")
 
     def __repr__(self):
         return "Python %d.%d" % self.version

@@ -96,7 +96,9 @@ class _Session:
             finally:
                 self.seconds += time.perf_counter() - started
             self.checked += 1
-            leaks = report.leaks_beyond(options.get("max_objects", 0), options.get("ignore", ()))
+            ignore = options.get("ignore", ())
+            leaks = report.leaks_beyond(options.get("max_objects", 0), ignore)
+            leaks += report.unexplained_beyond(ignore)
             if leaks:
                 outcome["leaks"] = leaks
                 raise LeakError(_message(leaks, report))

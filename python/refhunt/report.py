@@ -91,8 +91,9 @@ class Group:
         if self.per_call is not None:
             per_call = int(self.per_call) if self.per_call == int(self.per_call) else self.per_call
             rate = ", %s %s per call" % (format(per_call, ","), self.type_name)
-        return "%s %s (%s%s) created at %s" % (format(self.count, ","), self.type_name,
+        text = "%s %s (%s%s) created at %s" % (format(self.count, ","), self.type_name,
                                                 self.class_.replace("_", " "), rate, self.site)
+        return text + ("; " + self.holder.describe() if self.holder else "")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,14 @@ class Unexplained:
 
     def matches(self, pattern: str) -> bool:
         return fnmatch.fnmatch(self.type_name, pattern) or fnmatch.fnmatch(self.repr, pattern)
+
+    def describe(self) -> str:
+        if self.per_call is not None:
+            amount = "+%s references per call" % _number(self.per_call)
+        else:
+            amount = "+%s references" % format(self.gained, ",")
+        text = "%s %s: %s nothing accounts for" % (self.type_name, self.repr, amount)
+        return text + ("; " + self.holder.describe() if self.holder else "")
 
 
 def _number(n: float) -> str:
@@ -193,9 +202,12 @@ class Report:
         """Raises AssertionError, with the text report as its message, if anything leaked
         beyond the allowances (see `leaks_beyond`), or if an object not matched by `ignore`
         gained unexplained references."""
-        extra = [u for u in self.unexplained if not any(u.matches(p) for p in ignore)]
-        if self.leaks_beyond(max_objects, ignore) or extra:
+        if self.leaks_beyond(max_objects, ignore) or self.unexplained_beyond(ignore):
             raise AssertionError(self.text)
+
+    def unexplained_beyond(self, ignore: Sequence[str] = ()) -> List[Unexplained]:
+        """Objects with unexplained references that no `ignore` pattern matches."""
+        return [u for u in self.unexplained if not any(u.matches(p) for p in ignore)]
 
     def __str__(self) -> str:
         return self.text

@@ -77,8 +77,10 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
                  object is watched as it is made"
                     .to_string(),
             )
+        } else if std::env::var_os("REFHUNT_NO_WATCH").is_some() {
+            Err("watching was turned off (--no-watch)".to_string())
         } else {
-            Breakpoints::open(hooks::on_refcount_write)
+            Breakpoints::open_in_background(hooks::on_refcount_write)
         };
         hooks::install(State::new(
             api,
@@ -169,7 +171,7 @@ pub unsafe extern "C" fn refhunt_set_call_code(code: *mut cpython::PyObject) -> 
 /// 1 if the last snapshot left a leak without a holder that a holder run could name.
 #[no_mangle]
 pub extern "C" fn refhunt_holders_wanted() -> c_int {
-    STATE.lock().as_ref().map_or(0, |s| {
+    STATE.lock().as_mut().map_or(0, |s| {
         let wanted = !s.holder_sites.is_empty() || !s.holder_objects.is_empty();
         c_int::from(wanted && s.holds.refused().is_none())
     })
@@ -269,6 +271,7 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let state = guard.as_mut().ok_or("refhunt was not started")?;
         // The snapshot takes references of its own; nothing it does is a write to watch.
         state.holds.release_all();
+        let watch_refused = state.holds.refused().map(String::from);
         let state = &*state;
         let outcome = snapshot::take(
             state,
@@ -304,7 +307,7 @@ pub unsafe extern "C" fn refhunt_snapshot(
                  split between the sites is estimated (`--exact` walks every stack)"
             ));
         }
-        capture.watch_refused = state.holds.refused().map(String::from);
+        capture.watch_refused = watch_refused;
         let lost = hooks::LOST_WRITES.load(Ordering::Relaxed);
         if lost > 0 {
             capture.notes.push(format!(

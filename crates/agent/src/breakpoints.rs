@@ -16,12 +16,17 @@
 //! refcount change explains: one from the C runtime's code, a change of more than
 //! [`MAX_STEP`], or an object whose type changed. Such a write is not recorded.
 //!
+//! The kernel's first breakpoint in a process can take tens of milliseconds (measured here:
+//! 0.02 to 27 ms), so the events are opened on a thread of the agent's own while the program
+//! starts; until they are, nothing is watched.
+//!
 //! The events are never opened under a tracer (it owns the debug registers), when the
 //! program handles or blocks SIGTRAP itself, or when the kernel refuses; the reason is kept
 //! for the report. A SIGTRAP that is not ours goes to the handler that was there before.
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Debug registers: objects watched at once.
 pub const SLOTS: usize = 4;
@@ -126,6 +131,9 @@ pub struct Breakpoints {
     fds: Vec<[c_int; SLOTS]>,
 }
 
+/// Where the opening thread leaves its result.
+static OPENED: Mutex<Option<Result<Breakpoints, String>>> = Mutex::new(None);
+
 fn attr(addr: u64, slot: usize) -> PerfEventAttr {
     PerfEventAttr {
         kind: PERF_TYPE_BREAKPOINT,
@@ -158,9 +166,10 @@ fn parked() -> u64 {
 }
 
 impl Breakpoints {
-    /// Opens the events for every thread of the process, all parked; `sink` gets the writes.
-    /// The error says in words why breakpoints cannot be used here, and how to allow them.
-    pub fn open(sink: Sink) -> Result<Breakpoints, String> {
+    /// Checks that breakpoints can be used in this thread's process, installs the handler,
+    /// and opens the events on a thread of their own (see [`Breakpoints::opened`]); `sink`
+    /// gets the writes. The error says in words why breakpoints cannot be used here.
+    pub fn open_in_background(sink: Sink) -> Result<(), String> {
         if let Some(tracer) = tracer_pid().filter(|&p| p != 0) {
             return Err(format!(
                 "the program runs under a tracer (pid {tracer}, a debugger?), which owns the \
@@ -183,6 +192,7 @@ impl Breakpoints {
             }
         }
         SINK.store(sink as usize, Relaxed);
+        install_handler()?;
         let runtime = crate::modules::loaded()
             .into_iter()
             .filter(|m| refhunt_core::runtime::is_c_runtime(&m.path));
@@ -190,9 +200,27 @@ impl Breakpoints {
             lo.store(m.start, Relaxed);
             hi.store(m.end, Relaxed);
         }
-        install_handler()?;
+        std::thread::Builder::new()
+            .name("refhunt-watch".into())
+            .spawn(|| {
+                let opened = Breakpoints::open();
+                *OPENED.lock().unwrap_or_else(|e| e.into_inner()) = Some(opened);
+            })
+            .map(drop)
+            .map_err(|e| format!("cannot start the thread that opens them: {e}"))
+    }
+
+    /// The events, once the opening thread has them; None until then.
+    pub fn opened() -> Option<Result<Breakpoints, String>> {
+        OPENED.try_lock().ok()?.take()
+    }
+
+    /// Opens the events for every thread of the process but the calling one, all parked.
+    fn open() -> Result<Breakpoints, String> {
+        // SAFETY: gettid has no preconditions.
+        let own = unsafe { libc::gettid() };
         let mut bp = Breakpoints { fds: Vec::new() };
-        for tid in threads() {
+        for tid in threads().into_iter().filter(|&t| t != own) {
             let mut fds = [-1; SLOTS];
             for (slot, fd) in fds.iter_mut().enumerate() {
                 match open_event(tid, slot) {
@@ -338,17 +366,12 @@ fn tracer_pid() -> Option<i32> {
 }
 
 fn threads() -> Vec<libc::pid_t> {
-    let mut tids: Vec<libc::pid_t> = std::fs::read_dir("/proc/self/task")
+    std::fs::read_dir("/proc/self/task")
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                 .collect()
         })
-        .unwrap_or_default();
-    if tids.is_empty() {
-        // SAFETY: gettid has no preconditions.
-        tids.push(unsafe { libc::gettid() });
-    }
-    tids
+        .unwrap_or_default()
 }
 
 fn install_handler() -> Result<(), String> {

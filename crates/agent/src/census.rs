@@ -6,7 +6,7 @@
 //! object it can reach, the references found to it: from every object the collector knows
 //! and every container they lead to (through `tp_traverse`, the string keys that 3.11+'s
 //! dicts do not visit, and a code object's fields), from running frames' locals, and from
-//! every module's static data, whose words also lead to objects no container holds (an
+//! extensions' static data, whose words also lead to objects no container holds (an
 //! extension's cached tuple). What is left of the refcount is unexplained.
 //!
 //! It is taken when the window begins and again at its end. An object's unexplained count
@@ -21,7 +21,8 @@ use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
 use crate::pyframes;
 use crate::survivors::{basicsize, Heap};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 use std::ffi::{c_int, c_void};
 
 /// A plain window reports an object whose unexplained references grew by this many.
@@ -57,9 +58,9 @@ pub struct Gain {
 }
 
 struct Count<'a> {
+    /// Every object reached or queued, with the references found to it: a container is
+    /// queued when it is first entered here.
     found: FxHashMap<usize, i64>,
-    /// Containers traversed or queued.
-    seen: FxHashSet<usize>,
     queue: Vec<usize>,
     heap: &'a Heap,
     api: &'a Api,
@@ -74,22 +75,25 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
 
 impl Count<'_> {
     unsafe fn reached(&mut self, op: usize) {
-        *self.found.entry(op).or_default() += 1;
-        let container = type_of(op) == self.api.code_type || cpython::is_gc(op);
-        if container && self.seen.insert(op) {
-            self.queue.push(op);
+        match self.found.entry(op) {
+            Entry::Occupied(mut e) => *e.get_mut() += 1,
+            Entry::Vacant(e) => {
+                e.insert(1);
+                if type_of(op) == self.api.code_type || cpython::is_gc(op) {
+                    self.queue.push(op);
+                }
+            }
         }
     }
 
-    /// A word of static data or of a code object. It counts for an object already reached;
-    /// `unknown` accepts another if its header is mapped and its type is a type, and counts
-    /// it without traversing it: a stale pointer can pass these checks, and traversing what
-    /// only looks like a container could crash the host.
-    unsafe fn probe(&mut self, word: usize, unknown: bool) {
+    /// A word of static data: it counts for an object already reached, or for another if its
+    /// header is mapped and its type is a type, which is counted without being traversed: a
+    /// stale pointer can pass these checks, and traversing what only looks like a container
+    /// could crash the host.
+    unsafe fn probe(&mut self, word: usize) {
         if let Some(n) = self.found.get_mut(&word) {
             *n += 1;
-        } else if unknown
-            && word.is_multiple_of(8)
+        } else if word.is_multiple_of(8)
             && self.heap.readable(word, 16)
             && self.heap.is_type(type_of(word))
         {
@@ -157,12 +161,7 @@ unsafe fn count(
     extra: &[usize],
 ) -> FxHashMap<usize, i64> {
     let mut c = Count {
-        found: FxHashMap::default(),
-        seen: gc_items
-            .iter()
-            .copied()
-            .chain(lists.iter().copied())
-            .collect(),
+        found: FxHashMap::with_capacity_and_hasher(gc_items.len() * 3, Default::default()),
         queue: gc_items
             .iter()
             .chain(extra)
@@ -173,8 +172,10 @@ unsafe fn count(
         api,
         unicode_dicts: layout.minor >= 11,
     };
-    c.found.reserve(gc_items.len() * 2);
-    c.seen.extend(extra.iter().copied());
+    // Queued already, or never to be traversed.
+    for &op in gc_items.iter().chain(extra).chain(lists) {
+        c.found.insert(op, 0);
+    }
     pyframes::running_locals(api, layout, |word| c.reached(word));
     while let Some(op) = c.queue.pop() {
         c.references_of(op);
@@ -185,13 +186,12 @@ unsafe fn count(
         (interp + start, interp + end)
     });
     for (i, m) in modules.iter().enumerate() {
-        // The C runtime's data holds no objects, and pointers into memory that may be gone.
-        if Some(i) == own || refhunt_core::runtime::is_c_runtime(&m.path) {
+        // Only extension modules' data is read: an extension's statics may hold an object
+        // nothing else does. The interpreter's megabyte changes little in a window (a gain,
+        // not a count, is reported), and other libraries hold no objects.
+        if Some(i) == own || !refhunt_core::runtime::is_extension_module(&m.path) {
             continue;
         }
-        // The interpreter's own statics lead only to objects reached already; an
-        // extension's may hold one nothing else does.
-        let unknown = !refhunt_core::runtime::is_runtime_library(&m.path);
         for &(start, end) in &m.writable {
             let mut at = start.next_multiple_of(8);
             while at + 8 <= end {
@@ -199,10 +199,13 @@ unsafe fn count(
                     at = freelists.1.next_multiple_of(8);
                     continue;
                 }
-                c.probe(read_usize(at), unknown);
+                c.probe(read_usize(at));
                 at += 8;
             }
         }
+    }
+    for op in lists {
+        c.found.remove(op);
     }
     c.found
 }

@@ -111,6 +111,8 @@ pub enum Arming {
 
 pub struct Holds {
     breakpoints: Result<Breakpoints, String>,
+    /// The events are being opened (see `Breakpoints::open_in_background`).
+    pending: bool,
     /// The block whose object each slot watches.
     slots: [Option<usize>; SLOTS],
     /// By block address.
@@ -143,9 +145,13 @@ fn monotonic_ns() -> u64 {
 }
 
 impl Holds {
-    pub fn new(breakpoints: Result<Breakpoints, String>) -> Holds {
+    /// `started`: whether the events are being opened, or why not.
+    pub fn new(started: Result<(), String>) -> Holds {
         Holds {
-            breakpoints,
+            pending: started.is_ok(),
+            breakpoints: started.and(Err(
+                "the breakpoints were still being set up when the window ended".into(),
+            )),
             slots: [None; SLOTS],
             histories: FxHashMap::default(),
             filter: [0; 16],
@@ -159,8 +165,19 @@ impl Holds {
     }
 
     /// Why no breakpoint can be used, if none can.
-    pub fn refused(&self) -> Option<&str> {
+    pub fn refused(&mut self) -> Option<&str> {
+        self.settle();
         self.breakpoints.as_ref().err().map(String::as_str)
+    }
+
+    /// Takes the events once the opening thread has them.
+    fn settle(&mut self) {
+        if self.pending {
+            if let Some(opened) = Breakpoints::opened() {
+                self.breakpoints = opened;
+                self.pending = false;
+            }
+        }
     }
 
     /// A new window: nothing watched, nothing remembered.
@@ -224,6 +241,7 @@ impl Holds {
         if self.histories.len() >= MAX_HISTORIES || self.histories.contains_key(&block) {
             return false;
         }
+        self.settle();
         self.reap();
         let Ok(bp) = &mut self.breakpoints else {
             return false;
@@ -369,6 +387,7 @@ impl Holds {
             bp.forget_in_child();
         }
         self.breakpoints = Err("a forked child is not watched".into());
+        self.pending = false;
         self.slots = [None; SLOTS];
         self.histories.clear();
         self.arming = Arming::Off;

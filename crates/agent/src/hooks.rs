@@ -423,7 +423,9 @@ unsafe fn on_create(op: usize) {
     // Only an object whose block came through the hooks is watched: its free is seen, so no
     // breakpoint outlives it on memory that malloc reuses.
     let (holds, stacks) = (&mut s.holds, &s.stacks);
-    holds.on_create(op - offset, op, stack, allocated, || stacks.site_hash(stack));
+    holds.on_create(op - offset, op, stack, allocated, || {
+        stacks.site_hash(stack)
+    });
 }
 
 /// The bytes of an object whose allocation was not seen: its headers and its type's size.

@@ -297,22 +297,14 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
     );
     let mut unexplained = grouped.unexplained;
     let gains = match &state.census {
-        Some(census) => {
-            let mut containers = Vec::new();
-            survivors.for_each(|op, _| {
-                if cpython::is_gc(op) {
-                    containers.push(op);
-                }
-            });
-            census.gains(
-                api,
-                layout,
-                &gc_items,
-                &[gc_objects, garbage, in_flight_list],
-                &|op| survivors.contains(op),
-                &containers,
-            )
-        }
+        Some(census) => census.gains(
+            api,
+            layout,
+            &gc_items,
+            &[gc_objects, garbage, in_flight_list],
+            &|op| survivors.contains(op),
+            &grouped.containers,
+        ),
         None => Vec::new(),
     };
     let holder_objects = gains
@@ -783,12 +775,17 @@ unsafe fn group(
             t.1 += bytes;
         }
     };
-    // Survivors that may have a hundred references nobody accounts for.
+    // Survivors that may have a hundred references nobody accounts for, and the containers,
+    // whose references the census counts.
     let mut many = Vec::new();
+    let mut containers = Vec::new();
     survivors.for_each(|op, b| {
         live_objects += 1;
         if read_usize(op + cpython::OB_REFCNT) as i64 >= PLAIN_GAIN {
             many.push((op, b.stack));
+        }
+        if state.census.is_some() && cpython::is_gc(op) {
+            containers.push(op);
         }
         let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
         let bytes = b.size.div_ceil(16) as u64 * 16;
@@ -966,6 +963,7 @@ unsafe fn group(
         live_objects,
         holder_sites,
         unexplained: extra,
+        containers,
     }
 }
 
@@ -976,6 +974,8 @@ struct Grouped {
     /// Creation site hash, and the group's stack in the capture.
     holder_sites: FxHashMap<u64, u32>,
     unexplained: Vec<Unexplained>,
+    /// Survivors that are containers.
+    containers: Vec<usize>,
 }
 
 /// What a holder run's breakpoints saw, added to the capture of the window before it: each

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// objects of one kind at several C sites at one depth.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     sample: Option<u32>,
+    /// Watch no refcount with hardware breakpoints: no holder lines, and none of their cost.
+    #[arg(long)]
+    no_watch: bool,
     /// The Python command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -175,6 +178,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             args.warmup.map(|n| n.to_string()).unwrap_or_default(),
         )
         .env("REFHUNT_SAMPLE", sampling(&args).to_string())
+        .envs(args.no_watch.then_some(("REFHUNT_NO_WATCH", "1")))
         .spawn()
         .map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),

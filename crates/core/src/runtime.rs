@@ -25,6 +25,13 @@ pub fn is_c_runtime(path: &str) -> bool {
     is_runtime_library(path) && !name.starts_with("libpython")
 }
 
+/// Whether the module at `path` is named as CPython names extension modules
+/// (`name.cpython-311-x86_64-linux-gnu.so`, `name.abi3.so`).
+pub fn is_extension_module(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".so") && (name.contains(".cpython-") || name.ends_with(".abi3.so"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +43,11 @@ mod tests {
         assert!(is_runtime_library("/lib64/ld-linux-x86-64.so.2"));
         assert!(is_c_runtime("/lib64/ld-linux-x86-64.so.2"));
         assert!(!is_c_runtime("/usr/lib/libpython3.11.so.1.0"));
+        assert!(is_extension_module(
+            "/tmp/zoo.cpython-311-x86_64-linux-gnu.so"
+        ));
+        assert!(is_extension_module("/site/_rust.abi3.so"));
+        assert!(!is_extension_module("/usr/lib/libcrypto.so.3"));
         assert!(!is_runtime_library(
             "/tmp/zoo.cpython-311-x86_64-linux-gnu.so"
         ));
