@@ -138,12 +138,20 @@ pub extern "C" fn refhunt_watch(mode: u32) -> c_int {
         s.holds.clear(arming);
         if mode == 2 {
             // Python code ran since the snapshot found them alive: each is still mapped and of
-            // its type, or left alone.
+            // its type, or left alone. As at creation (see `hooks::on_create`), only an
+            // object whose memory goes back through the hooks, or a static one, is watched.
             let readable = crate::maps::Readable::of_self();
+            let modules = crate::modules::loaded();
             for o in &s.holder_objects {
                 // SAFETY: `op` is mapped; a live object of type `tp` there is watched.
                 unsafe {
-                    if readable.contains(o.op, 16) && cpython::type_of(o.op) == o.tp {
+                    let frees = cpython::read_usize(o.tp + cpython::TP_FREE);
+                    let freed_by_hooks = s.api.standard_frees.contains(&frees)
+                        || crate::modules::find(&modules, o.op).is_some();
+                    if readable.contains(o.op, 16)
+                        && cpython::type_of(o.op) == o.tp
+                        && freed_by_hooks
+                    {
                         let block = o.op - s.layout.preheader(cpython::type_flags(o.tp));
                         s.holds.watch(block, o.op, false);
                     }

@@ -71,6 +71,8 @@ pub const TP_ITEMSIZE: usize = 40;
 pub const TP_FLAGS: usize = 168;
 pub const TP_TRAVERSE: usize = 184;
 pub const TP_BASE: usize = 256;
+/// `tp_free`: where an object's memory goes back (see `Api::frees_through_hooks`).
+pub const TP_FREE: usize = 320;
 pub const TP_IS_GC: usize = 328;
 pub const TP_SUBCLASSES: usize = 360;
 /// `PyModuleObject.md_name`.
@@ -301,6 +303,9 @@ pub struct Api {
     pub module_type: usize,
     pub long_type: usize,
     pub tuple_type: usize,
+    /// `PyObject_Free` and `PyObject_GC_Del`: a type whose `tp_free` is one of them gives
+    /// its objects' memory back through the object allocator, which the hooks wrap.
+    pub standard_frees: [usize; 2],
     /// The weak reference types, whose referent field is no reference.
     pub weakref_types: [usize; 3],
     /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
@@ -357,6 +362,8 @@ impl Api {
             module_type: sym(c"PyModule_Type").ok_or("missing PyModule_Type")? as usize,
             long_type: sym(c"PyLong_Type").ok_or("missing PyLong_Type")? as usize,
             tuple_type: sym(c"PyTuple_Type").ok_or("missing PyTuple_Type")? as usize,
+            standard_frees: [c"PyObject_Free", c"PyObject_GC_Del"]
+                .map(|name| sym(name).map_or(0, |p| p as usize)),
             weakref_types: [
                 c"_PyWeakref_RefType",
                 c"_PyWeakref_ProxyType",
@@ -608,6 +615,7 @@ mod tests {
                 (TP_TRAVERSE, "tp_traverse"),
                 (TP_BASE, "tp_base"),
                 (OB_SIZE, "ob_size"),
+                (TP_FREE, "tp_free"),
                 (TP_IS_GC, "tp_is_gc"),
                 (TP_SUBCLASSES, "tp_subclasses"),
                 (UNICODE_STATE, "unicode_state"),

@@ -176,6 +176,9 @@ impl Holds {
             if let Some(opened) = Breakpoints::opened() {
                 self.breakpoints = opened;
                 self.pending = false;
+                // Each creation stack's objects are counted again from here: its first
+                // objects to be watched are those made once watching could begin.
+                self.made.clear();
             }
         }
     }
@@ -208,6 +211,9 @@ impl Holds {
     ) {
         self.forget(block);
         self.creations += 1;
+        if self.pending {
+            self.settle();
+        }
         let wanted = match &self.arming {
             _ if !watchable => false,
             Arming::Off => false,

@@ -14,7 +14,7 @@
 //! object's end.
 
 use crate::census::Census;
-use crate::cpython::{self, type_flags, type_of, Allocator, Api, Layout, PyObject};
+use crate::cpython::{self, read_usize, type_flags, type_of, Allocator, Api, Layout, PyObject};
 use crate::holds::Holds;
 use crate::live::{Block, LiveTable, ALLOCATED, BEFORE, BUFFER, LIVE, NO_STACK};
 use crate::lock::SpinLock;
@@ -420,10 +420,16 @@ unsafe fn on_create(op: usize) {
         state: LIVE,
         object_offset: offset as u8,
     });
-    // Only an object whose block came through the hooks is watched: its free is seen, so no
-    // breakpoint outlives it on memory that malloc reuses.
+    // Only an object whose memory goes back through the hooks is watched (its block came
+    // through them, or its type frees through the object allocator, as a freelist's objects
+    // do in the end): its free is seen, so no breakpoint outlives it on memory that malloc
+    // reuses.
+    let watchable = allocated
+        || s.api
+            .standard_frees
+            .contains(&read_usize(tp + cpython::TP_FREE));
     let (holds, stacks) = (&mut s.holds, &s.stacks);
-    holds.on_create(op - offset, op, stack, allocated, || {
+    holds.on_create(op - offset, op, stack, watchable, || {
         stacks.site_hash(stack)
     });
 }

@@ -929,11 +929,12 @@ unsafe fn group(
         let id = id_of(stack);
         let (evidence, held_by_extension) = evidence(class, tally.example);
         let histories = watched.remove(&key).unwrap_or_default();
-        // Under repetition, a leak that came back in every run and that no object watched
-        // whole explains is watched again, in a holder run.
-        let grew = runs > 0 && tally.runs.len() == runs && !tally.runs.contains(&0);
+        // Under repetition, a leak that no object watched whole explains is watched again, in
+        // a holder run. Whether it grew in every run is the report's to judge, on the groups
+        // it merges by site (a warm call site reaches the same line by a shorter C path).
         if class == Class::Leaked
-            && grew
+            && runs > 0
+            && !tally.runs.is_empty()
             && !histories.iter().any(|h| h.whole)
             && holder_sites.len() < HOLDER_SITES
         {
@@ -986,6 +987,14 @@ struct Grouped {
 /// The GIL is held and tracking is paused.
 pub unsafe fn add_holders(state: &State, capture: &mut Capture) {
     let mut resolved: FxHashMap<u32, u32> = FxHashMap::default();
+    if std::env::var_os("REFHUNT_DEBUG").is_some() {
+        eprintln!(
+            "refhunt-debug: holder run: {} histories, {} sites, {} objects",
+            state.holds.histories().count(),
+            state.holder_sites.len(),
+            state.holder_objects.len()
+        );
+    }
     for h in state.holds.histories() {
         let alive = read_usize(h.object + cpython::OB_REFCNT) as isize > 0;
         let old = state.holder_objects.iter().find(|o| o.op == h.object);

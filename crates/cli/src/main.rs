@@ -2,6 +2,7 @@
 
 mod error;
 mod forward;
+mod perf_warm;
 mod preload;
 mod report_cmd;
 mod run;

@@ -150,6 +150,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         return Err(Error::NoWindow);
     }
     let scratch = Scratch::new()?;
+    if !args.no_watch {
+        crate::perf_warm::start();
+    }
 
     let mut pythonpath = OsString::from(scratch.bootstrap()?);
     let original = std::env::var_os("PYTHONPATH");
