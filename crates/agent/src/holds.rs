@@ -28,8 +28,10 @@ const TRAPS_PER_TARGET: u32 = 16_384;
 const LEASE: u64 = 256;
 /// Watched objects whose history is kept at once.
 const MAX_HISTORIES: usize = 1024;
-/// Distinct write stacks kept per object; others count as lost.
+/// Distinct write stacks kept per object; others count as lost. An old object watched in
+/// a holder run (`None`, a cached singleton) is written from everywhere.
 const STACKS_PER_OBJECT: usize = 32;
+const STACKS_PER_TARGET: usize = 1024;
 /// Writes kept in order per object, runs from one stack in one direction merged.
 const ORDER_PER_OBJECT: usize = 256;
 /// Measured here: a trap and its stack walk about 12 us, moving one event about 3 us.
@@ -56,6 +58,7 @@ pub struct History {
     pub order: Vec<(u32, i32)>,
     /// Writes past the end of `order`.
     pub unordered: u32,
+    max_stacks: usize,
     /// Writes that could not be recorded (the agent was busy, or too many stacks).
     pub lost: u32,
     pub traps: u32,
@@ -81,7 +84,7 @@ impl History {
         }
         let i = match self.writes.iter().position(|w| w.stack == stack) {
             Some(i) => i,
-            None if self.writes.len() < STACKS_PER_OBJECT => {
+            None if self.writes.len() < self.max_stacks => {
                 self.writes.push(Writes {
                     stack,
                     ..Writes::default()
@@ -279,14 +282,21 @@ impl Holds {
         if !unsafe { bp.arm(slot, op) } {
             return false;
         }
+        let max_stacks = if new {
+            STACKS_PER_OBJECT
+        } else {
+            STACKS_PER_TARGET
+        };
         self.slots[slot] = Some(block);
         self.histories.insert(
             block,
             History {
                 object: op,
-                writes: Vec::with_capacity(STACKS_PER_OBJECT),
-                order: Vec::new(),
+                // Room made now: the writes are recorded in a signal handler.
+                writes: Vec::with_capacity(max_stacks),
+                order: Vec::with_capacity(ORDER_PER_OBJECT),
                 unordered: 0,
+                max_stacks,
                 lost: 0,
                 traps: 0,
                 whole: true,
@@ -363,9 +373,14 @@ impl Holds {
     }
 
     /// A write of `delta` to the refcount watched in `slot`, from `stack`.
-    pub fn on_write(&mut self, slot: usize, delta: isize, stack: u32) {
+    /// `in_call`: the write came from inside the measured call; in a holder run, those
+    /// from refhunt's own code around it are not the program's.
+    pub fn on_write(&mut self, slot: usize, delta: isize, stack: u32, in_call: bool) {
         self.cost_ns += TRAP_NS;
         self.traps += 1;
+        if matches!(self.arming, Arming::Targets(_)) && !in_call {
+            return;
+        }
         let Some(block) = self.slots[slot] else {
             return;
         };

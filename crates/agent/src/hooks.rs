@@ -392,7 +392,9 @@ pub unsafe fn on_refcount_write(slot: usize, delta: isize, pc: usize, sp: usize,
     let Some(s) = guard.as_mut() else { return };
     // SAFETY: the caller's registers, of a thread that holds the GIL (it wrote a refcount).
     let stack = unsafe { s.capture(Regs { pc, sp, bp }) };
-    s.holds.on_write(slot, delta, stack);
+    let call = s.stacks.call_code;
+    let in_call = call == 0 || s.stacks.python(stack).any(|f| f.code == call);
+    s.holds.on_write(slot, delta, stack, in_call);
 }
 
 #[inline(never)]

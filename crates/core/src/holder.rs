@@ -1,20 +1,26 @@
 //! The holder of a leaked reference, from the refcount writes of watched objects.
 //!
 //! Each write was stopped by a breakpoint and comes with its stack. A write is charged to
-//! the innermost function outside the interpreter on that stack, past the C API's inline
+//! the innermost frame outside the interpreter on that stack, past the C API's inline
 //! functions (`Py_INCREF` inlined into the extension says `object.h`): the line that called
-//! them is the extension's. Increments and decrements are paired by function, not by line,
-//! since one balance spans lines (an increment in `tp_init`, its decrement in
-//! `tp_dealloc`). The holder is the function that kept references in the most watched
-//! objects, and then the most references; writes made by the interpreter alone (the eval
-//! loop dropping its own reference) name nobody.
+//! them is the extension's. Writes that the interpreter alone made (the eval loop taking and
+//! dropping its own references) are charged to nobody.
+//!
+//! Which increment a decrement gave back is not recorded; two clues tell it. By count: a
+//! function that released more than it took (a type's `tp_dealloc`) gave back what another
+//! function of its module took (its `tp_new`), the one whose surplus its deficit matches
+//! exactly. What is left over is kept, by the function that took it. By order, within that
+//! function: a decrement gives back the latest increment if no other code wrote the
+//! refcount in between (a temporary), else the oldest (a cache released on the next call),
+//! and the increments still out at the end name the line. How many it kept is bounded by
+//! what the object gained while watched, since a reference an extension returns is its
+//! caller's to drop.
 
 use crate::capture::{PyFrame, Stack, Watched};
 use crate::numfmt::rate;
 use crate::report::NativeFrame;
 use serde::Serialize;
 use std::collections::HashMap;
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Holder {
     /// The function that took references and never released them.
@@ -38,8 +44,21 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// "+1 reference per call" or "+1 reference per object (4 of 4 watched)".
+    /// "+1 reference per call", "+1 reference per object (4 of 4 watched)", or for a watch
+    /// that ended early, "at least +27 references (watched in part)".
     pub fn amount(&self) -> String {
+        if !self.whole {
+            let n = self.kept * self.objects as f64;
+            return format!(
+                "at least +{} {} (watched in part)",
+                rate(n),
+                if (n - 1.0).abs() < f64::EPSILON {
+                    "reference"
+                } else {
+                    "references"
+                }
+            );
+        }
         let (n, unit) = match self.per_call {
             Some(n) => (n, "call"),
             None => (self.kept, "object"),
@@ -78,11 +97,97 @@ fn key(f: &NativeFrame) -> String {
     }
 }
 
-/// The frame a stack's write is charged to, and its key.
+/// The frame a stack's write is charged to: its function and module, and the stack.
 struct Charge {
-    key: String,
+    function: String,
+    module: String,
     frames: Vec<NativeFrame>,
     at: usize,
+}
+
+/// Each function's references kept in one object: its surplus, less what the deficits of
+/// its module's other functions gave back, matched by count.
+fn kept_by_function<'a>(net: &HashMap<&'a str, (&'a str, i64)>) -> HashMap<&'a str, i64> {
+    let mut kept = HashMap::new();
+    let modules: std::collections::HashSet<&str> = net.values().map(|v| v.0).collect();
+    for module in modules {
+        let mut surplus: Vec<(&str, i64)> = net
+            .iter()
+            .filter(|(_, v)| v.0 == module && v.1 > 0)
+            .map(|(f, v)| (*f, v.1))
+            .collect();
+        surplus.sort();
+        let deficit: i64 = -net
+            .values()
+            .filter(|v| v.0 == module && v.1 < 0)
+            .map(|v| v.1)
+            .sum::<i64>();
+        // The fewest functions whose surplus sums to the deficit exactly gave it back.
+        let n = surplus.len().min(12);
+        let matched = (0u32..1 << n)
+            .filter(|mask| {
+                (0..n)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| surplus[i].1)
+                    .sum::<i64>()
+                    == deficit
+            })
+            .min_by_key(|mask| mask.count_ones())
+            .unwrap_or(0);
+        for (i, (f, more)) in surplus.into_iter().enumerate() {
+            if i >= n || matched & (1 << i) == 0 {
+                kept.insert(f, more);
+            }
+        }
+    }
+    kept
+}
+
+/// The increments of `function` still out at the end of `order`, per stack.
+fn left_out<'a>(
+    order: &[(u32, i32)],
+    function: &str,
+    charge: &dyn Fn(u32) -> Option<&'a Charge>,
+) -> HashMap<u32, i64> {
+    // (stack, count, episode): an episode is a run of writes by `function` that no other
+    // code's write interrupts.
+    let mut out: Vec<(u32, i64, u32)> = Vec::new();
+    let mut episode = 0;
+    let mut mine_last = false;
+    for &(stack, delta) in order {
+        let mine = charge(stack).is_some_and(|c| c.function == function);
+        if mine != mine_last {
+            episode += 1;
+            mine_last = mine;
+        }
+        if !mine {
+            continue;
+        }
+        if delta > 0 {
+            out.push((stack, delta as i64, episode));
+            continue;
+        }
+        let mut owed = -(delta as i64);
+        let same: Vec<usize> = (0..out.len())
+            .rev()
+            .filter(|&i| out[i].2 == episode)
+            .collect();
+        let older: Vec<usize> = (0..out.len()).filter(|&i| out[i].2 != episode).collect();
+        for i in same.into_iter().chain(older) {
+            let n = out[i].1.min(owed);
+            out[i].1 -= n;
+            owed -= n;
+            if owed == 0 {
+                break;
+            }
+        }
+        out.retain(|o| o.1 > 0);
+    }
+    let mut left: HashMap<u32, i64> = HashMap::new();
+    for (stack, n, _) in out {
+        *left.entry(stack).or_default() += n;
+    }
+    left
 }
 
 /// The holder named by `watched`, whose write stacks index `stacks`; `frames` symbolizes one
@@ -93,10 +198,9 @@ pub fn find(
     frames: &mut dyn FnMut(u64) -> Vec<NativeFrame>,
 ) -> Option<Holder> {
     let mut charges: HashMap<u32, Option<Charge>> = HashMap::new();
-    let mut charge = |stack: u32| -> Option<String> {
-        charges
-            .entry(stack)
-            .or_insert_with(|| {
+    for w in watched {
+        for stack in w.writes.iter().map(|w| w.stack) {
+            charges.entry(stack).or_insert_with(|| {
                 let symbols: Vec<NativeFrame> = stacks
                     .get(stack as usize)?
                     .native
@@ -105,65 +209,43 @@ pub fn find(
                     .collect();
                 let at = charged(&symbols)?;
                 Some(Charge {
-                    key: key(&symbols[at]),
+                    function: key(&symbols[at]),
+                    module: symbols[at].module.clone(),
                     frames: symbols,
                     at,
                 })
-            })
-            .as_ref()
-            .map(|c| c.key.clone())
-    };
-    // Per function: objects it kept references in, and how many. A function may keep no
-    // more than the object gained while watched: what it returned, its caller dropped.
-    let mut kept: HashMap<String, (usize, i64)> = HashMap::new();
+            });
+        }
+    }
+    let charge = |stack: u32| charges.get(&stack).and_then(Option::as_ref);
+    // Per function: the watched objects it kept references in, and how many.
+    let mut kept: HashMap<&str, (usize, i64)> = HashMap::new();
     for w in watched {
-        let mut net: HashMap<String, i64> = HashMap::new();
         let mut gained = i64::from(w.from_creation);
+        let mut net: HashMap<&str, (&str, i64)> = HashMap::new();
         for write in &w.writes {
             let change = write.increments as i64 - write.decrements as i64;
             gained += change;
-            if let Some(k) = charge(write.stack) {
-                *net.entry(k).or_default() += change;
+            if let Some(c) = charge(write.stack) {
+                net.entry(&c.function).or_insert((&c.module, 0)).1 += change;
             }
         }
-        for (k, n) in net
-            .into_iter()
-            .map(|(k, n)| (k, n.min(gained)))
-            .filter(|&(_, n)| n > 0)
-        {
-            let t = kept.entry(k).or_default();
-            t.0 += 1;
-            t.1 += n;
+        for (f, n) in kept_by_function(&net) {
+            let n = n.min(gained);
+            if n > 0 {
+                let t = kept.entry(f).or_default();
+                t.0 += 1;
+                t.1 += n;
+            }
         }
     }
-    let (holder, (objects, total)) = kept
+    let (function, (objects, total)) = kept
         .into_iter()
-        .max_by_key(|(k, t)| (t.0, t.1, std::cmp::Reverse(k.clone())))?;
-    // Its line: the increment that no later decrement of its own gave back, oldest given
-    // back first (a cache releases what it took before); without an order, the increment
-    // seen most often.
+        .max_by_key(|&(f, (objects, n))| (objects, n, std::cmp::Reverse(f)))?;
+    // Its line: the increment left out most, or without an order its most frequent one.
     let mut left: HashMap<u32, i64> = HashMap::new();
     for w in watched {
-        let mut taken: std::collections::VecDeque<(u32, i64)> = Default::default();
-        for &(stack, delta) in &w.order {
-            if charge(stack).as_deref() != Some(holder.as_str()) {
-                continue;
-            }
-            if delta > 0 {
-                taken.push_back((stack, delta as i64));
-                continue;
-            }
-            let mut owed = -(delta as i64);
-            while let Some(front) = taken.front_mut().filter(|_| owed > 0) {
-                let n = front.1.min(owed);
-                front.1 -= n;
-                owed -= n;
-                if front.1 == 0 {
-                    taken.pop_front();
-                }
-            }
-        }
-        for (stack, n) in taken {
+        for (stack, n) in left_out(&w.order, function, &charge) {
             *left.entry(stack).or_default() += n;
         }
     }
@@ -171,7 +253,7 @@ pub fn find(
         watched
             .iter()
             .flat_map(|w| &w.writes)
-            .filter(|w| charges[&w.stack].as_ref().is_some_and(|c| c.key == holder))
+            .filter(|w| charge(w.stack).is_some_and(|c| c.function == function))
             .max_by_key(|w| w.increments)
             .map(|w| w.stack)
     };
@@ -180,7 +262,7 @@ pub fn find(
         .max_by_key(|&(s, n)| (n, std::cmp::Reverse(s)))
         .map(|(s, _)| s)
         .or_else(most_increments)?;
-    let c = charges[&stack].as_ref()?;
+    let c = charge(stack)?;
     let f = &c.frames[c.at];
     let calls: Vec<u32> = watched.iter().filter_map(|w| w.calls).collect();
     Some(Holder {
@@ -282,23 +364,56 @@ mod tests {
         assert_eq!(h.amount(), "+1 reference per object (2 of 2 watched)");
     }
 
-    #[test]
-    fn the_line_kept_is_the_increment_no_later_decrement_gave_back() {
-        // Two lines of `keep` (stacks 0 and 3, ext.c:1 and ext.c:4): it takes at both, the
-        // eval loop drops its own, and `keep` later releases one: the oldest, ext.c:1.
+    /// Stacks 0..3 as `stacks()`, and 3: `keep` again at ext.c:4, 4: `keep_new` (ext.c:5),
+    /// 5: `keep_dealloc` (ext.c:6), 6: `sort` (ext.c:7), all of ext.so.
+    fn more() -> (Vec<Stack>, impl FnMut(u64) -> Vec<NativeFrame>) {
         let mut st = stacks();
-        st.push(Stack {
-            native: vec![4],
+        st.extend([4, 5, 6, 7].map(|pc| Stack {
+            native: vec![pc],
             python: vec![],
-        });
-        let mut symbols4 = |pc: u64| match pc {
+        }));
+        let symbols = |pc: u64| match pc {
             4 => vec![frame(4, "keep", "ext.c", false, false)],
+            5 => vec![frame(5, "keep_new", "ext.c", false, false)],
+            6 => vec![frame(6, "keep_dealloc", "ext.c", false, false)],
+            7 => vec![frame(7, "sort", "ext.c", false, false)],
             _ => symbols(pc),
         };
+        (st, symbols)
+    }
+
+    #[test]
+    fn a_cache_released_on_the_next_call_leaves_the_extra_increment() {
+        // A getter: `keep` caches at ext.c:1 and takes one more at ext.c:4; the eval loop
+        // drops the creator's; the next call releases the cache, in `keep` again.
+        let (st, mut symbols) = more();
         let mut w = watched(&[(0, 1, 1), (3, 1, 0), (2, 0, 1)], true);
         w.order = vec![(0, 1), (3, 1), (2, -1), (0, -1)];
-        let h = find(&[w], &st, &mut symbols4).expect("a holder");
+        let h = find(&[w], &st, &mut symbols).expect("a holder");
         assert_eq!(h.site, "ext.c:4");
+    }
+
+    #[test]
+    fn a_temporary_is_given_back_first() {
+        // `keep` keeps ext.c:1, then takes and drops a temporary at ext.c:4.
+        let (st, mut symbols) = more();
+        let mut w = watched(&[(0, 1, 0), (3, 1, 1), (2, 0, 1)], true);
+        w.order = vec![(0, 1), (2, -1), (3, 1), (3, -1)];
+        let h = find(&[w], &st, &mut symbols).expect("a holder");
+        assert_eq!(h.site, "ext.c:1");
+    }
+
+    #[test]
+    fn a_dealloc_gives_back_what_its_new_took() {
+        // An old object (simplejson 3.12.0's None): per call `keep_new` takes two, which
+        // `keep_dealloc` gives back, and `sort` returns one that nobody drops.
+        let (st, mut symbols) = more();
+        let mut w = watched(&[(4, 20, 0), (5, 0, 20), (6, 10, 0)], true);
+        w.from_creation = false;
+        w.calls = Some(1);
+        let h = find(&[w], &st, &mut symbols).expect("a holder");
+        assert_eq!((h.function.as_str(), h.site.as_str()), ("sort", "ext.c:7"));
+        assert_eq!(h.per_call, Some(10.0));
     }
 
     #[test]
