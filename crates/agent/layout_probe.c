@@ -50,6 +50,11 @@ int main(void) {
     SHOW("frame_previous", offsetof(_PyInterpreterFrame, previous));
     SHOW("frame_owner", offsetof(_PyInterpreterFrame, owner));
     SHOW("dict_keys_kind", offsetof(PyDictKeysObject, dk_kind));
+    SHOW("dict_keys_log2_index_bytes", offsetof(PyDictKeysObject, dk_log2_index_bytes));
+    SHOW("dict_keys_nentries", offsetof(PyDictKeysObject, dk_nentries));
+    SHOW("dict_keys_indices", offsetof(PyDictKeysObject, dk_indices));
+    SHOW("dict_unicode_entry", sizeof(PyDictUnicodeEntry));
+    SHOW("ht_cached_keys", offsetof(PyHeapTypeObject, ht_cached_keys));
     SHOW("frame_localsplus", offsetof(_PyInterpreterFrame, localsplus));
     SHOW("frame_owned_by_thread", FRAME_OWNED_BY_THREAD);
     SHOW("code_nlocalsplus", offsetof(PyCodeObject, co_nlocalsplus));

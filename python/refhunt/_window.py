@@ -150,7 +150,8 @@ def capture(path, before, repeated=None, in_flight=(), call=None):
         if enabled:
             gc.enable()
     del objects, garbage
-    if call is not None and _agent.holders_wanted():
+    # Old objects are watched four at a time, so there may be a few holder runs.
+    while call is not None and _agent.holders_wanted():
         _holder_run(call, path)
 
 

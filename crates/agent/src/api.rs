@@ -142,7 +142,9 @@ pub extern "C" fn refhunt_watch(mode: u32) -> c_int {
             // object whose memory goes back through the hooks, or a static one, is watched.
             let readable = crate::maps::Readable::of_self();
             let modules = crate::modules::loaded();
-            for o in &s.holder_objects {
+            let take = s.holder_objects.len().min(crate::breakpoints::SLOTS);
+            s.holder_chunk = s.holder_objects.drain(..take).collect();
+            for o in &s.holder_chunk {
                 // SAFETY: `op` is mapped; a live object of type `tp` there is watched.
                 unsafe {
                     let frees = cpython::read_usize(o.tp + cpython::TP_FREE);
@@ -176,7 +178,8 @@ pub unsafe extern "C" fn refhunt_set_call_code(code: *mut cpython::PyObject) -> 
     })
 }
 
-/// 1 if the last snapshot left a leak without a holder that a holder run could name.
+/// 1 if the last snapshot left a leak without a holder that a holder run could name, and
+/// no holder run has watched it yet.
 #[no_mangle]
 pub extern "C" fn refhunt_holders_wanted() -> c_int {
     STATE.lock().as_mut().map_or(0, |s| {
@@ -202,8 +205,9 @@ pub unsafe extern "C" fn refhunt_add_holders(path: *const c_char) -> c_int {
         s.holds.release_all();
         snapshot::add_holders(s, &mut capture);
         s.holds.clear(Arming::Off);
+        // The sites are watched in the first holder run; old objects four at a time.
         s.holder_sites.clear();
-        s.holder_objects.clear();
+        s.holder_chunk.clear();
         drop(guard);
         std::fs::write(path, capture.to_json()).map_err(|e| format!("cannot write {path}: {e}"))
     })

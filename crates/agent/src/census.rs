@@ -64,6 +64,7 @@ struct Count<'a> {
     queue: Vec<usize>,
     heap: &'a Heap,
     api: &'a Api,
+    layout: &'a Layout,
     unicode_dicts: bool,
 }
 
@@ -86,14 +87,12 @@ impl Count<'_> {
         }
     }
 
-    /// A word of static data: it counts for an object already reached, or for another if its
-    /// header is mapped and its type is a type, which is counted without being traversed: a
-    /// stale pointer can pass these checks, and traversing what only looks like a container
-    /// could crash the host.
+    /// A word of an extension's static data that no object reached is: an object if its
+    /// header is mapped and its type is a type, counted without being traversed, since a stale
+    /// pointer can pass these checks and traversing what only looks like a container could
+    /// crash the host.
     unsafe fn probe(&mut self, word: usize) {
-        if let Some(n) = self.found.get_mut(&word) {
-            *n += 1;
-        } else if word.is_multiple_of(8)
+        if word.is_multiple_of(8)
             && self.heap.readable(word, 16)
             && self.heap.is_type(type_of(word))
         {
@@ -124,6 +123,16 @@ impl Count<'_> {
         }
         if self.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
             self.unicode_keys(op);
+        }
+        // A class holds the keys its instances' dicts share (a mock's new class per mock
+        // showed them as unexplained references to its attribute names).
+        if self.unicode_dicts
+            && type_flags(tp) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
+            && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0
+        {
+            for key in cpython::cached_keys(op, self.layout) {
+                *self.found.entry(key).or_default() += 1;
+            }
         }
     }
 
@@ -170,6 +179,7 @@ unsafe fn count(
             .collect(),
         heap,
         api,
+        layout,
         unicode_dicts: layout.minor >= 11,
     };
     // Queued already, or never to be traversed.
@@ -186,10 +196,15 @@ unsafe fn count(
         (interp + start, interp + end)
     });
     for (i, m) in modules.iter().enumerate() {
-        // Only extension modules' data is read: an extension's statics may hold an object
-        // nothing else does. The interpreter's megabyte changes little in a window (a gain,
-        // not a count, is reported), and other libraries hold no objects.
-        if Some(i) == own || !refhunt_core::runtime::is_extension_module(&m.path) {
+        // An extension's statics may hold an object nothing else does; the interpreter's
+        // hold objects reached already, some of them taken and dropped as the program runs
+        // (3.11's method cache keeps a reference to each name it caches). Other libraries
+        // hold no objects.
+        let extension = refhunt_core::runtime::is_extension_module(&m.path);
+        let interpreter = refhunt_core::runtime::is_runtime_library(&m.path)
+            && !refhunt_core::runtime::is_c_runtime(&m.path)
+            || crate::attribution::is_main_executable(&m.path);
+        if Some(i) == own || !(extension || interpreter) {
             continue;
         }
         for &(start, end) in &m.writable {
@@ -199,7 +214,12 @@ unsafe fn count(
                     at = freelists.1.next_multiple_of(8);
                     continue;
                 }
-                c.probe(read_usize(at));
+                let word = read_usize(at);
+                match c.found.get_mut(&word) {
+                    Some(n) => *n += 1,
+                    None if extension => c.probe(word),
+                    None => {}
+                }
                 at += 8;
             }
         }
@@ -210,12 +230,17 @@ unsafe fn count(
     c.found
 }
 
-/// Whether an object's unexplained count means nothing: immortal, or a type.
+/// Whether an object's unexplained count means nothing: immortal, static (3.11), or a type.
 unsafe fn left_out(op: usize, layout: &Layout) -> bool {
     let refcnt = read_usize(op + cpython::OB_REFCNT);
     layout.immortal && (refcnt as i32) < 0
+        || refcnt >= STATIC_REFCNT
         || type_flags(type_of(op)) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
 }
+
+/// 3.11 starts its statically allocated strings and objects at 999,999,999 references, so
+/// that none is ever freed: such a count means nothing.
+const STATIC_REFCNT: usize = 500_000_000;
 
 impl Census {
     /// The census at the start of a window.
@@ -226,7 +251,7 @@ impl Census {
         let modules = modules::loaded();
         let heap = Heap::new(api, &modules, gc_items);
         let found = count(api, layout, &modules, &heap, gc_items, lists, &[]);
-        let subjects = found
+        let mut subjects: Vec<Subject> = found
             .into_iter()
             .filter(|&(op, _)| !left_out(op, layout))
             .map(|(op, found)| {
@@ -240,6 +265,8 @@ impl Census {
                 }
             })
             .collect();
+        // In address order, each boundary reads them as the heap lies.
+        subjects.sort_unstable_by_key(|s| s.op);
         Census {
             subjects,
             boundaries: 0,

@@ -50,6 +50,36 @@ pub const DICT_KEYS: usize = 32;
 pub const DICT_VALUES: usize = 40;
 pub const DICT_KEYS_KIND: usize = 10;
 pub const DICT_KEYS_UNICODE: u8 = 1;
+pub const DICT_KEYS_LOG2_INDEX_BYTES: usize = 9;
+pub const DICT_KEYS_NENTRIES: usize = 24;
+/// `dk_indices`; the entries follow them, a key and a value each in a table whose keys are
+/// all strings (`PyDictUnicodeEntry`).
+pub const DICT_KEYS_INDICES: usize = 32;
+pub const DICT_UNICODE_ENTRY: usize = 16;
+/// `PyHeapTypeObject.ht_cached_keys` after `ht_slots` and `ht_qualname`: the keys its
+/// instances' split dicts share, which hold a reference to each.
+pub const HT_CACHED_KEYS_AFTER_SLOTS: usize = 16;
+
+/// The keys of a heap type's shared instance keys (3.11+), which no traversal visits.
+///
+/// # Safety
+/// `tp` is a live heap type; `layout` is its interpreter's, 3.11 or newer.
+pub unsafe fn cached_keys(tp: usize, layout: &Layout) -> impl Iterator<Item = usize> {
+    let keys = read_usize(tp + layout.ht_slots + HT_CACHED_KEYS_AFTER_SLOTS);
+    // None, or a general table (not a string-keyed split one): no entries to read.
+    let (n, entries) = if keys == 0 || *((keys + DICT_KEYS_KIND) as *const u8) == 0 {
+        (0, 0)
+    } else {
+        let indices = 1usize << *((keys + DICT_KEYS_LOG2_INDEX_BYTES) as *const u8);
+        (
+            read_usize(keys + DICT_KEYS_NENTRIES),
+            keys + DICT_KEYS_INDICES + indices,
+        )
+    };
+    (0..n)
+        .map(move |i| read_usize(entries + i * DICT_UNICODE_ENTRY))
+        .filter(|&key| key != 0)
+}
 
 // `_PyInterpreterFrame.owner` (3.11+).
 /// A frame that its thread runs, neither a generator's nor a frame object's (whose
@@ -600,6 +630,19 @@ mod tests {
             );
             if minor >= 11 {
                 assert_eq!(DICT_KEYS_KIND, at("dict_keys_kind"), "{what}");
+                assert_eq!(
+                    DICT_KEYS_LOG2_INDEX_BYTES,
+                    at("dict_keys_log2_index_bytes"),
+                    "{what}"
+                );
+                assert_eq!(DICT_KEYS_NENTRIES, at("dict_keys_nentries"), "{what}");
+                assert_eq!(DICT_KEYS_INDICES, at("dict_keys_indices"), "{what}");
+                assert_eq!(DICT_UNICODE_ENTRY, at("dict_unicode_entry"), "{what}");
+                assert_eq!(
+                    l.ht_slots + HT_CACHED_KEYS_AFTER_SLOTS,
+                    at("ht_cached_keys"),
+                    "{what}"
+                );
             }
             if minor >= 10 {
                 assert_eq!(MD_NAME, at("md_name"), "{what}");

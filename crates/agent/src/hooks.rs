@@ -53,6 +53,8 @@ pub struct State {
     pub holder_sites: FxHashMap<u64, u32>,
     /// Old objects whose unexplained references the last snapshot wants watched.
     pub holder_objects: Vec<crate::snapshot::HolderObject>,
+    /// Those the holder run under way watches.
+    pub holder_chunk: Vec<crate::snapshot::HolderObject>,
     /// References found to every object when the window began.
     pub census: Option<Census>,
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
@@ -108,6 +110,7 @@ impl State {
             holds,
             holder_sites: FxHashMap::default(),
             holder_objects: Vec::new(),
+            holder_chunk: Vec::new(),
             census: None,
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],

@@ -36,6 +36,8 @@ const MAX_PATHS: usize = 256;
 const WATCHED_PER_GROUP: usize = 4;
 /// Creation sites a holder run watches, at most.
 const HOLDER_SITES: usize = 16;
+/// Old objects that holder runs watch, four a run, at most.
+const HOLDER_OBJECTS: usize = 3 * crate::breakpoints::SLOTS;
 
 /// What the snapshot hands back for the capture.
 pub struct Outcome {
@@ -316,7 +318,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             tp: type_of(g.op),
             index: unexplained.len() + i,
         })
-        .take(crate::breakpoints::SLOTS)
+        .take(HOLDER_OBJECTS)
         .collect();
     unexplained.extend(gains.iter().map(|g| Unexplained {
         type_name: type_name(type_of(g.op)),
@@ -784,7 +786,7 @@ unsafe fn group(
         if read_usize(op + cpython::OB_REFCNT) as i64 >= PLAIN_GAIN {
             many.push((op, b.stack));
         }
-        if state.census.is_some() && cpython::is_gc(op) {
+        if state.census.is_some() && (cpython::is_gc(op) || type_of(op) == state.api.code_type) {
             containers.push(op);
         }
         let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
@@ -992,12 +994,12 @@ pub unsafe fn add_holders(state: &State, capture: &mut Capture) {
             "refhunt-debug: holder run: {} histories, {} sites, {} objects",
             state.holds.histories().count(),
             state.holder_sites.len(),
-            state.holder_objects.len()
+            state.holder_chunk.len()
         );
     }
     for h in state.holds.histories() {
         let alive = read_usize(h.object + cpython::OB_REFCNT) as isize > 0;
-        let old = state.holder_objects.iter().find(|o| o.op == h.object);
+        let old = state.holder_chunk.iter().find(|o| o.op == h.object);
         let group = if old.is_some() {
             None
         } else {

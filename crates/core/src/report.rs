@@ -380,6 +380,32 @@ impl Report {
             })
             .collect::<Vec<_>>();
         let mut notes = capture.notes.clone();
+        // An object watched through a holder run in which no C code outside the interpreter
+        // kept a reference gained its references from the interpreter's own bookkeeping,
+        // where no traversal looks (a cache of its own): not a leak of the program's.
+        let (unexplained, bookkeeping): (Vec<_>, Vec<_>) = unexplained
+            .into_iter()
+            .zip(&capture.unexplained)
+            .partition(|(u, raw)| u.holder.is_some() || raw.watched.is_empty() || repeat.is_none());
+        let unexplained: Vec<ReportUnexplained> = unexplained.into_iter().map(|(u, _)| u).collect();
+        if !bookkeeping.is_empty() {
+            notes.push(format!(
+                "{} gained references that no C code outside the interpreter kept when a holder \
+                 run watched {}: the interpreter's own bookkeeping, not counted ({})",
+                if bookkeeping.len() == 1 {
+                    "1 object".to_string()
+                } else {
+                    format!("{} objects", thousands(bookkeeping.len() as u64))
+                },
+                if bookkeeping.len() == 1 { "it" } else { "them" },
+                bookkeeping
+                    .iter()
+                    .take(3)
+                    .map(|(u, _)| format!("{} {}", u.type_name, u.repr))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if let Some(why) = &capture.watch_refused {
             if leaks.iter().any(|g| g.holder.is_none())
                 || unexplained.iter().any(|u| u.holder.is_none())
