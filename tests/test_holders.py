@@ -86,7 +86,7 @@ calls = {
     "borrowed_item": lambda: [z.keep_item([[i]]) for i in range(100)],
     "kwargs": lambda: [store.set(a=i) for i in range(100)],
     "init_args": lambda: [z.Keeper([i], 2) for i in range(100)],
-    "getter": lambda: [box.value for i in range(100)],
+    "getter": lambda: [box.value and None for i in range(100)],
     "singleton": lambda: [z.singleton() for i in range(100)],
     "controls": lambda: [(cache.put([i]), z.borrow_ok([(i,)]), z.Pair([i])) for i in range(100)],
 }
@@ -211,3 +211,39 @@ def test_refused_breakpoints_say_why_and_keep_the_rest(env, noperf):
     [note] = [n for n in r["notes"] if n.startswith("no holder line")]
     assert "perf_event_open was refused" in note and "seccomp" in note
     assert "no holder line" in completed.stderr
+
+
+def test_a_program_that_takes_sigtrap_gets_no_trap_of_ours(env):
+    script = program(env, "owntrap", textwrap.dedent("""
+        import signal
+        seen = []
+        signal.signal(signal.SIGTRAP, lambda *a: seen.append(1))
+        for i in range(N):
+            z.keep_arg([i])
+        print("traps seen:", len(seen))
+    """))
+    r = env.run("python", script)
+    assert r.rc == 0, r.stderr
+    assert r.stdout.strip() == "traps seen: 0"
+    assert [g for g in r.leaks if g["class"] == "leaked" and g["count"] == N]
+    assert any("installed its own SIGTRAP handler" in n for n in r.report["notes"])
+
+
+def test_a_forked_child_inherits_no_breakpoint(env):
+    # Watched lists are made and kept; the child then writes every one of their refcounts.
+    script = program(env, "forked", textwrap.dedent("""
+        import os
+        keep = []
+        for i in range(N):
+            item = [i]
+            z.keep_arg(item)
+            keep.append(item)
+        pid = os.fork()
+        if pid == 0:
+            copies = [list(item) for item in keep]
+            os._exit(7 if len(copies) == N else 1)
+        print("child:", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """))
+    r = env.run("python", script)
+    assert r.rc == 0, r.stderr
+    assert r.stdout.strip() == "child: 7"

@@ -136,6 +136,7 @@ pub extern "C" fn refhunt_watch(mode: u32) -> c_int {
             _ => Arming::Targets(s.holder_sites.keys().copied().collect()),
         };
         s.holds.clear(arming);
+        s.reserve_for_traps();
         if mode == 2 {
             // Python code ran since the snapshot found them alive: each is still mapped and of
             // its type, or left alone. As at creation (see `hooks::on_create`), only an

@@ -42,6 +42,10 @@ const BUDGET_START_NS: u64 = 5_000_000;
 /// ...and then this share of its time.
 const BUDGET_SHARE: u64 = 10;
 
+/// Why watching ended when the program took SIGTRAP for itself.
+pub const OWN_HANDLER: &str =
+    "the program installed its own SIGTRAP handler, so breakpoints were removed";
+
 /// Refcount writes from one stack.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Writes {
@@ -120,6 +124,9 @@ pub struct Holds {
     slots: [Option<usize>; SLOTS],
     /// By block address.
     histories: FxHashMap<usize, History>,
+    /// The histories of objects that died, emptied for reuse: a history's memory is never
+    /// given back while the window lasts (its buffers are written from a signal handler).
+    spare: Vec<History>,
     /// A bit per hash of a block with a history: most frees and creations test one bit.
     filter: [u64; 16],
     /// Objects made per creation stack, in a plain window.
@@ -157,6 +164,7 @@ impl Holds {
             )),
             slots: [None; SLOTS],
             histories: FxHashMap::default(),
+            spare: Vec::new(),
             filter: [0; 16],
             made: Vec::new(),
             creations: 0,
@@ -165,6 +173,12 @@ impl Holds {
             started_ns: monotonic_ns(),
             traps: 0,
         }
+    }
+
+    /// Whether some object is watched now.
+    #[inline]
+    pub fn watching(&self) -> bool {
+        self.slots.iter().any(Option::is_some)
     }
 
     /// Why no breakpoint can be used, if none can.
@@ -189,7 +203,10 @@ impl Holds {
     /// A new window: nothing watched, nothing remembered.
     pub fn clear(&mut self, arming: Arming) {
         self.release_all();
-        self.histories.clear();
+        let dead: Vec<usize> = self.histories.keys().copied().collect();
+        for block in dead {
+            self.retire(block);
+        }
         self.filter = [0; 16];
         self.made.clear();
         self.cost_ns = 0;
@@ -256,10 +273,7 @@ impl Holds {
             return false;
         };
         if !bp.handler_is_ours() {
-            self.breakpoints.as_mut().map(Breakpoints::close).ok();
-            self.breakpoints = Err(
-                "the program installed its own SIGTRAP handler, so breakpoints were removed".into(),
-            );
+            self.remove(OWN_HANDLER);
             return false;
         }
         let leased = matches!(self.arming, Arming::Creations);
@@ -288,23 +302,27 @@ impl Holds {
             STACKS_PER_TARGET
         };
         self.slots[slot] = Some(block);
-        self.histories.insert(
-            block,
-            History {
-                object: op,
-                // Room made now: the writes are recorded in a signal handler.
-                writes: Vec::with_capacity(max_stacks),
-                order: Vec::with_capacity(ORDER_PER_OBJECT),
-                unordered: 0,
-                max_stacks,
-                lost: 0,
-                traps: 0,
-                whole: true,
-                from_creation: new,
-                armed_at: self.creations,
-                slot: Some(slot),
-            },
-        );
+        let mut h = self.spare.pop().unwrap_or_else(|| History {
+            object: 0,
+            // Room made now: the writes are recorded in a signal handler.
+            writes: Vec::with_capacity(STACKS_PER_TARGET),
+            order: Vec::with_capacity(ORDER_PER_OBJECT),
+            unordered: 0,
+            max_stacks,
+            lost: 0,
+            traps: 0,
+            whole: true,
+            from_creation: new,
+            armed_at: 0,
+            slot: None,
+        });
+        h.object = op;
+        h.max_stacks = max_stacks;
+        h.whole = true;
+        h.from_creation = new;
+        h.armed_at = self.creations;
+        h.slot = Some(slot);
+        self.histories.insert(block, h);
         let (word, mask) = bit(block);
         self.filter[word] |= mask;
         true
@@ -313,14 +331,14 @@ impl Holds {
     /// Frees the slots whose watch the handler dropped: their object's memory was put to
     /// another use, so the object is gone, and its history with it.
     fn reap(&mut self) {
-        let Ok(bp) = &mut self.breakpoints else {
-            return;
-        };
         for slot in 0..SLOTS {
+            let Ok(bp) = &mut self.breakpoints else {
+                return;
+            };
             if let Some(block) = self.slots[slot].filter(|_| bp.dropped(slot)) {
                 self.slots[slot] = None;
-                self.histories.remove(&block);
                 bp.park(slot);
+                self.retire(block);
             }
         }
     }
@@ -362,13 +380,25 @@ impl Holds {
         if self.filter[word] & mask == 0 {
             return;
         }
-        if let Some(h) = self.histories.remove(&block) {
-            if let Some(slot) = h.slot {
-                self.slots[slot] = None;
-                if let Ok(bp) = &mut self.breakpoints {
-                    bp.park(slot);
-                }
+        if let Some(slot) = self.histories.get(&block).and_then(|h| h.slot) {
+            self.slots[slot] = None;
+            if let Ok(bp) = &mut self.breakpoints {
+                bp.park(slot);
             }
+        }
+        self.retire(block);
+    }
+
+    /// Empties the history of the object in `block` into the spares.
+    fn retire(&mut self, block: usize) {
+        if let Some(mut h) = self.histories.remove(&block) {
+            h.writes.clear();
+            h.order.clear();
+            h.unordered = 0;
+            h.lost = 0;
+            h.traps = 0;
+            h.slot = None;
+            self.spare.push(h);
         }
     }
 
@@ -400,6 +430,17 @@ impl Holds {
     /// Every kept history, by object.
     pub fn histories(&self) -> impl Iterator<Item = &History> {
         self.histories.values()
+    }
+
+    /// Ends watching for good, for the reason given: every breakpoint is closed.
+    pub fn remove(&mut self, why: &str) {
+        self.settle();
+        self.release_all();
+        if let Ok(bp) = &mut self.breakpoints {
+            bp.close();
+        }
+        self.breakpoints = Err(why.into());
+        self.pending = false;
     }
 
     /// In a forked child: nothing is watched there.

@@ -144,8 +144,45 @@ impl State {
         stack
     }
 
+    /// Interns the stack of a trapped write, from its signal handler: nothing is allocated
+    /// (the thread may be inside malloc), so a new stack takes the room reserved for it (see
+    /// [`State::reserve_for_traps`]), or is not kept. Also says whether the write came from
+    /// inside the measured call (see `StackTable::call_code`).
+    unsafe fn capture_in_signal(&mut self, regs: Regs) -> (u32, bool) {
+        let n = self.unwinder.walk_in_signal(regs, &mut self.native);
+        let m = pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python);
+        let call = self.stacks.call_code;
+        let in_call = call == 0 || self.python[..m].iter().any(|f| f.code == call);
+        // The Python frames end at the first code object the agent does not hold already:
+        // taking a reference here could be lost, since the interrupted code may be in the
+        // middle of changing that same refcount (a load and a store around the trapped one),
+        // and a code object freed early would be read at the snapshot. Any code that ran in
+        // the window made objects, so the agent holds nearly all.
+        let codes = &self.codes;
+        let m = self.python[..m]
+            .iter()
+            .position(|f| !codes.contains(&f.code))
+            .unwrap_or(m);
+        let mut is_new = false;
+        let id = match self.stacks.intern_in_signal(
+            &self.native[..n],
+            &self.python[..m],
+            EPOCH.load(Relaxed),
+            &mut is_new,
+        ) {
+            Some(id) if id < BUFFER => id,
+            _ => NO_STACK,
+        };
+        (id, in_call)
+    }
+
+    /// Room for the stacks that trapped writes may add while objects are watched.
+    pub fn reserve_for_traps(&mut self) {
+        self.stacks.reserve(1024, 64 * 1024);
+    }
+
     /// Interns the stack that starts at `regs`.
-    pub unsafe fn capture(&mut self, regs: Regs) -> u32 {
+    unsafe fn capture(&mut self, regs: Regs) -> u32 {
         let n = self.unwinder.walk(regs, &mut self.native);
         let m = pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python);
         let mut is_new = false;
@@ -185,6 +222,9 @@ pub unsafe fn install(mut state: State) {
         state.creations = Creations::Allocations;
     }
     *STATE.lock() = Some(state);
+    OWNER_PID.store(libc::getpid() as usize, Relaxed);
+    // SAFETY: the hook has `sigaction`'s signature and calls it.
+    unsafe { crate::got::redirect(c"sigaction", hook_sigaction as *const () as usize) };
     wrap_domain::<false>(cpython::DOMAIN_OBJ, api_get, api_set);
     wrap_domain::<true>(cpython::DOMAIN_MEM, api_get, api_set);
     match (wanted, tracer, new_reference) {
@@ -204,6 +244,29 @@ pub unsafe fn install(mut state: State) {
         }
         _ => {}
     }
+}
+
+/// The process the hooks were installed in.
+static OWNER_PID: AtomicUsize = AtomicUsize::new(0);
+
+/// `sigaction` for the interpreter (`signal.signal`): a program that takes SIGTRAP for itself
+/// gets it with no breakpoint left, so none of refhunt's traps reaches its handler.
+unsafe extern "C" fn hook_sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    // A child made with vfork (subprocess's) resets every handler while it shares this
+    // process's memory, and must touch none of it: only the tracked process acts.
+    // SAFETY: getpid has no preconditions.
+    let ours = unsafe { libc::getpid() } as usize == OWNER_PID.load(Relaxed);
+    if sig == libc::SIGTRAP && !act.is_null() && ours {
+        if let Some(s) = STATE.try_lock().as_mut().and_then(|g| g.as_mut()) {
+            s.holds.remove(crate::holds::OWN_HANDLER);
+        }
+    }
+    // SAFETY: the caller's arguments, passed on unchanged.
+    unsafe { libc::sigaction(sig, act, old) }
 }
 
 /// The interpreter's own `_Py_NewReference`, which the redirected calls still run first.
@@ -394,9 +457,7 @@ pub unsafe fn on_refcount_write(slot: usize, delta: isize, pc: usize, sp: usize,
     };
     let Some(s) = guard.as_mut() else { return };
     // SAFETY: the caller's registers, of a thread that holds the GIL (it wrote a refcount).
-    let stack = unsafe { s.capture(Regs { pc, sp, bp }) };
-    let call = s.stacks.call_code;
-    let in_call = call == 0 || s.stacks.python(stack).any(|f| f.code == call);
+    let (stack, in_call) = unsafe { s.capture_in_signal(Regs { pc, sp, bp }) };
     s.holds.on_write(slot, delta, stack, in_call);
 }
 
@@ -437,6 +498,9 @@ unsafe fn on_create(op: usize) {
     holds.on_create(op - offset, op, stack, watchable, || {
         stacks.site_hash(stack)
     });
+    if s.holds.watching() {
+        s.reserve_for_traps();
+    }
 }
 
 /// The bytes of an object whose allocation was not seen: its headers and its type's size.

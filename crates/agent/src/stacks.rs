@@ -41,11 +41,48 @@ impl StackTable {
         epoch: u16,
         is_new: &mut bool,
     ) -> u32 {
+        self.intern_within(native, python, epoch, is_new, true)
+            .expect("may grow")
+    }
+
+    /// As [`StackTable::intern`], but from a signal handler: a new stack is added only in the
+    /// room reserved (see [`StackTable::reserve`]), never by allocating; None without room.
+    pub fn intern_in_signal(
+        &mut self,
+        native: &[u64],
+        python: &[PyFrameRef],
+        epoch: u16,
+        is_new: &mut bool,
+    ) -> Option<u32> {
+        self.intern_within(native, python, epoch, is_new, false)
+    }
+
+    /// Room for `stacks` more stacks of `words` words in all, reserved ahead of a signal
+    /// handler's needs.
+    pub fn reserve(&mut self, stacks: usize, words: usize) {
+        if self.entries.capacity() - self.entries.len() < stacks / 2 {
+            self.entries.reserve(stacks);
+            self.index
+                .reserve(stacks, |&i| self.entries[i as usize].hash);
+        }
+        if self.words.capacity() - self.words.len() < words / 2 {
+            self.words.reserve(words);
+        }
+    }
+
+    fn intern_within(
+        &mut self,
+        native: &[u64],
+        python: &[PyFrameRef],
+        epoch: u16,
+        is_new: &mut bool,
+        grow: bool,
+    ) -> Option<u32> {
         *is_new = false;
         if let Some(last) = self.last {
             let e = self.entries[last as usize];
             if e.epoch == epoch && self.matches(e, native, python) {
-                return last;
+                return Some(last);
             }
         }
         let inner = python
@@ -60,7 +97,14 @@ impl StackTable {
         });
         if let Some(&id) = found {
             self.last = Some(id);
-            return id;
+            return Some(id);
+        }
+        let needed = native.len() + 2 * python.len();
+        let room = self.words.capacity() - self.words.len() >= needed
+            && self.entries.len() < self.entries.capacity()
+            && self.index.len() < self.index.capacity();
+        if !grow && !room {
+            return None;
         }
         *is_new = true;
         let id = self.entries.len() as u32;
@@ -82,7 +126,7 @@ impl StackTable {
         self.index
             .insert_unique(hash, id, |&i| entries[i as usize].hash);
         self.last = Some(id);
-        id
+        Some(id)
     }
 
     fn matches(&self, e: Entry, native: &[u64], python: &[PyFrameRef]) -> bool {

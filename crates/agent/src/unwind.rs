@@ -100,6 +100,8 @@ pub struct Unwinder {
     /// The agent's own code, left out of every stack.
     own: (usize, usize),
     loader_generation: u64,
+    /// A walk from a signal handler is under way (see [`Unwinder::walk_in_signal`]).
+    in_signal: bool,
 }
 
 thread_local! {
@@ -169,6 +171,7 @@ impl Unwinder {
             stop,
             own,
             loader_generation: loader_generation(),
+            in_signal: false,
         }
     }
 
@@ -205,7 +208,24 @@ impl Unwinder {
         n
     }
 
-    /// The walk itself, noting in `memo` what it read.
+    /// A walk from a signal handler, which must not allocate: it may have stopped a thread
+    /// inside malloc. Walks are not remembered, and a module loaded since the last look ends
+    /// the walk there rather than be read in.
+    pub fn walk_in_signal(&mut self, regs: Regs, out: &mut [u64]) -> usize {
+        self.in_signal = true;
+        let mut memo = Memo {
+            pc: 0,
+            sp: 0,
+            bp: None,
+            reads: Vec::new(),
+            frames: Vec::new(),
+        };
+        let n = self.walk_rules(regs, out, &mut memo);
+        self.in_signal = false;
+        n
+    }
+
+    /// The walk itself, noting in `memo` what it read (not in a signal handler).
     fn walk_rules(&mut self, regs: Regs, out: &mut [u64], memo: &mut Memo) -> usize {
         let (lo, hi) = stack_bounds();
         let Regs {
@@ -253,11 +273,15 @@ impl Unwinder {
                         break;
                     }
                     bp = *(slot as *const usize);
-                    memo.reads.push((slot, bp));
+                    if !self.in_signal {
+                        memo.reads.push((slot, bp));
+                    }
                     bp_restored = true;
                 }
                 pc = *((cfa - 8) as *const usize);
-                memo.reads.push((cfa - 8, pc));
+                if !self.in_signal {
+                    memo.reads.push((cfa - 8, pc));
+                }
             }
             sp = cfa;
             first = false;
@@ -288,6 +312,7 @@ impl Unwinder {
     fn compute(&mut self, addr: usize) -> Option<Rule> {
         let i = match modules::find(&self.modules, addr) {
             Some(i) => i,
+            None if self.in_signal => return None,
             None => {
                 self.refresh_modules();
                 modules::find(&self.modules, addr)?
