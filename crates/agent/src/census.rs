@@ -112,17 +112,12 @@ impl Count<'_> {
             }
             return;
         }
-        let traverse = read_usize(tp + cpython::TP_TRAVERSE);
-        if traverse != 0 {
-            let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
-            traverse(
-                op as *mut PyObject,
-                visit as VisitProc,
-                self as *mut Count as *mut c_void,
-            );
-        }
+        cpython::traverse(op, visit as VisitProc, self as *mut Count as *mut c_void);
         if self.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
-            self.unicode_keys(op);
+            let found = &mut self.found;
+            cpython::unicode_keys(op, self.api.dict_next, |key| {
+                *found.entry(key).or_default() += 1
+            });
         }
         // A class holds the keys its instances' dicts share (a mock's new class per mock
         // showed them as unexplained references to its attribute names).
@@ -133,23 +128,6 @@ impl Count<'_> {
             for key in cpython::cached_keys(op, self.layout) {
                 *self.found.entry(key).or_default() += 1;
             }
-        }
-    }
-
-    /// A combined table whose keys are all strings holds its keys without visiting them.
-    unsafe fn unicode_keys(&mut self, op: usize) {
-        let keys = read_usize(op + cpython::DICT_KEYS);
-        if keys == 0 || read_usize(op + cpython::DICT_VALUES) != 0 {
-            return;
-        }
-        if *((keys + cpython::DICT_KEYS_KIND) as *const u8) != cpython::DICT_KEYS_UNICODE {
-            return;
-        }
-        let mut pos: isize = 0;
-        let mut key: *mut PyObject = std::ptr::null_mut();
-        let mut value: *mut PyObject = std::ptr::null_mut();
-        while (self.api.dict_next)(op as *mut PyObject, &mut pos, &mut key, &mut value) != 0 {
-            *self.found.entry(key as usize).or_default() += 1;
         }
     }
 }
@@ -207,22 +185,11 @@ unsafe fn count(
         if Some(i) == own || !(extension || interpreter) {
             continue;
         }
-        for &(start, end) in &m.writable {
-            let mut at = start.next_multiple_of(8);
-            while at + 8 <= end {
-                if (freelists.0..freelists.1).contains(&at) {
-                    at = freelists.1.next_multiple_of(8);
-                    continue;
-                }
-                let word = read_usize(at);
-                match c.found.get_mut(&word) {
-                    Some(n) => *n += 1,
-                    None if extension => c.probe(word),
-                    None => {}
-                }
-                at += 8;
-            }
-        }
+        m.static_words(freelists, |word| match c.found.get_mut(&word) {
+            Some(n) => *n += 1,
+            None if extension => c.probe(word),
+            None => {}
+        });
     }
     for op in lists {
         c.found.remove(op);

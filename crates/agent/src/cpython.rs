@@ -60,6 +60,48 @@ pub const DICT_UNICODE_ENTRY: usize = 16;
 /// instances' split dicts share, which hold a reference to each.
 pub const HT_CACHED_KEYS_AFTER_SLOTS: usize = 16;
 
+/// Calls `f` with each key of a dict whose combined table holds only string keys (3.11+),
+/// which `dict_traverse` does not visit since a string cannot form a cycle. A split table's
+/// keys are its type's, held once there (see [`cached_keys`]).
+///
+/// # Safety
+/// `op` is a live dict; the GIL is held; `dict_next` is `PyDict_Next` (`Api::dict_next`).
+pub unsafe fn unicode_keys(op: usize, dict_next: DictNext, mut f: impl FnMut(usize)) {
+    let keys = read_usize(op + DICT_KEYS);
+    if keys == 0 || read_usize(op + DICT_VALUES) != 0 {
+        return;
+    }
+    if *((keys + DICT_KEYS_KIND) as *const u8) != DICT_KEYS_UNICODE {
+        return;
+    }
+    let mut pos: isize = 0;
+    let mut key: *mut PyObject = std::ptr::null_mut();
+    let mut value: *mut PyObject = std::ptr::null_mut();
+    while dict_next(op as *mut PyObject, &mut pos, &mut key, &mut value) != 0 {
+        f(key as usize);
+    }
+}
+
+/// Calls the type's `tp_traverse` on `op` with `visit` and `arg`, if it has one.
+///
+/// # Safety
+/// `op` is a live container; `visit` accepts `arg`; the GIL is held.
+pub unsafe fn traverse(op: usize, visit: VisitProc, arg: *mut c_void) {
+    let traverse = read_usize(type_of(op) + TP_TRAVERSE);
+    if traverse != 0 {
+        let traverse: TraverseProc = std::mem::transmute(traverse);
+        traverse(op as *mut PyObject, visit, arg);
+    }
+}
+
+/// `PyDict_Next`.
+pub type DictNext = unsafe extern "C" fn(
+    *mut PyObject,
+    *mut isize,
+    *mut *mut PyObject,
+    *mut *mut PyObject,
+) -> c_int;
+
 /// The keys of a heap type's shared instance keys (3.11+), which no traversal visits.
 ///
 /// # Safety
@@ -320,12 +362,7 @@ pub struct Api {
     pub repr: unsafe extern "C" fn(*mut PyObject) -> *mut PyObject,
     pub unicode_utf8: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
     pub err_clear: unsafe extern "C" fn(),
-    pub dict_next: unsafe extern "C" fn(
-        *mut PyObject,
-        *mut isize,
-        *mut *mut PyObject,
-        *mut *mut PyObject,
-    ) -> c_int,
+    pub dict_next: DictNext,
     pub type_type: usize,
     pub code_type: usize,
     pub unicode_type: usize,

@@ -85,3 +85,24 @@ pub fn find(modules: &[LoadedModule], addr: usize) -> Option<usize> {
     let i = modules.partition_point(|m| m.start <= addr);
     (i > 0 && addr < modules[i - 1].end).then(|| i - 1)
 }
+
+impl LoadedModule {
+    /// Calls `f` with the address and value of every aligned word of the module's static
+    /// data, but those in `[skip.0, skip.1)` (the interpreter's freelists).
+    ///
+    /// # Safety
+    /// The module is still loaded, so its writable segments are mapped.
+    pub unsafe fn static_words(&self, skip: (usize, usize), mut f: impl FnMut(usize)) {
+        for &(start, end) in &self.writable {
+            let mut at = start.next_multiple_of(8);
+            while at + 8 <= end {
+                if (skip.0..skip.1).contains(&at) {
+                    at = skip.1.next_multiple_of(8);
+                    continue;
+                }
+                f(*(at as *const usize));
+                at += 8;
+            }
+        }
+    }
+}

@@ -117,12 +117,7 @@ struct Walk<'a> {
     queue: Vec<usize>,
     code_type: usize,
     unicode_type: usize,
-    dict_next: unsafe extern "C" fn(
-        *mut PyObject,
-        *mut isize,
-        *mut *mut PyObject,
-        *mut *mut PyObject,
-    ) -> c_int,
+    dict_next: cpython::DictNext,
     /// 3.11+: dicts whose keys are all strings do not visit their keys.
     unicode_dicts: bool,
     /// 3.13+: objects may keep their attributes inline and still own a `__dict__`.
@@ -394,15 +389,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
         if !cpython::is_gc(op) {
             return; // a static type: its references live in static data, scanned apart
         }
-        let traverse = read_usize(tp + cpython::TP_TRAVERSE);
-        if traverse != 0 {
-            let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
-            traverse(
-                op as *mut PyObject,
-                visit as VisitProc,
-                walk as *mut Walk as *mut c_void,
-            );
-        }
+        cpython::traverse(op, visit as VisitProc, walk as *mut Walk as *mut c_void);
         visit_untraversed(op, tp, walk);
         scan_c_fields(op, tp, walk);
         return;
@@ -448,7 +435,10 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     let flags = type_flags(tp);
     // 3.11+: a dict whose keys are all strings does not visit its keys.
     if walk.unicode_dicts && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
-        visit_unicode_keys(op, walk);
+        let dict_next = walk.dict_next;
+        cpython::unicode_keys(op, dict_next, |key| {
+            visit(key as *mut PyObject, walk as *mut Walk as *mut c_void);
+        });
     }
     // A class holds the dict of its subclasses (weak references only); `import ast` showed it.
     if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
@@ -517,25 +507,6 @@ unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
     }
 }
 
-/// A combined table whose keys are all strings holds a reference to each key that
-/// `dict_traverse` does not visit (a string cannot form a cycle). Split tables share their
-/// keys with the type, which holds them once.
-unsafe fn visit_unicode_keys(op: usize, walk: &mut Walk) {
-    let keys = read_usize(op + cpython::DICT_KEYS);
-    if keys == 0 || read_usize(op + cpython::DICT_VALUES) != 0 {
-        return;
-    }
-    if *((keys + cpython::DICT_KEYS_KIND) as *const u8) != cpython::DICT_KEYS_UNICODE {
-        return;
-    }
-    let mut pos: isize = 0;
-    let mut key: *mut PyObject = std::ptr::null_mut();
-    let mut value: *mut PyObject = std::ptr::null_mut();
-    while (walk.dict_next)(op as *mut PyObject, &mut pos, &mut key, &mut value) != 0 {
-        visit(key, walk as *mut Walk as *mut c_void);
-    }
-}
-
 /// Counts pointers to survivors in every module's static data, and queues the untracked
 /// containers that statics hold (such as the interpreter's table of loaded extensions), which
 /// nothing else leads to.
@@ -560,39 +531,30 @@ unsafe fn scan_statics(
         // as orjson keeps its keys) holds what the buffer points at. The interpreter's own
         // buffers are its objects' (a list's items), which their traversal counts.
         let buffers = probe && !refhunt_core::runtime::is_runtime_library(&m.path);
-        for &(start, end) in &m.writable {
-            let mut at = start.next_multiple_of(8);
-            while at + 8 <= end {
-                if (skip.0..skip.1).contains(&at) {
-                    at = skip.1.next_multiple_of(8);
-                    continue;
-                }
-                let word = read_usize(at);
-                if let Some(word) = walk.survivors.at_or_text(word) {
-                    let held = walk.held.entry(word).or_default();
-                    held.statics += 1;
-                    held.owner.get_or_insert(Owner::Static(i));
-                } else if let Some(size) = walk
-                    .survivors
-                    .buffer(word)
-                    .filter(|&size| buffers && types.readable(word, size))
-                {
-                    for at in (word..word + size.min(1 << 22) / 8 * 8).step_by(8) {
-                        let word = read_usize(at);
-                        if walk.survivors.contains(word) {
-                            let held = walk.held.entry(word).or_default();
-                            held.owned += 1;
-                            held.outside_holder = true;
-                            held.owner.get_or_insert(Owner::StaticBuffer(i));
-                        }
+        m.static_words(skip, |word| {
+            if let Some(word) = walk.survivors.at_or_text(word) {
+                let held = walk.held.entry(word).or_default();
+                held.statics += 1;
+                held.owner.get_or_insert(Owner::Static(i));
+            } else if let Some(size) = walk
+                .survivors
+                .buffer(word)
+                .filter(|&size| buffers && types.readable(word, size))
+            {
+                for at in (word..word + size.min(1 << 22) / 8 * 8).step_by(8) {
+                    let word = read_usize(at);
+                    if walk.survivors.contains(word) {
+                        let held = walk.held.entry(word).or_default();
+                        held.owned += 1;
+                        held.outside_holder = true;
+                        held.owner.get_or_insert(Owner::StaticBuffer(i));
                     }
-                } else if probe && !walk.seen.contains(&word) && types.untracked_dict(word) {
-                    walk.seen.insert(word);
-                    walk.queue.push(word);
                 }
-                at += 8;
+            } else if probe && !walk.seen.contains(&word) && types.untracked_dict(word) {
+                walk.seen.insert(word);
+                walk.queue.push(word);
             }
-        }
+        });
     }
 }
 
@@ -885,23 +847,8 @@ unsafe fn group(
             (stacks.len() - 1) as u32
         })
     };
-    let watched_of = |h: &History, id_of: &mut dyn FnMut(u32) -> u32| Watched {
-        writes: h
-            .writes
-            .iter()
-            .map(|w| RefWrites {
-                stack: id_of(w.stack),
-                increments: w.increments,
-                decrements: w.decrements,
-            })
-            .collect(),
-        order: h.order.iter().map(|&(s, d)| (id_of(s), d)).collect(),
-        unordered: h.unordered,
-        whole: h.whole,
-        lost: h.lost,
-        unexplained: unexplained(h.object),
-        from_creation: h.from_creation,
-        calls: None,
+    let watched_of = |h: &History, id_of: &mut dyn FnMut(u32) -> u32| {
+        to_watched(h, id_of, unexplained(h.object), None)
     };
     let mut extra = Vec::new();
     for (op, stack) in many {
@@ -981,6 +928,33 @@ struct Grouped {
     containers: Vec<usize>,
 }
 
+/// A history as the capture carries it, its stacks renumbered by `id_of`.
+fn to_watched(
+    h: &History,
+    id_of: &mut dyn FnMut(u32) -> u32,
+    unexplained: i64,
+    calls: Option<u32>,
+) -> Watched {
+    Watched {
+        writes: h
+            .writes
+            .iter()
+            .map(|w| RefWrites {
+                stack: id_of(w.stack),
+                increments: w.increments,
+                decrements: w.decrements,
+            })
+            .collect(),
+        order: h.order.iter().map(|&(s, d)| (id_of(s), d)).collect(),
+        unordered: h.unordered,
+        whole: h.whole,
+        lost: h.lost,
+        unexplained,
+        from_creation: h.from_creation,
+        calls,
+    }
+}
+
 /// What a holder run's breakpoints saw, added to the capture of the window before it: each
 /// watched object made at a wanted site that is still alive joins its group, and each old
 /// object its entry, as one call's worth.
@@ -1026,24 +1000,7 @@ pub unsafe fn add_holders(state: &State, capture: &mut Capture) {
                 (stacks.len() - 1) as u32
             })
         };
-        let watched = Watched {
-            writes: h
-                .writes
-                .iter()
-                .map(|w| RefWrites {
-                    stack: id_of(w.stack),
-                    increments: w.increments,
-                    decrements: w.decrements,
-                })
-                .collect(),
-            order: h.order.iter().map(|&(s, d)| (id_of(s), d)).collect(),
-            unordered: h.unordered,
-            whole: h.whole,
-            lost: h.lost,
-            unexplained: 0,
-            from_creation: h.from_creation,
-            calls: old.is_some().then_some(1),
-        };
+        let watched = to_watched(h, &mut id_of, 0, old.is_some().then_some(1));
         if let Some(u) = old.and_then(|o| capture.unexplained.get_mut(o.index)) {
             u.watched.push(watched);
         } else if let Some(g) = group.map(|g| &mut capture.groups[g]) {
