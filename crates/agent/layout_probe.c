@@ -67,6 +67,7 @@ int main(void) {
     SHOW("tp_base", offsetof(PyTypeObject, tp_base));
     SHOW("ob_size", offsetof(PyVarObject, ob_size));
     SHOW("tp_free", offsetof(PyTypeObject, tp_free));
+    SHOW("tuple_items", offsetof(PyTupleObject, ob_item));
     SHOW("tp_is_gc", offsetof(PyTypeObject, tp_is_gc));
     SHOW("tp_subclasses", offsetof(PyTypeObject, tp_subclasses));
     SHOW("ht_slots", offsetof(PyHeapTypeObject, ht_slots));

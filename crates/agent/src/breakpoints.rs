@@ -296,12 +296,6 @@ impl Breakpoints {
         }
     }
 
-    /// In a forked child: the events belong to the parent, whose descriptors the child
-    /// only closes (nothing was inherited into the child itself).
-    pub fn forget_in_child(&mut self) {
-        self.close();
-    }
-
     /// Whether SIGTRAP still comes to us: a program that installs its own handler later
     /// would get our traps.
     pub fn handler_is_ours(&self) -> bool {

@@ -2,7 +2,7 @@
 //! an exact `str`, `int` or `tuple` of those, its value, truncated. A `__repr__` could run
 //! anything inside the program at its snapshot.
 
-use crate::cpython::{read_usize, type_name, type_of, Api, PyObject};
+use crate::cpython::{self, read_usize, type_name, type_of, Api, PyObject};
 use crate::survivors::basicsize;
 use std::ffi::CStr;
 
@@ -22,16 +22,18 @@ pub unsafe fn describe(api: &Api, op: usize) -> String {
 }
 
 /// The value of an exact str, int or tuple of values; `depth` tuples deep.
+///
+/// # Safety
+/// As for [`describe`].
 unsafe fn value(api: &Api, op: usize, depth: u32) -> Option<String> {
     let tp = type_of(op);
     let text = if tp == api.unicode_type || tp == api.long_type {
         repr(api, op)?
     } else if tp == api.tuple_type && depth > 0 {
-        // PyTupleObject: ob_size at 16, items from 24 (stable since 3.0).
-        let n = read_usize(op + 16);
+        let n = read_usize(op + cpython::OB_SIZE);
         let mut items: Vec<String> = (0..n.min(MAX_ITEMS))
             .map(|i| {
-                let item = read_usize(op + 24 + 8 * i);
+                let item = read_usize(op + cpython::TUPLE_ITEMS + 8 * i);
                 value(api, item, depth - 1)
                     .unwrap_or_else(|| format!("<{}>", type_name(type_of(item))))
             })
@@ -50,6 +52,9 @@ unsafe fn value(api: &Api, op: usize, depth: u32) -> Option<String> {
 }
 
 /// `repr()` of an exact str or int, which runs no Python code.
+///
+/// # Safety
+/// As for [`describe`].
 unsafe fn repr(api: &Api, op: usize) -> Option<String> {
     let r = (api.repr)(op as *mut PyObject);
     if r.is_null() {

@@ -75,6 +75,8 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
 }
 
 impl Count<'_> {
+    /// # Safety
+    /// `op` is a live object.
     unsafe fn reached(&mut self, op: usize) {
         match self.found.entry(op) {
             Entry::Occupied(mut e) => *e.get_mut() += 1,
@@ -91,6 +93,9 @@ impl Count<'_> {
     /// header is mapped and its type is a type, counted without being traversed, since a stale
     /// pointer can pass these checks and traversing what only looks like a container could
     /// crash the host.
+    ///
+    /// # Safety
+    /// Any word may be given: nothing is read through it before it passes those checks.
     unsafe fn probe(&mut self, word: usize) {
         if word.is_multiple_of(8)
             && self.heap.readable(word, 16)
@@ -100,6 +105,8 @@ impl Count<'_> {
         }
     }
 
+    /// # Safety
+    /// `op` is a live container or code object; the GIL is held.
     unsafe fn references_of(&mut self, op: usize) {
         let tp = type_of(op);
         if tp == self.api.code_type {
@@ -198,16 +205,15 @@ unsafe fn count(
 }
 
 /// Whether an object's unexplained count means nothing: immortal, static (3.11), or a type.
+///
+/// # Safety
+/// `op` is a live object.
 unsafe fn left_out(op: usize, layout: &Layout) -> bool {
     let refcnt = read_usize(op + cpython::OB_REFCNT);
     layout.immortal && (refcnt as i32) < 0
-        || refcnt >= STATIC_REFCNT
+        || refcnt >= cpython::STATIC_REFCNT
         || type_flags(type_of(op)) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
 }
-
-/// 3.11 starts its statically allocated strings and objects at 999,999,999 references, so
-/// that none is ever freed: such a count means nothing.
-const STATIC_REFCNT: usize = 500_000_000;
 
 impl Census {
     /// The census at the start of a window.

@@ -137,6 +137,11 @@ pub const OB_REFCNT: usize = 0;
 pub const OB_TYPE: usize = 8;
 /// `PyVarObject.ob_size`.
 pub const OB_SIZE: usize = 16;
+/// `PyTupleObject.ob_item`, after `ob_size`.
+pub const TUPLE_ITEMS: usize = 24;
+/// 3.11 starts its statically allocated strings and objects at 999,999,999 references
+/// (`_PyObject_IMMORTAL_INIT`), so that none is ever freed: a count this high means nothing.
+pub const STATIC_REFCNT: usize = 500_000_000;
 pub const TP_NAME: usize = 24;
 pub const TP_BASICSIZE: usize = 32;
 pub const TP_ITEMSIZE: usize = 40;
@@ -696,6 +701,7 @@ mod tests {
                 (TP_BASE, "tp_base"),
                 (OB_SIZE, "ob_size"),
                 (TP_FREE, "tp_free"),
+                (TUPLE_ITEMS, "tuple_items"),
                 (TP_IS_GC, "tp_is_gc"),
                 (TP_SUBCLASSES, "tp_subclasses"),
                 (UNICODE_STATE, "unicode_state"),

@@ -175,12 +175,6 @@ impl Holds {
         }
     }
 
-    /// Whether some object is watched now.
-    #[inline]
-    pub fn watching(&self) -> bool {
-        self.slots.iter().any(Option::is_some)
-    }
-
     /// Why no breakpoint can be used, if none can.
     pub fn refused(&mut self) -> Option<&str> {
         self.settle();
@@ -216,7 +210,8 @@ impl Holds {
     }
 
     /// An object was made in `block` at `stack`; `site` gives its creation site's hash.
-    /// `watchable`: the block's allocation and free pass the hooks.
+    /// `watchable`: the block's allocation and free pass the hooks. True if it is watched
+    /// from here.
     ///
     /// # Safety
     /// `op` is the new object, live.
@@ -226,16 +221,15 @@ impl Holds {
         block: usize,
         op: usize,
         stack: u32,
-        watchable: bool,
+        watchable: impl Fn() -> bool,
         site: impl Fn() -> u64,
-    ) {
+    ) -> bool {
         self.forget(block);
         self.creations += 1;
         if self.pending {
             self.settle();
         }
         let wanted = match &self.arming {
-            _ if !watchable => false,
             Arming::Off => false,
             Arming::Creations => {
                 let i = stack as usize;
@@ -247,10 +241,8 @@ impl Holds {
             }
             Arming::Targets(sites) => sites.contains(&site()),
         };
-        if wanted {
-            // SAFETY: the caller's object is live.
-            unsafe { self.watch(block, op, true) };
-        }
+        // SAFETY: the caller's object is live.
+        wanted && watchable() && unsafe { self.watch(block, op, true) }
     }
 
     fn affordable(&self) -> bool {
@@ -443,10 +435,11 @@ impl Holds {
         self.pending = false;
     }
 
-    /// In a forked child: nothing is watched there.
+    /// In a forked child: nothing is watched there. The events are the parent's, so the
+    /// child only closes its descriptors: moving one would move the parent's breakpoint.
     pub fn forget_in_child(&mut self) {
         if let Ok(bp) = &mut self.breakpoints {
-            bp.forget_in_child();
+            bp.close();
         }
         self.breakpoints = Err("a forked child is not watched".into());
         self.pending = false;

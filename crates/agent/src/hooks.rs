@@ -490,15 +490,12 @@ unsafe fn on_create(op: usize) {
     // through them, or its type frees through the object allocator, as a freelist's objects
     // do in the end): its free is seen, so no breakpoint outlives it on memory that malloc
     // reuses.
-    let watchable = allocated
-        || s.api
-            .standard_frees
-            .contains(&read_usize(tp + cpython::TP_FREE));
+    let frees = s.api.standard_frees;
+    let watchable = || allocated || frees.contains(&read_usize(tp + cpython::TP_FREE));
     let (holds, stacks) = (&mut s.holds, &s.stacks);
-    holds.on_create(op - offset, op, stack, watchable, || {
+    if holds.on_create(op - offset, op, stack, watchable, || {
         stacks.site_hash(stack)
-    });
-    if s.holds.watching() {
+    }) {
         s.reserve_for_traps();
     }
 }
