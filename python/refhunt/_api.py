@@ -42,6 +42,11 @@ def _might_leak(capture: dict) -> bool:
     runs = capture["counters"].get("repeat", {}).get("runs")
     if capture.get("unexplained"):
         return True
+    for n in capture.get("native", []):
+        lost = n["definite"]["count"] + n["indirect"]["count"]
+        grew = runs and len(n.get("runs", [])) == runs and all(n["runs"])
+        if grew or (not runs and lost):
+            return True
     per_type: dict = {}
     for g in capture["groups"]:
         if g["class"] not in ("leaked", "indirect"):

@@ -99,6 +99,7 @@ class _Session:
             ignore = options.get("ignore", ())
             leaks = report.leaks_beyond(options.get("max_objects", 0), ignore)
             leaks += report.unexplained_beyond(ignore)
+            leaks += report.native_beyond(ignore)
             if leaks:
                 outcome["leaks"] = leaks
                 raise LeakError(_message(leaks, report))

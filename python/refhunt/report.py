@@ -126,6 +126,56 @@ class Unexplained:
         return text + ("; " + self.holder.describe() if self.holder else "")
 
 
+@dataclass(frozen=True)
+class NativeLeak:
+    """Native memory that C code allocated and lost (not a Python object), from one site:
+    blocks of `malloc`, `calloc`, `PyMem_Malloc`, `PyObject_Malloc`, C++'s `new` (through
+    malloc) or Rust's global allocator."""
+    allocator: str
+    """`malloc`, `calloc`, `realloc`, `PyMem_Malloc`, `PyObject_Malloc`, ..."""
+    count: int
+    bytes: int
+    """Blocks counted as leaked and their bytes: the lost ones in a plain run, every block of
+    the site under repetition."""
+    definite: int
+    indirect: int
+    possible: int
+    reachable: int
+    """Blocks with no pointer to them anywhere, pointed to only by lost blocks, reached only
+    from a stale stack slot or through their middle, and still pointed to."""
+    site: Optional[str]
+    """The C file:line that allocated them."""
+    per_call: Optional[float]
+    runs: List[int]
+    evidence: str
+    native: List[NativeFrame]
+    python: List[PythonFrame]
+    holds: List[Dict[str, Any]] = field(default_factory=list)
+    """Leaked objects the lost blocks point to: `type_name`, `count`, `site`."""
+
+    def matches(self, pattern: str) -> bool:
+        """Whether `pattern` (a shell-style wildcard) matches the allocator or the site."""
+        return fnmatch.fnmatch(self.allocator, pattern) or fnmatch.fnmatch(self.site or "", pattern)
+
+    def describe(self) -> str:
+        rate = ""
+        if self.per_call is not None:
+            rate = ", %s blocks per call" % _number(self.per_call)
+        return "%s native blocks (%s bytes) from %s%s allocated at %s: %s" % (
+            format(self.count, ","), format(self.bytes, ","), self.allocator, rate, self.site,
+            self.evidence)
+
+
+def _native_leak(data: Dict[str, Any]) -> NativeLeak:
+    native, python = _frames(data)
+    return NativeLeak(allocator=data["allocator"], count=data["count"], bytes=data["bytes"],
+                      definite=data["definite"]["count"], indirect=data["indirect"]["count"],
+                      possible=data["possible"]["count"], reachable=data["reachable"]["count"],
+                      site=data.get("site"), per_call=data.get("per_call"),
+                      runs=list(data.get("runs", [])), evidence=data["evidence"],
+                      native=native, python=python, holds=list(data.get("holds", [])))
+
+
 def _number(n: float) -> str:
     return format(int(n) if n == int(n) else round(n, 2), ",")
 
@@ -182,13 +232,16 @@ class Report:
     text: str = field(repr=False)
     unexplained: List[Unexplained] = field(default_factory=list)
     """Objects whose references grew beyond those found (see `Unexplained`)."""
+    native: List[NativeLeak] = field(default_factory=list)
+    """Native memory that C code lost, by allocation site (see `NativeLeak`)."""
 
     @classmethod
     def from_json(cls, data: Dict[str, Any], text: str) -> "Report":
         return cls(leaks=[_group(g) for g in data["leaks"]],
                    held=[_group(g) for g in data.get("held", [])],
                    counters=data["counters"], notes=list(data["notes"]), text=text,
-                   unexplained=[_unexplained(u) for u in data.get("unexplained", [])])
+                   unexplained=[_unexplained(u) for u in data.get("unexplained", [])],
+                   native=[_native_leak(n) for n in data.get("native_leaks", [])])
 
     def leaks_beyond(self, max_objects: float = 0, ignore: Sequence[str] = ()) -> List[Group]:
         """Leak groups left after the allowances: groups matching an `ignore` pattern are
@@ -201,9 +254,14 @@ class Report:
     def assert_no_leaks(self, max_objects: float = 0, ignore: Sequence[str] = ()) -> None:
         """Raises AssertionError, with the text report as its message, if anything leaked
         beyond the allowances (see `leaks_beyond`), or if an object not matched by `ignore`
-        gained unexplained references."""
-        if self.leaks_beyond(max_objects, ignore) or self.unexplained_beyond(ignore):
+        gained unexplained references, or native memory not matched by `ignore` leaked."""
+        if (self.leaks_beyond(max_objects, ignore) or self.unexplained_beyond(ignore)
+                or self.native_beyond(ignore)):
             raise AssertionError(self.text)
+
+    def native_beyond(self, ignore: Sequence[str] = ()) -> List[NativeLeak]:
+        """Native leaks that no `ignore` pattern matches (by allocator or site)."""
+        return [n for n in self.native if not any(n.matches(p) for p in ignore)]
 
     def unexplained_beyond(self, ignore: Sequence[str] = ()) -> List[Unexplained]:
         """Objects with unexplained references that no `ignore` pattern matches."""

@@ -82,14 +82,23 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
         } else {
             Breakpoints::open_in_background(hooks::on_refcount_write)
         };
-        hooks::install(State::new(
-            api,
-            layout,
-            code_start,
-            unwinder,
-            creations,
-            Holds::new(breakpoints),
-        ));
+        let interpreter = crate::modules::loaded()
+            .into_iter()
+            .find(|m| (m.start..m.end).contains(&api.eval_loop.0))
+            .map_or((0, 0), |m| (m.start, m.end));
+        let native = std::env::var_os("REFHUNT_NO_NATIVE").is_none();
+        hooks::install(
+            State::new(
+                api,
+                layout,
+                code_start,
+                unwinder,
+                creations,
+                Holds::new(breakpoints),
+                interpreter,
+            ),
+            native,
+        );
         TRACKING.store(true, Ordering::SeqCst);
         Ok(())
     })
@@ -328,6 +337,14 @@ pub unsafe extern "C" fn refhunt_snapshot(
             ));
         }
         capture.unexplained = outcome.unexplained;
+        capture.native = outcome.native;
+        let lost_frees = hooks::LOST_FREES.load(Ordering::Relaxed);
+        if lost_frees > 0 {
+            capture.notes.push(format!(
+                "{lost_frees} frees came while the agent was busy and could not be recorded: \
+                 their blocks may be listed as native leaks"
+            ));
+        }
         if let Some(s) = guard.as_mut() {
             s.holder_sites = outcome.holder_sites;
             s.holder_objects = outcome.holder_objects;

@@ -28,6 +28,7 @@ pub struct Allocator {
     pub free: unsafe extern "C" fn(*mut c_void, *mut c_void),
 }
 
+pub const DOMAIN_RAW: c_int = 0;
 pub const DOMAIN_MEM: c_int = 1;
 pub const DOMAIN_OBJ: c_int = 2;
 
@@ -353,6 +354,9 @@ pub struct Api {
     pub set_reftracer: Option<unsafe extern "C" fn(Option<RefTracer>, *mut c_void) -> c_int>,
     pub get_reftracer: Option<unsafe extern "C" fn(*mut *mut c_void) -> Option<RefTracer>>,
     pub thread_state: unsafe extern "C" fn() -> *mut c_void,
+    /// `PyGILState_Check`: whether this thread holds the GIL. Up to 3.11 `thread_state`
+    /// answers with the GIL's holder even on another thread.
+    pub gil_check: unsafe extern "C" fn() -> c_int,
     /// `PyInterpreterState_ThreadHead` and `PyThreadState_Next`.
     pub thread_head: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
     pub thread_next: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
@@ -415,6 +419,7 @@ impl Api {
             set_reftracer: sym(c"PyRefTracer_SetTracer").map(|p| std::mem::transmute(p)),
             get_reftracer: sym(c"PyRefTracer_GetTracer").map(|p| std::mem::transmute(p)),
             thread_state,
+            gil_check: func!(c"PyGILState_Check"),
             main_interpreter: func!(c"PyInterpreterState_Main"),
             thread_head: func!(c"PyInterpreterState_ThreadHead"),
             thread_next: func!(c"PyThreadState_Next"),

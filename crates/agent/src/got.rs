@@ -44,9 +44,16 @@ struct Sym {
     _size: u64,
 }
 
+/// A function to call in place of an imported one.
+#[derive(Clone, Copy)]
+pub struct Redirect {
+    pub symbol: &'static CStr,
+    pub target: usize,
+}
+
 struct Request<'a> {
-    symbol: &'a CStr,
-    target: usize,
+    /// The redirects for the module loaded at a bias.
+    plan: &'a dyn Fn(usize) -> &'a [Redirect],
     /// Slots rewritten so far.
     rewritten: usize,
 }
@@ -59,16 +66,22 @@ struct Request<'a> {
 /// # Safety
 /// `target` must be a function with the same signature as `symbol`, callable from any thread
 /// at any time (a call in flight on another thread may still reach the old target).
-pub unsafe fn redirect(symbol: &CStr, target: usize) -> usize {
+pub unsafe fn redirect(symbol: &'static CStr, target: usize) -> usize {
+    let one = [Redirect { symbol, target }];
+    // SAFETY: as the caller promises.
+    unsafe { redirect_each(&|_| &one) }
+}
+
+/// As [`redirect`], for the redirects that `plan` gives each module by its load bias.
+///
+/// # Safety
+/// As for [`redirect`], for each redirect.
+pub unsafe fn redirect_each<'a>(plan: &'a dyn Fn(usize) -> &'a [Redirect]) -> usize {
     // Two threads may load libraries at once (ctypes releases the GIL around `dlopen`): one
     // restoring a page's protection while the other writes to it would crash.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut request = Request {
-        symbol,
-        target,
-        rewritten: 0,
-    };
+    let mut request = Request { plan, rewritten: 0 };
     // SAFETY: the callback only reads the loader's own tables for the modules it lists.
     unsafe {
         libc::dl_iterate_phdr(
@@ -103,9 +116,10 @@ unsafe extern "C" fn visit(
             _ => {}
         }
     }
-    if let Some(dynamic) = dynamic {
+    let redirects = (request.plan)(bias);
+    if let (Some(dynamic), false) = (dynamic, redirects.is_empty()) {
         // SAFETY: a loaded module's dynamic section, and the tables it names, are mapped.
-        request.rewritten += unsafe { rewrite_module(dynamic, bias, relro, request) };
+        request.rewritten += unsafe { rewrite_module(dynamic, bias, relro, redirects) };
     }
     0
 }
@@ -122,7 +136,7 @@ fn own_base() -> usize {
     }
 }
 
-/// Rewrites one module's slots for the request's symbol.
+/// Rewrites one module's slots for the redirects' symbols.
 ///
 /// # Safety
 /// `dynamic` is the mapped dynamic section of a module loaded at `bias`.
@@ -130,7 +144,7 @@ unsafe fn rewrite_module(
     dynamic: *const Dyn,
     bias: usize,
     relro: Option<(usize, usize)>,
-    request: &Request,
+    redirects: &[Redirect],
 ) -> usize {
     let (mut strtab, mut symtab) = (0, 0);
     let mut tables = [(0usize, 0usize); 2];
@@ -171,9 +185,8 @@ unsafe fn rewrite_module(
                 }
                 let sym = &*symtab.add((r.info >> 32) as usize);
                 let name = CStr::from_ptr((strtab + sym.name as usize) as *const libc::c_char);
-                if name == request.symbol
-                    && write_slot(bias + r.offset as usize, request.target, relro)
-                {
+                let wanted = redirects.iter().find(|r| r.symbol == name);
+                if wanted.is_some_and(|w| write_slot(bias + r.offset as usize, w.target, relro)) {
                     rewritten += 1;
                 }
             }

@@ -16,8 +16,9 @@
 use crate::census::Census;
 use crate::cpython::{self, read_usize, type_flags, type_of, Allocator, Api, Layout, PyObject};
 use crate::holds::Holds;
-use crate::live::{Block, LiveTable, ALLOCATED, BEFORE, BUFFER, LIVE, NO_STACK};
-use crate::lock::SpinLock;
+use crate::live::{Block, LiveTable, ALLOCATED, BEFORE, BUFFER, LIVE, NATIVE, NO_STACK};
+use crate::lock::{Hooked, SpinLock};
+use crate::native::Alloc;
 use crate::pyframes::{self, PyFrameRef};
 use crate::sampler::{self, Kind, Sampler};
 use crate::stacks::StackTable;
@@ -57,6 +58,9 @@ pub struct State {
     pub holder_chunk: Vec<crate::snapshot::HolderObject>,
     /// References found to every object when the window began.
     pub census: Option<Census>,
+    /// `[start, end)` of the module that holds the interpreter: what it allocates for itself
+    /// is not C code's own memory.
+    pub interpreter: (usize, usize),
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
     native: [u64; MAX_NATIVE],
     python: [PyFrameRef; MAX_PYTHON],
@@ -94,8 +98,10 @@ impl State {
         unwinder: Unwinder,
         creations: Creations,
         holds: Holds,
+        interpreter: (usize, usize),
     ) -> State {
         State {
+            interpreter,
             api,
             layout,
             code_start,
@@ -117,21 +123,25 @@ impl State {
         }
     }
 
-    /// The creation stack of an object of `shape` (its size or type), walked from `regs`
-    /// unless sampling lets it take the last one walked for its kind.
-    unsafe fn stack_for(&mut self, regs: Regs, shape: usize) -> u32 {
+    /// The creation stack of an object of `shape` (its size or type), or of a native block
+    /// of that size from allocator `alloc`, walked from `regs` unless sampling lets it take
+    /// the last one walked for its kind. Python frames are read only on a thread that holds
+    /// the GIL (`gil`): on another, the frame list may change under the walk.
+    unsafe fn stack_for(&mut self, regs: Regs, shape: usize, alloc: Alloc, gil: bool) -> u32 {
         let every = sampler::every();
         if every <= 1 {
-            return self.capture(regs);
+            return self.capture(regs, alloc, gil);
         }
         let top = &mut self.python[..1];
         top[0] = PyFrameRef::default();
-        pyframes::walk(&self.api, &self.layout, self.code_start, top);
+        if gil {
+            pyframes::walk(&self.api, &self.layout, self.code_start, top);
+        }
         let key = Kind {
             code: top[0].code,
             offset: top[0].offset,
             epoch: EPOCH.load(Relaxed),
-            shape,
+            shape: shape ^ (alloc as usize) << 56,
             depth: regs.sp,
         }
         .key();
@@ -139,7 +149,7 @@ impl State {
             self.sampled_every = Some(every);
             return stack;
         }
-        let stack = self.capture(regs);
+        let stack = self.capture(regs, alloc, gil);
         self.sampler.remember(key, stack, every);
         stack
     }
@@ -181,15 +191,19 @@ impl State {
         self.stacks.reserve(1024, 64 * 1024);
     }
 
-    /// Interns the stack that starts at `regs`.
-    unsafe fn capture(&mut self, regs: Regs) -> u32 {
+    /// Interns the stack that starts at `regs`, with its Python frames if `gil`.
+    unsafe fn capture(&mut self, regs: Regs, alloc: Alloc, gil: bool) -> u32 {
         let n = self.unwinder.walk(regs, &mut self.native);
-        let m = pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python);
+        let m = if gil {
+            pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python)
+        } else {
+            0
+        };
         let mut is_new = false;
         let id = self.stacks.intern(
             &self.native[..n],
             &self.python[..m],
-            EPOCH.load(Relaxed),
+            (EPOCH.load(Relaxed), alloc as u8),
             &mut is_new,
         );
         if id >= BUFFER {
@@ -206,12 +220,13 @@ impl State {
     }
 }
 
-/// Installs the hooks around the OBJ and MEM domains, and the creation events that
-/// `state.creations` asks for; the state records what took (a GOT redirect can find no slot).
+/// Installs the hooks around the allocator domains and the malloc family, and the creation
+/// events that `state.creations` asks for; the state records what took (a GOT redirect can
+/// find no slot).
 ///
 /// # Safety
 /// Called once, with the GIL held, inside a CPython process whose `Api` is `state.api`.
-pub unsafe fn install(mut state: State) {
+pub unsafe fn install(mut state: State, native: bool) {
     let api_get = state.api.get_allocator;
     let api_set = state.api.set_allocator;
     let tracer = state.api.set_reftracer;
@@ -221,12 +236,18 @@ pub unsafe fn install(mut state: State) {
     if wanted != Creations::RefTracer {
         state.creations = Creations::Allocations;
     }
+    let interpreter = state.interpreter;
     *STATE.lock() = Some(state);
+    STATE_STARTED.store(true, Relaxed);
     OWNER_PID.store(libc::getpid() as usize, Relaxed);
     // SAFETY: the hook has `sigaction`'s signature and calls it.
     unsafe { crate::got::redirect(c"sigaction", hook_sigaction as *const () as usize) };
-    wrap_domain::<false>(cpython::DOMAIN_OBJ, api_get, api_set);
-    wrap_domain::<true>(cpython::DOMAIN_MEM, api_get, api_set);
+    wrap_domain(cpython::DOMAIN_OBJ, Domain::Obj, api_get, api_set);
+    wrap_domain(cpython::DOMAIN_MEM, Domain::Mem, api_get, api_set);
+    if native {
+        wrap_domain(cpython::DOMAIN_RAW, Domain::Raw, api_get, api_set);
+        crate::malloc::install(interpreter);
+    }
     match (wanted, tracer, new_reference) {
         (Creations::RefTracer, Some(set), _) => {
             set(Some(hook_reftracer), std::ptr::null_mut());
@@ -235,8 +256,6 @@ pub unsafe fn install(mut state: State) {
             ORIGINAL_NEW_REFERENCE.store(original as usize, Relaxed);
             // With the GIL held, no object is created between the redirect and the switch.
             if redirect_new_reference() > 0 {
-                // Extensions imported later, such as `_datetime`, call it from their own GOT.
-                crate::got::redirect(c"dlopen", hook_dlopen as *const () as usize);
                 if let Some(s) = STATE.lock().as_mut() {
                     s.creations = Creations::NewReference;
                 }
@@ -244,6 +263,8 @@ pub unsafe fn install(mut state: State) {
         }
         _ => {}
     }
+    // Extensions imported later, such as `_datetime`, call these from their own GOT.
+    crate::got::redirect(c"dlopen", hook_dlopen as *const () as usize);
 }
 
 /// The process the hooks were installed in.
@@ -272,86 +293,289 @@ unsafe extern "C" fn hook_sigaction(
 /// The interpreter's own `_Py_NewReference`, which the redirected calls still run first.
 static ORIGINAL_NEW_REFERENCE: AtomicUsize = AtomicUsize::new(0);
 
-/// Puts the hooks around one allocator domain; its original allocator becomes their context.
-/// `BUFFERS`: the MEM domain, whose blocks are no objects (a list's items, a module's state,
-/// an extension's own buffers) and are recorded without a stack.
+/// Python's three allocator domains.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    /// `PyMem_RawMalloc`: callable without the GIL; only C code's own calls are recorded.
+    Raw,
+    /// `PyMem_Malloc`: the interpreter's buffers (a list's items, a dict's keys), which
+    /// hold no object, and C code's own.
+    Mem,
+    /// `PyObject_Malloc`: objects, and C code's own blocks.
+    Obj,
+}
+
+/// A domain's hook: its original allocator, and which domain it is.
+#[repr(C)]
+struct DomainHook {
+    original: Allocator,
+    domain: Domain,
+}
+
+/// Puts the hooks around one allocator domain; the original allocator goes in their context.
 ///
 /// # Safety
 /// `get` and `set` are the interpreter's `PyMem_GetAllocator` and `PyMem_SetAllocator`, called
-/// with the GIL held before any thread allocates from `domain` without it.
-unsafe fn wrap_domain<const BUFFERS: bool>(
-    domain: c_int,
+/// with the GIL held; the hooks are thread-safe, as the RAW domain needs.
+unsafe fn wrap_domain(
+    id: c_int,
+    domain: Domain,
     get: unsafe extern "C" fn(c_int, *mut Allocator),
     set: unsafe extern "C" fn(c_int, *mut Allocator),
 ) {
     let mut current = std::mem::MaybeUninit::<Allocator>::uninit();
-    get(domain, current.as_mut_ptr());
-    let original = Box::leak(Box::new(current.assume_init()));
-    let mut ours = Allocator {
-        ctx: original as *mut Allocator as *mut c_void,
-        malloc: hook_malloc::<BUFFERS>,
-        calloc: hook_calloc::<BUFFERS>,
-        realloc: hook_realloc::<BUFFERS>,
-        free: hook_free,
+    // SAFETY: `get` fills the allocator of a valid domain.
+    let original = unsafe {
+        get(id, current.as_mut_ptr());
+        current.assume_init()
     };
-    set(domain, &mut ours);
+    let hook = Box::leak(Box::new(DomainHook { original, domain }));
+    let mut ours = Allocator {
+        ctx: hook as *mut DomainHook as *mut c_void,
+        malloc: refhunt_domain_malloc,
+        calloc: refhunt_domain_calloc,
+        realloc: refhunt_domain_realloc,
+        free: domain_free,
+    };
+    // SAFETY: as for `get`; the hooks live for the process.
+    unsafe { set(id, &mut ours) };
 }
 
-unsafe fn original<'a>(ctx: *mut c_void) -> &'a Allocator {
-    &*(ctx as *const Allocator)
+// The domain hooks' entry points. `PyMem_Malloc` and its kin end in a tail call to the hook,
+// so the return address on entry is their caller's: each entry passes it on as one more
+// argument, in the next argument register, and jumps to its hook with the stack untouched,
+// so that the hook returns straight to that caller.
+core::arch::global_asm!(
+    ".pushsection .text.refhunt_domain_entries,\"ax\",@progbits",
+    ".p2align 4",
+    ".hidden refhunt_domain_malloc",
+    ".globl refhunt_domain_malloc",
+    ".type refhunt_domain_malloc,@function",
+    "refhunt_domain_malloc:",
+    ".cfi_startproc",
+    "mov rdx, [rsp]",
+    "jmp {malloc}",
+    ".cfi_endproc",
+    ".size refhunt_domain_malloc, . - refhunt_domain_malloc",
+    ".p2align 4",
+    ".hidden refhunt_domain_calloc",
+    ".globl refhunt_domain_calloc",
+    ".type refhunt_domain_calloc,@function",
+    "refhunt_domain_calloc:",
+    ".cfi_startproc",
+    "mov rcx, [rsp]",
+    "jmp {calloc}",
+    ".cfi_endproc",
+    ".size refhunt_domain_calloc, . - refhunt_domain_calloc",
+    ".p2align 4",
+    ".hidden refhunt_domain_realloc",
+    ".globl refhunt_domain_realloc",
+    ".type refhunt_domain_realloc,@function",
+    "refhunt_domain_realloc:",
+    ".cfi_startproc",
+    "mov rcx, [rsp]",
+    "jmp {realloc}",
+    ".cfi_endproc",
+    ".size refhunt_domain_realloc, . - refhunt_domain_realloc",
+    ".popsection",
+    malloc = sym domain_malloc,
+    calloc = sym domain_calloc,
+    realloc = sym domain_realloc,
+);
+
+extern "C" {
+    fn refhunt_domain_malloc(ctx: *mut c_void, size: usize) -> *mut c_void;
+    fn refhunt_domain_calloc(ctx: *mut c_void, n: usize, size: usize) -> *mut c_void;
+    fn refhunt_domain_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void;
 }
 
-unsafe extern "C" fn hook_malloc<const BUFFERS: bool>(
-    ctx: *mut c_void,
-    size: usize,
-) -> *mut c_void {
-    let a = original(ctx);
-    let p = (a.malloc)(a.ctx, size);
+/// # Safety
+/// `ctx` is a [`DomainHook`] that [`wrap_domain`] made.
+unsafe fn hook_of<'a>(ctx: *mut c_void) -> &'a DomainHook {
+    // SAFETY: as the caller promises; hooks are never freed.
+    unsafe { &*(ctx as *const DomainHook) }
+}
+
+unsafe extern "C" fn domain_malloc(ctx: *mut c_void, size: usize, caller: usize) -> *mut c_void {
+    // SAFETY: the interpreter calls us with the context we installed.
+    let h = unsafe { hook_of(ctx) };
+    // SAFETY: the original allocator, called as the interpreter would.
+    let p = unsafe { (h.original.malloc)(h.original.ctx, size) };
     if !p.is_null() && TRACKING.load(Relaxed) {
-        on_alloc(p as usize, size, BUFFERS);
+        // SAFETY: a block just allocated.
+        unsafe {
+            on_domain_alloc(
+                h.domain,
+                p as usize,
+                size,
+                caller,
+                Alloc::of_domain(h.domain as usize, 0),
+            )
+        };
     }
     p
 }
 
-unsafe extern "C" fn hook_calloc<const BUFFERS: bool>(
+unsafe extern "C" fn domain_calloc(
     ctx: *mut c_void,
     n: usize,
     size: usize,
+    caller: usize,
 ) -> *mut c_void {
-    let a = original(ctx);
-    let p = (a.calloc)(a.ctx, n, size);
+    // SAFETY: as in `domain_malloc`.
+    let h = unsafe { hook_of(ctx) };
+    // SAFETY: as in `domain_malloc`.
+    let p = unsafe { (h.original.calloc)(h.original.ctx, n, size) };
     if !p.is_null() && TRACKING.load(Relaxed) {
-        on_alloc(p as usize, n.saturating_mul(size), BUFFERS);
+        let bytes = n.saturating_mul(size);
+        // SAFETY: a block just allocated.
+        unsafe {
+            on_domain_alloc(
+                h.domain,
+                p as usize,
+                bytes,
+                caller,
+                Alloc::of_domain(h.domain as usize, 1),
+            )
+        };
     }
     p
 }
 
-unsafe extern "C" fn hook_realloc<const BUFFERS: bool>(
+unsafe extern "C" fn domain_realloc(
     ctx: *mut c_void,
     old: *mut c_void,
     size: usize,
+    caller: usize,
 ) -> *mut c_void {
-    let a = original(ctx);
-    let p = (a.realloc)(a.ctx, old, size);
-    if p.is_null() {
+    // SAFETY: as in `domain_malloc`.
+    let h = unsafe { hook_of(ctx) };
+    if old.is_null() {
+        // SAFETY: as in `domain_malloc`.
+        let p = unsafe { (h.original.realloc)(h.original.ctx, old, size) };
+        if !p.is_null() && TRACKING.load(Relaxed) {
+            // SAFETY: a block just allocated.
+            unsafe {
+                on_domain_alloc(
+                    h.domain,
+                    p as usize,
+                    size,
+                    caller,
+                    Alloc::of_domain(h.domain as usize, 2),
+                )
+            };
+        }
         return p;
     }
-    if old.is_null() {
-        if TRACKING.load(Relaxed) {
-            on_alloc(p as usize, size, BUFFERS);
+    // SAFETY: `old` is a live block of this domain, resized by its own allocator.
+    unsafe {
+        resize(old as usize, size, || {
+            (h.original.realloc)(h.original.ctx, old, size)
+        })
+    }
+}
+
+unsafe extern "C" fn domain_free(ctx: *mut c_void, p: *mut c_void) {
+    if !p.is_null() {
+        on_free(p as usize);
+    }
+    // SAFETY: as in `domain_malloc`.
+    let h = unsafe { hook_of(ctx) };
+    // SAFETY: the original allocator frees its own block.
+    unsafe { (h.original.free)(h.original.ctx, p) }
+}
+
+/// Resizes the live block `old` with `realloc`, which returns the new block or null (`old`
+/// kept). Its record is taken out before and put back after, so that no other thread's
+/// block at `old`, once freed, is mistaken for it; it keeps the site that first allocated it.
+///
+/// # Safety
+/// `realloc` resizes `old` as C's `realloc` does.
+pub unsafe fn resize(
+    old: usize,
+    size: usize,
+    realloc: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
+    let record = with_state(|s| {
+        s.holds.forget(old);
+        s.live.remove(old)
+    })
+    .flatten();
+    let p = realloc();
+    if let Some(mut b) = record {
+        let at = if p.is_null() { old } else { p as usize };
+        if !p.is_null() || size == 0 {
+            b.size = size.min(u32::MAX as usize) as u32;
         }
-    } else {
-        on_realloc(old as usize, p as usize, size);
+        // glibc's realloc(p, 0) frees p and returns null.
+        if !(p.is_null() && size == 0) {
+            with_state(|s| s.live.insert(at, b));
+        }
     }
     p
 }
 
-unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
-    if !p.is_null() {
-        on_free(p as usize);
+/// Runs `f` on the state under its lock, after the frees deferred while this thread held it;
+/// None when this thread holds it already, or tracking never started.
+#[inline]
+pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    match STATE.lock_for_hook() {
+        Hooked::Locked(mut guard) => {
+            let s = guard.as_mut()?;
+            DEFERRED.apply(&mut s.live);
+            Some(f(s))
+        }
+        Hooked::Reentered => None,
     }
-    let a = original(ctx);
-    (a.free)(a.ctx, p)
+}
+
+/// Frees that came while their own thread held the state (the agent releasing memory, a
+/// snapshot's decref), applied by the next hook that takes the lock. Only a holder of the
+/// state's lock touches it.
+struct Deferred {
+    frees: std::cell::UnsafeCell<(*mut usize, usize)>,
+}
+
+// SAFETY: only the holder of `STATE`'s lock reads or writes `frees`.
+unsafe impl Sync for Deferred {}
+
+/// Room for this many deferred frees; more are counted in [`LOST_FREES`].
+const DEFERRED_FREES: usize = 1 << 20;
+
+static DEFERRED: Deferred = Deferred {
+    frees: std::cell::UnsafeCell::new((std::ptr::null_mut(), 0)),
+};
+
+/// Frees that could not be deferred: their blocks may be reported as still allocated.
+pub static LOST_FREES: AtomicUsize = AtomicUsize::new(0);
+
+impl Deferred {
+    /// # Safety
+    /// This thread holds `STATE`'s lock.
+    unsafe fn push(&self, block: usize) {
+        // SAFETY: the caller holds the lock, so no other access is under way.
+        let (slots, len) = unsafe { &mut *self.frees.get() };
+        if slots.is_null() {
+            *slots = crate::live::map(DEFERRED_FREES * 8);
+        }
+        if slots.is_null() || *len == DEFERRED_FREES {
+            LOST_FREES.fetch_add(1, Relaxed);
+            return;
+        }
+        // SAFETY: `*len` is below the room mapped.
+        unsafe { *slots.add(*len) = block };
+        *len += 1;
+    }
+
+    /// Takes the deferred frees' blocks out of `live`; called under the lock.
+    fn apply(&self, live: &mut LiveTable) {
+        // SAFETY: `with_state`, the only caller, holds the lock.
+        let (slots, len) = unsafe { &mut *self.frees.get() };
+        for i in 0..std::mem::take(len) {
+            // SAFETY: the first `len` slots were written.
+            live.remove(unsafe { *slots.add(i) });
+        }
+    }
 }
 
 /// Sends every module's calls to `_Py_NewReference` through the hook.
@@ -365,13 +589,16 @@ fn redirect_new_reference() -> usize {
     }
 }
 
-/// `dlopen` for the interpreter's imports: the new module's calls to `_Py_NewReference` are
-/// redirected before its init function runs.
+/// `dlopen` for the interpreter's imports and ctypes: the new modules' calls to
+/// `_Py_NewReference` and to the malloc family are redirected before their init runs.
 unsafe extern "C" fn hook_dlopen(file: *const std::ffi::c_char, flags: c_int) -> *mut c_void {
     // SAFETY: the caller's arguments, passed on unchanged.
     let handle = unsafe { libc::dlopen(file, flags) };
     if !handle.is_null() {
-        redirect_new_reference();
+        if ORIGINAL_NEW_REFERENCE.load(Relaxed) != 0 {
+            redirect_new_reference();
+        }
+        crate::malloc::redirect_loaded();
     }
     handle
 }
@@ -395,50 +622,74 @@ unsafe extern "C" fn hook_reftracer(op: *mut PyObject, event: c_int, _: *mut c_v
     0
 }
 
+/// A block from one of Python's domains, allocated for `caller`: the interpreter's own
+/// buffers and objects as before, C code's own blocks as native ones.
 #[inline(never)]
-unsafe fn on_alloc(block: usize, size: usize, buffer: bool) {
+unsafe fn on_domain_alloc(domain: Domain, block: usize, size: usize, caller: usize, alloc: Alloc) {
     let regs = here!();
-    let Some(mut guard) = STATE.try_lock() else {
-        return;
-    };
-    let Some(s) = guard.as_mut() else { return };
-    let stack = if buffer {
-        BUFFER
-    } else if s.creations.seen() {
-        NO_STACK
-    } else {
-        s.stack_for(regs, size)
-    };
+    with_state(|s| {
+        let own = (s.interpreter.0..s.interpreter.1).contains(&caller);
+        let stack = match domain {
+            Domain::Raw if own => return,
+            Domain::Mem if own => BUFFER,
+            // Without creation events, every block of the object domain may hold an object.
+            Domain::Obj if own || !s.creations.seen() => {
+                if s.creations.seen() {
+                    NO_STACK
+                } else {
+                    s.stack_for(regs, size, Alloc::Object, true)
+                }
+            }
+            _ => return record_native(s, regs, block, size, alloc, true),
+        };
+        s.live.insert(
+            block,
+            Block {
+                stack,
+                size: size.min(u32::MAX as usize) as u32,
+                state: ALLOCATED,
+                object_offset: 0,
+            },
+        );
+    });
+}
+
+/// A native block: C code's own memory, recorded with its stack.
+pub unsafe fn record_native(
+    s: &mut State,
+    regs: Regs,
+    block: usize,
+    size: usize,
+    alloc: Alloc,
+    gil: bool,
+) {
+    let stack = s.stack_for(regs, size, alloc, gil);
     s.live.insert(
         block,
         Block {
             stack,
             size: size.min(u32::MAX as usize) as u32,
             state: ALLOCATED,
-            object_offset: 0,
+            object_offset: NATIVE,
         },
     );
 }
 
-unsafe fn on_realloc(old: usize, new: usize, size: usize) {
-    let Some(mut guard) = STATE.try_lock() else {
-        return;
-    };
-    let Some(s) = guard.as_mut() else { return };
-    s.holds.forget(old);
-    // A resized block keeps the site that first allocated it.
-    if let Some(mut b) = s.live.remove(old) {
-        b.size = size.min(u32::MAX as usize) as u32;
-        s.live.insert(new, b);
+/// A freed block: never lost, even when another thread holds the state (it is waited for)
+/// or this one does (it is deferred).
+pub fn on_free(block: usize) {
+    let done = with_state(|s| {
+        s.live.remove(block);
+        s.holds.forget(block);
+    });
+    if done.is_none() && STATE_STARTED.load(Relaxed) {
+        // SAFETY: `with_state` found this thread holding the lock.
+        unsafe { DEFERRED.push(block) };
     }
 }
 
-unsafe fn on_free(block: usize) {
-    if let Some(s) = STATE.try_lock().as_mut().and_then(|g| g.as_mut()) {
-        s.live.remove(block);
-        s.holds.forget(block);
-    }
-}
+/// Set once the state exists: before that, nothing is recorded that a free must remove.
+pub static STATE_STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Writes to a watched refcount that found the agent busy, and went unrecorded.
 pub static LOST_WRITES: AtomicUsize = AtomicUsize::new(0);
@@ -464,13 +715,13 @@ pub unsafe fn on_refcount_write(slot: usize, delta: isize, pc: usize, sp: usize,
 #[inline(never)]
 unsafe fn on_create(op: usize) {
     let regs = here!();
-    let Some(mut guard) = STATE.try_lock() else {
-        return;
-    };
-    let Some(s) = guard.as_mut() else { return };
+    with_state(|s| create(s, regs, op));
+}
+
+unsafe fn create(s: &mut State, regs: Regs, op: usize) {
     let tp = type_of(op);
     let offset = s.layout.preheader(type_flags(tp));
-    let stack = s.stack_for(regs, tp);
+    let stack = s.stack_for(regs, tp, Alloc::Object, true);
     // A fresh block, or one handed out again by a freelist: either way, created here. A
     // block from before the window, reused from a freelist, is sized from its type.
     let mut allocated = false;

@@ -23,6 +23,11 @@ pub const LIVE: u8 = 2;
 /// survivor, but not unseen either.
 pub const BEFORE: u8 = 3;
 
+/// In place of an object offset: a block that C code outside the interpreter allocated (the
+/// malloc family, or a Python allocator called from an extension), which holds no object
+/// unless one is created in it later.
+pub const NATIVE: u8 = 48;
+
 /// Stacks are numbered below this; a block created past it is kept without one.
 pub const NO_STACK: u32 = (1 << 23) - 1;
 /// In place of a stack: a block of the MEM domain, which holds no object.
@@ -55,7 +60,8 @@ const DIR_BYTES: usize = PAGES_PER_DIR * 16;
 
 pub struct LiveTable {
     dirs: Box<[*mut *mut u32; DIRS]>,
-    /// Sizes of blocks over 512 bytes: few, so a map serves.
+    /// Sizes of blocks over 512 bytes: few, so a map serves. Keyed by [`large_key`], so that
+    /// the scan for pointers to native blocks does not find them here.
     large: FxHashMap<usize, u32>,
 }
 
@@ -87,8 +93,14 @@ impl Drop for LiveTable {
     }
 }
 
+/// A large block's key in the side table: its address with the top bit flipped, which no
+/// pointer has.
+fn large_key(addr: usize) -> usize {
+    addr ^ 1 << 63
+}
+
 /// Zeroed memory from the kernel; null if refused.
-fn map<T>(bytes: usize) -> *mut T {
+pub fn map<T>(bytes: usize) -> *mut T {
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -121,7 +133,10 @@ fn index(addr: usize) -> Option<(usize, usize, usize)> {
 }
 
 fn pack(b: Block) -> u32 {
-    let units = if b.size <= 512 {
+    // A native block's size is what C code asked for, which the report gives; an object's is
+    // its allocator's 16-byte units.
+    let exact = b.object_offset != NATIVE || b.size.is_multiple_of(16);
+    let units = if b.size <= 512 && exact {
         b.size.div_ceil(16).max(1)
     } else {
         LARGE
@@ -139,6 +154,13 @@ fn unpack(r: u32, large: impl FnOnce() -> u32) -> Block {
         size: if units == LARGE { large() } else { units * 16 },
         state: (r >> STATE_SHIFT) as u8,
         object_offset: (((r >> OFFSET_SHIFT) & 3) * 16) as u8,
+    }
+}
+
+impl Block {
+    /// A block of C code's own, not an object's.
+    pub fn is_native(&self) -> bool {
+        self.object_offset == NATIVE
     }
 }
 
@@ -203,13 +225,15 @@ impl LiveTable {
         }
         let old = unsafe { *slot };
         let large = &self.large;
-        let block = new((old != 0).then(|| unpack(old, || large.get(&addr).copied().unwrap_or(0))));
+        let block =
+            new((old != 0)
+                .then(|| unpack(old, || large.get(&large_key(addr)).copied().unwrap_or(0))));
         let record = pack(block);
         unsafe { *slot = record };
         if (record >> SIZE_SHIFT) & 31 == LARGE {
-            self.large.insert(addr, block.size);
+            self.large.insert(large_key(addr), block.size);
         } else if old != 0 && (old >> SIZE_SHIFT) & 31 == LARGE {
-            self.large.remove(&addr);
+            self.large.remove(&large_key(addr));
         }
     }
 
@@ -223,7 +247,9 @@ impl LiveTable {
             return None;
         }
         let large = &mut self.large;
-        Some(unpack(record, || large.remove(&addr).unwrap_or(0)))
+        Some(unpack(record, || {
+            large.remove(&large_key(addr)).unwrap_or(0)
+        }))
     }
 
     pub fn get(&self, addr: usize) -> Option<Block> {
@@ -232,7 +258,11 @@ impl LiveTable {
             return None;
         }
         let record = unsafe { *slot };
-        (record != 0).then(|| unpack(record, || self.large.get(&addr).copied().unwrap_or(0)))
+        (record != 0).then(|| {
+            unpack(record, || {
+                self.large.get(&large_key(addr)).copied().unwrap_or(0)
+            })
+        })
     }
 
     /// Every record, in address order.
@@ -254,7 +284,7 @@ impl LiveTable {
                     for (r, &record) in records.iter().enumerate() {
                         if record != 0 {
                             let addr = d << 36 | p << 20 | (first + r) << 4;
-                            let large = || self.large.get(&addr).copied().unwrap_or(0);
+                            let large = || self.large.get(&large_key(addr)).copied().unwrap_or(0);
                             f(addr, unpack(record, large));
                         }
                     }

@@ -1,14 +1,31 @@
-//! A spin lock that a forked child can reset.
+//! A spin lock that knows its holder, and that a forked child can reset.
 //!
-//! The hooks run with the GIL held, so the lock is almost never contended; what matters is that
-//! a child forked while another thread held it can take it again.
+//! The object hooks run with the GIL held, but the malloc family's run on every thread, with
+//! or without it: a hook waits for a lock another thread holds (a free must never be lost),
+//! and only passes when the holder is its own thread, which is the agent allocating or
+//! freeing from inside itself.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub struct SpinLock<T> {
     held: AtomicBool,
+    /// The holding thread's `pthread_self()`, 0 when free.
+    owner: AtomicUsize,
     value: UnsafeCell<T>,
+}
+
+/// What a hook gets from [`SpinLock::lock_for_hook`].
+pub enum Hooked<'a, T> {
+    Locked(Guard<'a, T>),
+    /// This thread holds the lock already: the agent itself is inside the allocator.
+    Reentered,
+}
+
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions; glibc reads it from the thread pointer,
+    // without allocating.
+    unsafe { libc::pthread_self() as usize }
 }
 
 unsafe impl<T: Send> Sync for SpinLock<T> {}
@@ -21,19 +38,39 @@ impl<T> SpinLock<T> {
     pub const fn new(value: T) -> Self {
         SpinLock {
             held: AtomicBool::new(false),
+            owner: AtomicUsize::new(0),
             value: UnsafeCell::new(value),
         }
     }
 
     pub fn lock(&self) -> Guard<'_, T> {
+        let mut spins = 0u32;
         while self
             .held
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            } else {
+                std::hint::spin_loop();
+            }
         }
+        self.owner.store(this_thread(), Ordering::Relaxed);
         Guard { lock: self }
+    }
+
+    /// The lock for a hook: waited for while another thread holds it, never taken twice by
+    /// one thread. The holder never waits on another thread while it holds the lock, so the
+    /// wait ends.
+    pub fn lock_for_hook(&self) -> Hooked<'_, T> {
+        if self.held.load(Ordering::Relaxed) && self.owner.load(Ordering::Relaxed) == this_thread()
+        {
+            return Hooked::Reentered;
+        }
+        Hooked::Locked(self.lock())
     }
 
     /// The lock if it is free. The hooks use this: they run with the GIL held, so a held lock
@@ -43,11 +80,15 @@ impl<T> SpinLock<T> {
         self.held
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-            .then_some(Guard { lock: self })
+            .then(|| {
+                self.owner.store(this_thread(), Ordering::Relaxed);
+                Guard { lock: self }
+            })
     }
 
     /// Only for a forked child, where the holder no longer exists.
     pub unsafe fn force_unlock(&self) {
+        self.owner.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Release);
     }
 }
@@ -67,6 +108,7 @@ impl<T> std::ops::DerefMut for Guard<'_, T> {
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
+        self.lock.owner.store(0, Ordering::Relaxed);
         self.lock.held.store(false, Ordering::Release);
     }
 }

@@ -20,11 +20,12 @@ use crate::holds::History;
 use crate::hooks::State;
 use crate::live::{Block, ALLOCATED, BUFFER, NO_STACK};
 use crate::modules::{self, LoadedModule};
+use crate::native;
 use crate::paths;
 use crate::pyframes::{self, PyFrameRef};
 use crate::survivors::{basicsize, Heap, Survivors};
 use refhunt_core::capture::{
-    Capture, Class, Group, Module, PyFrame, RefWrites, Stack, Unexplained, Watched,
+    Capture, Class, Group, Module, NativeGroup, PyFrame, RefWrites, Stack, Unexplained, Watched,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void, CStr};
@@ -51,6 +52,7 @@ pub struct Outcome {
     /// them.
     pub holder_sites: FxHashMap<u64, u32>,
     pub unexplained: Vec<Unexplained>,
+    pub native: Vec<NativeGroup>,
     /// Old objects with unexplained references that a holder run watches.
     pub holder_objects: Vec<HolderObject>,
 }
@@ -293,6 +295,23 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         },
     );
     let mut unexplained = grouped.unexplained;
+    let mut stacks = grouped.stacks;
+    let mut native_ids: FxHashMap<u32, u32> = FxHashMap::default();
+    let native = native::groups(
+        state,
+        &modules,
+        &|word| {
+            let b = survivors.get(word)?;
+            (b.stack < BUFFER && class_of(word, &b, &classes, &attribution).is_leak())
+                .then(|| (b.stack, type_name(type_of(word))))
+        },
+        &mut |stack| {
+            *native_ids.entry(stack).or_insert_with(|| {
+                stacks.push(resolve_stack(state, stack));
+                (stacks.len() - 1) as u32
+            })
+        },
+    );
     let gains = match &state.census {
         Some(census) => census.gains(
             api,
@@ -326,7 +345,8 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
     }));
     Outcome {
         groups: grouped.groups,
-        stacks: grouped.stacks,
+        stacks,
+        native,
         holder_sites: grouped.holder_sites,
         unexplained,
         holder_objects,

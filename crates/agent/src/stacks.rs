@@ -12,6 +12,9 @@ struct Entry {
     native: u16,
     python: u16,
     epoch: u16,
+    /// The allocator of a native block's stack (see `crate::native::ALLOCATORS`), 0 for an
+    /// object's: the same C path makes a different group for each.
+    alloc: u8,
     hash: u64,
     /// The hash of the stack's words alone, the same in every run.
     site_hash: u64,
@@ -38,10 +41,10 @@ impl StackTable {
         &mut self,
         native: &[u64],
         python: &[PyFrameRef],
-        epoch: u16,
+        (epoch, alloc): (u16, u8),
         is_new: &mut bool,
     ) -> u32 {
-        self.intern_within(native, python, epoch, is_new, true)
+        self.intern_within(native, python, (epoch, alloc), is_new, true)
             .expect("may grow")
     }
 
@@ -54,7 +57,7 @@ impl StackTable {
         epoch: u16,
         is_new: &mut bool,
     ) -> Option<u32> {
-        self.intern_within(native, python, epoch, is_new, false)
+        self.intern_within(native, python, (epoch, 0), is_new, false)
     }
 
     /// Room for `stacks` more stacks of `words` words in all, reserved ahead of a signal
@@ -74,14 +77,14 @@ impl StackTable {
         &mut self,
         native: &[u64],
         python: &[PyFrameRef],
-        epoch: u16,
+        (epoch, alloc): (u16, u8),
         is_new: &mut bool,
         grow: bool,
     ) -> Option<u32> {
         *is_new = false;
         if let Some(last) = self.last {
             let e = self.entries[last as usize];
-            if e.epoch == epoch && self.matches(e, native, python) {
+            if e.epoch == epoch && e.alloc == alloc && self.matches(e, native, python) {
                 return Some(last);
             }
         }
@@ -90,10 +93,15 @@ impl StackTable {
             .position(|f| f.code == self.call_code)
             .unwrap_or(python.len());
         let site_hash = site_hash(native, &python[..inner]);
-        let hash = site_hash ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let hash = site_hash
+            ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (alloc as u64) << 56;
         let found = self.index.find(hash, |&id| {
             let e = self.entries[id as usize];
-            e.hash == hash && e.epoch == epoch && self.matches(e, native, python)
+            e.hash == hash
+                && e.epoch == epoch
+                && e.alloc == alloc
+                && self.matches(e, native, python)
         });
         if let Some(&id) = found {
             self.last = Some(id);
@@ -119,6 +127,7 @@ impl StackTable {
             native: native.len() as u16,
             python: python.len() as u16,
             epoch,
+            alloc,
             hash,
             site_hash,
         });
@@ -145,6 +154,11 @@ impl StackTable {
     /// The measured run the stack was taken in; 0 outside repetition.
     pub fn epoch(&self, id: u32) -> u16 {
         self.entries[id as usize].epoch
+    }
+
+    /// The allocator of a native block's stack; 0 for an object's.
+    pub fn allocator(&self, id: u32) -> u8 {
+        self.entries[id as usize].alloc
     }
 
     /// A hash of [`StackTable::site`] up to the measured call.
@@ -199,14 +213,16 @@ mod tests {
             offset: 12,
         }];
         let mut new = false;
-        let a = t.intern(&[1, 2, 3], &py, 0, &mut new);
+        let a = t.intern(&[1, 2, 3], &py, (0, 0), &mut new);
         assert!(new);
-        let b = t.intern(&[1, 2, 3], &py, 0, &mut new);
+        let b = t.intern(&[1, 2, 3], &py, (0, 0), &mut new);
         assert!(!new);
         assert_eq!(a, b);
-        let c = t.intern(&[1, 2], &py, 0, &mut new);
+        let c = t.intern(&[1, 2], &py, (0, 0), &mut new);
         assert_ne!(a, c);
-        let d = t.intern(&[1, 2, 3], &py, 2, &mut new);
+        let native = t.intern(&[1, 2, 3], &py, (0, 3), &mut new);
+        assert!(new && native != a && t.allocator(native) == 3 && t.allocator(a) == 0);
+        let d = t.intern(&[1, 2, 3], &py, (2, 0), &mut new);
         assert!(new && d != a);
         assert_eq!((t.epoch(d), t.site(d)), (2, t.site(a)));
         assert_eq!(t.site_hash(d), t.site_hash(a));

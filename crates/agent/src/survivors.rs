@@ -53,10 +53,12 @@ impl<'a> Survivors<'a> {
         })
     }
 
-    /// The size of the MEM-domain block that starts at `word`, if one was made in the window.
+    /// The size of the block that starts at `word` and holds no object, if one was made in
+    /// the window: a MEM-domain buffer, or a native block.
     pub fn buffer(&self, word: usize) -> Option<usize> {
         let b = self.live.get(word)?;
-        (b.stack == BUFFER).then_some(b.size as usize)
+        (b.stack == BUFFER || (b.is_native() && b.state == crate::live::ALLOCATED))
+            .then_some(b.size as usize)
     }
 
     /// The str survivor whose characters start at `word`: C code that keeps a `char *` to a

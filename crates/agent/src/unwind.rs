@@ -69,6 +69,11 @@ struct Rule {
 const TYPICAL_READS: usize = 32;
 const MEMO_BITS: u32 = 10;
 
+/// A memo keeps the registers and stack words it read flipped by this, into values no
+/// pointer has: they are the program's, and may point to its blocks, which the scan for
+/// pointers to native blocks (`crate::scan`) must not find in the agent's memory.
+const HIDDEN: usize = 1 << 63;
+
 /// A finished walk and every word of the stack it read. A walk is a function of its starting
 /// registers and of those words alone, so a walk that starts from the same registers while
 /// the words hold the same values would find the same frames: checking the words replaces
@@ -77,8 +82,9 @@ const MEMO_BITS: u32 = 10;
 struct Memo {
     pc: usize,
     sp: usize,
-    /// The starting rbp, if the walk depended on it.
+    /// The starting rbp, if the walk depended on it, flipped by [`HIDDEN`].
     bp: Option<usize>,
+    /// Stack slots and the words read there, flipped by [`HIDDEN`].
     reads: Vec<(usize, usize)>,
     frames: Vec<u64>,
 }
@@ -182,12 +188,12 @@ impl Unwinder {
             >> (64 - MEMO_BITS);
         if let Some(m) = &self.memos[slot] {
             let same_start =
-                m.pc == regs.pc && m.sp == regs.sp && m.bp.is_none_or(|bp| bp == regs.bp);
+                m.pc == regs.pc && m.sp == regs.sp && m.bp.is_none_or(|bp| bp == regs.bp ^ HIDDEN);
             // The words were readable stack when recorded, and a thread's stack stays mapped.
             if same_start
                 && m.reads
                     .iter()
-                    .all(|&(at, v)| unsafe { *(at as *const usize) } == v)
+                    .all(|&(at, v)| unsafe { *(at as *const usize) } == v ^ HIDDEN)
             {
                 let n = m.frames.len().min(out.len());
                 out[..n].copy_from_slice(&m.frames[..n]);
@@ -259,7 +265,7 @@ impl Unwinder {
                 break;
             };
             if rule.cfa_from_rbp && !bp_restored {
-                memo.bp = Some(regs.bp);
+                memo.bp = Some(regs.bp ^ HIDDEN);
             }
             let base = if rule.cfa_from_rbp { bp } else { sp };
             let cfa = base.wrapping_add(rule.cfa_offset as isize as usize);
@@ -274,13 +280,13 @@ impl Unwinder {
                     }
                     bp = *(slot as *const usize);
                     if !self.in_signal {
-                        memo.reads.push((slot, bp));
+                        memo.reads.push((slot, bp ^ HIDDEN));
                     }
                     bp_restored = true;
                 }
                 pc = *((cfa - 8) as *const usize);
                 if !self.in_signal {
-                    memo.reads.push((cfa - 8, pc));
+                    memo.reads.push((cfa - 8, pc ^ HIDDEN));
                 }
             }
             sp = cfa;

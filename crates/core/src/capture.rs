@@ -28,6 +28,10 @@ pub struct Capture {
     /// handed out with one too many leaves no new object to group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unexplained: Vec<Unexplained>,
+    /// Native blocks that C code outside the interpreter allocated in the window and never
+    /// freed, by allocation site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<NativeGroup>,
     #[serde(default)]
     pub counters: Counters,
     /// Things the agent could not be sure of, said in words for the report.
@@ -146,6 +150,72 @@ pub struct Group {
     /// Objects of the group whose refcount a breakpoint watched, and what wrote it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watched: Vec<Watched>,
+}
+
+/// Blocks and their bytes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockTally {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl BlockTally {
+    pub fn add(&mut self, other: BlockTally) {
+        self.count += other.count;
+        self.bytes += other.bytes;
+    }
+}
+
+/// The native blocks of one allocation site still allocated at the end of the window, by
+/// what a conservative scan of memory found pointing to them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NativeGroup {
+    /// `malloc`, `calloc`, `PyMem_Malloc`, `PyObject_Malloc`, ...
+    pub allocator: String,
+    pub stack: u32,
+    /// No pointer to them anywhere in live memory.
+    #[serde(default)]
+    pub definite: BlockTally,
+    /// Pointed to only by lost blocks.
+    #[serde(default)]
+    pub indirect: BlockTally,
+    /// Pointed to only in their middle, or only by a stale stack slot.
+    #[serde(default)]
+    pub possible: BlockTally,
+    /// A pointer to their start in live memory.
+    #[serde(default)]
+    pub reachable: BlockTally,
+    /// Under repetition, the blocks made in each measured run, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<u64>,
+    /// Leaked objects that the lost blocks point to, by the objects' creation stack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<HeldObjects>,
+}
+
+impl NativeGroup {
+    /// Definitely, indirectly and possibly lost blocks together.
+    pub fn lost(&self) -> BlockTally {
+        let mut t = self.definite;
+        t.add(self.indirect);
+        t.add(self.possible);
+        t
+    }
+
+    pub fn all(&self) -> BlockTally {
+        let mut t = self.lost();
+        t.add(self.reachable);
+        t
+    }
+}
+
+/// Objects that lost native blocks point to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldObjects {
+    pub type_name: String,
+    pub count: u64,
+    /// Their creation stack.
+    pub stack: u32,
 }
 
 /// One object whose refcount exceeds the references found to it.

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod holder;
+pub mod native;
 pub mod numfmt;
 pub mod report;
 pub mod runtime;

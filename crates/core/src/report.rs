@@ -1,7 +1,8 @@
 //! From a capture to a report: symbolized frames, creation sites, leaks biggest first.
 
-use crate::capture::{Capture, Class, Counters, Module, PyFrame, PythonInfo, Watched};
+use crate::capture::{BlockTally, Capture, Class, Counters, Module, PyFrame, PythonInfo, Watched};
 use crate::holder::{self, Holder};
+use crate::native::{self, ReportNative};
 use crate::numfmt::thousands;
 use serde::Serialize;
 use std::cmp::Reverse;
@@ -172,6 +173,11 @@ pub struct Report {
     /// Objects whose references grew beyond what can be found, most first: in a plain run
     /// by 100 or more, under repetition in every measured run.
     pub unexplained: Vec<ReportUnexplained>,
+    /// Native blocks that C code allocated and lost (a plain run) or that grew in every
+    /// measured run, by allocation site, biggest first.
+    pub native_leaks: Vec<ReportNative>,
+    /// Native blocks of C code still allocated that are not leaks.
+    pub native_kept: BlockTally,
 }
 
 /// An object with references that nothing found accounts for.
@@ -416,7 +422,15 @@ impl Report {
                 ));
             }
         }
+        let (native_leaks, native_kept) = native::build(capture, repeat, &mut |pc| {
+            frames_of
+                .entry(pc)
+                .or_insert_with(|| symbolizer.symbolize(pc, module_of(&capture.modules, pc)))
+                .clone()
+        });
         Report {
+            native_leaks,
+            native_kept,
             python: capture.python.clone(),
             pid: capture.pid,
             argv: capture.argv.clone(),
@@ -504,10 +518,15 @@ pub fn module_of(modules: &[Module], pc: u64) -> Option<&Module> {
     modules.iter().find(|m| m.start <= pc && pc < m.end)
 }
 
-fn creation_site(native: &[NativeFrame], python: &[PyFrame]) -> Option<String> {
+/// The first native frame outside the interpreter that has a line (but Rust's standard
+/// library, inlined into an extension), or else its first function, or the innermost Python
+/// frame.
+pub(crate) fn creation_site(native: &[NativeFrame], python: &[PyFrame]) -> Option<String> {
+    let rust_std = |f: &&NativeFrame| f.file.as_deref().is_some_and(|p| p.starts_with("/rustc/"));
     native
         .iter()
         .filter(|f| !f.interpreter)
+        .filter(|f| !rust_std(f))
         .find_map(NativeFrame::location)
         .or_else(|| {
             native.iter().find(|f| !f.interpreter).and_then(|f| {
@@ -582,6 +601,7 @@ mod tests {
             ],
             groups,
             unexplained: vec![],
+            native: vec![],
             counters: Counters::default(),
             notes: vec![],
             watch_refused: None,

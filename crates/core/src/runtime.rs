@@ -25,6 +25,16 @@ pub fn is_c_runtime(path: &str) -> bool {
     is_runtime_library(path) && !name.starts_with("libpython")
 }
 
+/// Whether a frame in the module at `path` allocates on its caller's behalf: the C runtime,
+/// and the C++ runtime's `operator new` (libstdc++, libc++, libgcc).
+pub fn allocates_for_caller(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    is_c_runtime(path)
+        || ["libstdc++", "libc++", "libgcc_s"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
 /// Whether the module at `path` is named as CPython names extension modules
 /// (`name.cpython-311-x86_64-linux-gnu.so`, `name.abi3.so`).
 pub fn is_extension_module(path: &str) -> bool {
@@ -43,6 +53,10 @@ mod tests {
         assert!(is_runtime_library("/lib64/ld-linux-x86-64.so.2"));
         assert!(is_c_runtime("/lib64/ld-linux-x86-64.so.2"));
         assert!(!is_c_runtime("/usr/lib/libpython3.11.so.1.0"));
+        assert!(allocates_for_caller(
+            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+        ));
+        assert!(!allocates_for_caller("/usr/lib/libpython3.11.so.1.0"));
         assert!(is_extension_module(
             "/tmp/zoo.cpython-311-x86_64-linux-gnu.so"
         ));

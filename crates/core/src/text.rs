@@ -1,6 +1,7 @@
 //! The report as text, for a terminal or a CI log.
 
 use crate::capture::{Counters, PyFrame};
+use crate::native::ReportNative;
 use crate::numfmt::{bytes, compact, rate, thousands};
 use crate::report::{NativeFrame, Report, ReportGroup, ReportUnexplained, SymbolSource};
 use std::fmt::Write;
@@ -16,10 +17,21 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let leaked = report.leaked_objects();
     let leak_bytes: u64 = report.leaks.iter().map(|g| g.bytes).sum();
+    let native_leaks = &report.native_leaks;
+    let native = if native_leaks.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} native blocks, {}",
+            thousands(native_leaks.iter().map(|n| n.count).sum()),
+            bytes(native_leaks.iter().map(|n| n.bytes).sum())
+        )
+    };
+    let groups = (report.leaks.len() + native_leaks.len()) as u64;
     let _ = writeln!(
         out,
-        "refhunt: {} ({} objects, {}) · Python {} · pid {}",
-        plural(report.leaks.len() as u64, "leak group", "leak groups"),
+        "refhunt: {} ({} objects, {}{native}) · Python {} · pid {}",
+        plural(groups, "leak group", "leak groups"),
         thousands(leaked),
         bytes(leak_bytes),
         report.python.version,
@@ -56,6 +68,11 @@ pub fn render(report: &Report) -> String {
             report,
         );
     }
+    let shown = report.leaks.len() + report.unexplained.len();
+    for (i, n) in native_leaks.iter().enumerate() {
+        out.push('\n');
+        render_native_leak(&mut out, &format!("#{}", shown + i + 1), n);
+    }
     if !report.held.is_empty() {
         let _ = writeln!(
             out,
@@ -72,13 +89,21 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
-    if !report.not_leaks.is_empty() {
+    if !report.not_leaks.is_empty() || report.native_kept.count > 0 {
         out.push('\n');
-        let parts: Vec<String> = report
+        let mut parts: Vec<String> = report
             .not_leaks
             .iter()
             .map(|t| format!("{} {} ({})", thousands(t.count), t.class, bytes(t.bytes)))
             .collect();
+        let kept = report.native_kept;
+        if kept.count > 0 {
+            parts.push(format!(
+                "{} native blocks still held ({})",
+                thousands(kept.count),
+                bytes(kept.bytes)
+            ));
+        }
         let _ = writeln!(out, "not leaks: {}", parts.join(" · "));
     }
     for note in &report.notes {
@@ -164,6 +189,40 @@ fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
         render_native(out, &h.native);
         render_python(out, "its python stack", &h.python);
     }
+}
+
+fn render_native_leak(out: &mut String, rank: &str, n: &ReportNative) {
+    let mut title = format!(
+        "{rank} leaked native memory: {} blocks from {}, {}",
+        thousands(n.count),
+        n.allocator,
+        bytes(n.bytes)
+    );
+    if let Some(per_call) = n.per_call {
+        let _ = write!(title, " · {} blocks per call", rate(per_call));
+    }
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(out, "   evidence: {}", n.evidence);
+    if let Some(site) = &n.site {
+        let _ = writeln!(out, "   allocated at {site}");
+    }
+    for h in &n.holds {
+        let _ = writeln!(
+            out,
+            "   holds {} leaked {} objects{}",
+            thousands(h.count),
+            h.type_name,
+            h.site
+                .as_ref()
+                .map(|s| format!(" made at {s}"))
+                .unwrap_or_default()
+        );
+    }
+    if !n.native.is_empty() {
+        let _ = writeln!(out, "   native stack:");
+        render_native(out, &n.native);
+    }
+    render_python(out, "python stack", &n.python);
 }
 
 fn render_unexplained(out: &mut String, rank: &str, u: &ReportUnexplained, report: &Report) {

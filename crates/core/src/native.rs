@@ -1,0 +1,274 @@
+//! The leak rule for native blocks, and their groups as the report gives them.
+//!
+//! In a plain run a site leaks when some of its blocks have no pointer to them anywhere, or
+//! only from other lost blocks: a conservative scan cannot mistake a held block for that.
+//! Blocks that only a stale stack slot or an interior pointer reaches are counted with the
+//! lost ones, and said apart. Under repetition a site leaks when its blocks grew in every
+//! measured run, as objects do, whatever the scan found: a C list that grows with every call
+//! is a leak even while it is reachable.
+
+use crate::capture::{BlockTally, Capture, NativeGroup, PyFrame};
+use crate::numfmt::thousands;
+use crate::report::{creation_site, NativeFrame};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// A site's native blocks that leaked.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReportNative {
+    /// `malloc`, `calloc`, `PyMem_Malloc`, `PyObject_Malloc`, ...
+    pub allocator: String,
+    /// Blocks counted as leaked, and their bytes as allocated: the lost ones in a plain run,
+    /// every block of the site under repetition.
+    pub count: u64,
+    pub bytes: u64,
+    pub definite: BlockTally,
+    pub indirect: BlockTally,
+    pub possible: BlockTally,
+    pub reachable: BlockTally,
+    pub site: Option<String>,
+    pub native: Vec<NativeFrame>,
+    pub python: Vec<PyFrame>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_call: Option<f64>,
+    pub evidence: String,
+    /// Leaked objects the lost blocks point to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<ReportHeldObjects>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReportHeldObjects {
+    pub type_name: String,
+    pub count: u64,
+    /// Where they were made.
+    pub site: Option<String>,
+}
+
+/// The native leaks of a capture, biggest first, and the native blocks that are not leaks.
+pub fn build(
+    capture: &Capture,
+    repeat: Option<u32>,
+    frames: &mut dyn FnMut(u64) -> Vec<NativeFrame>,
+) -> (Vec<ReportNative>, BlockTally) {
+    /// A group, its native and Python frames, and its site.
+    type Merged = (NativeGroup, Vec<NativeFrame>, Vec<PyFrame>, Option<String>);
+    let mut merged: Vec<Merged> = Vec::new();
+    let mut index: HashMap<(String, Option<String>, Vec<PyFrame>), usize> = HashMap::new();
+    for g in &capture.native {
+        let stack = capture
+            .stacks
+            .get(g.stack as usize)
+            .cloned()
+            .unwrap_or_default();
+        let native: Vec<NativeFrame> = stack.native.iter().flat_map(|&pc| frames(pc)).collect();
+        let site = creation_site(&native, &stack.python);
+        // One line reached by two native paths (a warm call site calls straight from the
+        // eval loop) is one site.
+        let key = (g.allocator.clone(), site.clone(), stack.python.clone());
+        match index.get(&key) {
+            Some(&i) => {
+                let m = &mut merged[i].0;
+                m.definite.add(g.definite);
+                m.indirect.add(g.indirect);
+                m.possible.add(g.possible);
+                m.reachable.add(g.reachable);
+                if m.runs.len() < g.runs.len() {
+                    m.runs.resize(g.runs.len(), 0);
+                }
+                for (total, n) in m.runs.iter_mut().zip(&g.runs) {
+                    *total += n;
+                }
+                m.holds.extend(g.holds.iter().cloned());
+                if native.len() > merged[i].1.len() {
+                    merged[i].1 = native;
+                }
+            }
+            None => {
+                index.insert(key, merged.len());
+                merged.push((g.clone(), native, stack.python, site));
+            }
+        }
+    }
+    let mut leaks = Vec::new();
+    let mut kept = BlockTally::default();
+    for (g, native, python, site) in merged {
+        let lost = g.lost();
+        let all = g.all();
+        let leaked = match repeat {
+            Some(runs) => g.runs.len() == runs as usize && g.runs.iter().all(|&n| n > 0),
+            None => g.definite.count + g.indirect.count > 0,
+        };
+        if !leaked {
+            kept.add(all);
+            continue;
+        }
+        let counted = if repeat.is_some() { all } else { lost };
+        let mut runs = g.runs.clone();
+        if let Some(r) = repeat {
+            runs.resize(r as usize, 0);
+        }
+        let holds = g
+            .holds
+            .iter()
+            .map(|h| ReportHeldObjects {
+                type_name: h.type_name.clone(),
+                count: h.count,
+                site: capture.stacks.get(h.stack as usize).and_then(|s| {
+                    let native: Vec<NativeFrame> =
+                        s.native.iter().flat_map(|&pc| frames(pc)).collect();
+                    creation_site(&native, &s.python)
+                }),
+            })
+            .collect();
+        leaks.push(ReportNative {
+            allocator: g.allocator.clone(),
+            count: counted.count,
+            bytes: counted.bytes,
+            definite: g.definite,
+            indirect: g.indirect,
+            possible: g.possible,
+            reachable: g.reachable,
+            site,
+            native,
+            python,
+            per_call: repeat.map(|r| all.count as f64 / r as f64),
+            evidence: evidence(&g, repeat),
+            runs,
+            holds,
+        });
+    }
+    leaks.sort_by_key(|n| std::cmp::Reverse((n.bytes, n.count)));
+    (leaks, kept)
+}
+
+/// What the scan found, and under repetition the runs the site grew in.
+fn evidence(g: &NativeGroup, repeat: Option<u32>) -> String {
+    let mut parts = Vec::new();
+    for (t, what) in [
+        (g.definite, "with no pointer to them anywhere"),
+        (g.indirect, "pointed to only by lost blocks"),
+        (
+            g.possible,
+            "reached only from a stale stack slot or through their middle",
+        ),
+        (g.reachable, "still pointed to"),
+    ] {
+        if t.count > 0 {
+            parts.push(format!("{} {what}", thousands(t.count)));
+        }
+    }
+    let scan = parts.join(", ");
+    match repeat {
+        Some(runs) => format!(
+            "grew in {} of {runs} runs; {scan}",
+            g.runs.iter().filter(|&&n| n > 0).count()
+        ),
+        None => scan,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{Repeat, Stack};
+
+    fn tally(count: u64) -> BlockTally {
+        BlockTally {
+            count,
+            bytes: 100 * count,
+        }
+    }
+
+    fn capture(groups: Vec<NativeGroup>) -> Capture {
+        let mut c: Capture = serde_json::from_str(
+            r#"{"format":"refhunt-capture","version":1,"python":{"version":"3.11.7",
+            "executable":"python","debug":false},"pid":1,"argv":[],"modules":[],
+            "stacks":[],"groups":[]}"#,
+        )
+        .unwrap();
+        c.stacks = vec![
+            Stack {
+                native: vec![1],
+                python: vec![],
+            },
+            Stack {
+                native: vec![2],
+                python: vec![],
+            },
+        ];
+        c.native = groups;
+        c
+    }
+
+    fn frames(pc: u64) -> Vec<NativeFrame> {
+        vec![NativeFrame {
+            pc,
+            function: Some(format!("f{pc}")),
+            file: Some("native.c".into()),
+            line: Some(pc as u32 * 10),
+            module: "zoo_native.so".into(),
+            offset: pc,
+            source: crate::report::SymbolSource::Dwarf,
+            inlined: false,
+            interpreter: false,
+        }]
+    }
+
+    #[test]
+    fn a_plain_run_leaks_what_nothing_points_to_and_keeps_what_is_held() {
+        let lost = NativeGroup {
+            allocator: "malloc".into(),
+            stack: 0,
+            definite: tally(90),
+            possible: tally(5),
+            reachable: tally(5),
+            ..NativeGroup::default()
+        };
+        let held = NativeGroup {
+            allocator: "calloc".into(),
+            stack: 1,
+            reachable: tally(1),
+            possible: tally(2),
+            ..NativeGroup::default()
+        };
+        let (leaks, kept) = build(&capture(vec![lost, held]), None, &mut frames);
+        assert_eq!(leaks.len(), 1);
+        let l = &leaks[0];
+        assert_eq!((l.count, l.bytes), (95, 9500));
+        assert_eq!(l.site.as_deref(), Some("native.c:10"));
+        assert!(
+            l.evidence.starts_with("90 with no pointer"),
+            "{}",
+            l.evidence
+        );
+        assert_eq!(kept, tally(3));
+    }
+
+    #[test]
+    fn under_repetition_growth_in_every_run_decides() {
+        let grew = NativeGroup {
+            allocator: "malloc".into(),
+            stack: 0,
+            reachable: tally(40),
+            runs: vec![10, 10, 10, 10],
+            ..NativeGroup::default()
+        };
+        let once = NativeGroup {
+            allocator: "malloc".into(),
+            stack: 1,
+            definite: tally(1),
+            runs: vec![1, 0, 0, 0],
+            ..NativeGroup::default()
+        };
+        let mut c = capture(vec![grew, once]);
+        c.counters.repeat = Some(Repeat { runs: 4, warmup: 5 });
+        let (leaks, kept) = build(&c, Some(4), &mut frames);
+        assert_eq!(leaks.len(), 1);
+        assert_eq!((leaks[0].count, leaks[0].per_call), (40, Some(10.0)));
+        assert!(leaks[0].evidence.starts_with("grew in 4 of 4 runs"));
+        assert_eq!(kept, tally(1));
+    }
+}

@@ -1,0 +1,256 @@
+/* zoo_native: native memory that C code allocates for itself and never frees.
+ *
+ * It stands in for real extensions that lose a buffer: a malloc'd scratch buffer, a
+ * PyMem_Malloc buffer lost on an error path, a buffer grown with realloc and dropped, a
+ * strdup'd name, a block of PyObject_Malloc used as a general allocator, and an array of new
+ * references whose block is lost with them. None of these is a Python object.
+ *
+ * Each leaking allocation carries a marker comment `zoo_native:NAME` on its line. The
+ * controls allocate too and keep or free every block; their lines carry
+ * `zoo_native:control_NAME`. Tests find the lines by their markers.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Where the leaking functions put each block, so the compiler keeps the allocation. */
+static void *volatile last_block;
+
+static int count_arg(PyObject *arg, Py_ssize_t *n) {
+    *n = PyLong_AsSsize_t(arg);
+    if (*n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (*n < 0) {
+        PyErr_SetString(PyExc_ValueError, "n must not be negative");
+        return -1;
+    }
+    return 0;
+}
+
+/* n blocks of `size` bytes from malloc, never freed. */
+static PyObject *leak_malloc(PyObject *module, PyObject *args) {
+    Py_ssize_t n, size;
+    if (!PyArg_ParseTuple(args, "nn", &n, &size)) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *scratch = malloc(size); /* zoo_native:malloc */
+        if (scratch == NULL) {
+            return PyErr_NoMemory();
+        }
+        memset(scratch, 'x', size);
+        last_block = scratch;
+    }
+    last_block = NULL;
+    Py_RETURN_NONE;
+}
+
+/* Parses n records into a PyMem_Malloc buffer; a record that fails validation returns
+ * early and loses the buffer. Every record here fails. */
+static int parse_record(Py_ssize_t i) {
+    char *buf = PyMem_Malloc(128); /* zoo_native:pymem_error */
+    if (buf == NULL) {
+        return -1;
+    }
+    snprintf(buf, 128, "record %zd", i);
+    last_block = buf;
+    if (buf[0] == 'r') {
+        return 0; /* the error path: buf is lost */
+    }
+    PyMem_Free(buf);
+    return 1;
+}
+
+static PyObject *pymem_error_path(PyObject *module, PyObject *arg) {
+    Py_ssize_t n, ok = 0;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ok += parse_record(i) > 0;
+    }
+    last_block = NULL;
+    return PyLong_FromSsize_t(ok);
+}
+
+/* n buffers that start small and grow with realloc, then are dropped. */
+static PyObject *grow_realloc(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *buf = malloc(16); /* zoo_native:realloc */
+        if (buf == NULL) {
+            return PyErr_NoMemory();
+        }
+        char *grown = realloc(buf, 1000);
+        if (grown == NULL) {
+            free(buf);
+            return PyErr_NoMemory();
+        }
+        memset(grown, 'y', 1000);
+        last_block = grown;
+    }
+    last_block = NULL;
+    Py_RETURN_NONE;
+}
+
+/* n copies of a name, never freed. */
+static PyObject *leak_strdup(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *name = strdup("a name kept nowhere"); /* zoo_native:strdup */
+        if (name == NULL) {
+            return PyErr_NoMemory();
+        }
+        last_block = name;
+    }
+    last_block = NULL;
+    Py_RETURN_NONE;
+}
+
+/* n blocks of the object allocator used as plain memory, never freed. */
+static PyObject *pyobject_malloc(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double *v = PyObject_Malloc(4 * sizeof(double)); /* zoo_native:pyobject_malloc */
+        if (v == NULL) {
+            return PyErr_NoMemory();
+        }
+        v[0] = (double)i;
+        last_block = v;
+    }
+    last_block = NULL;
+    Py_RETURN_NONE;
+}
+
+/* An array of n new ints in a malloc'd block, and the block lost: the ints are held by it. */
+static PyObject *lose_array(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    PyObject **items = malloc(n * sizeof(PyObject *)); /* zoo_native:array */
+    if (items == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        items[i] = PyLong_FromSsize_t(1000000 + i); /* zoo_native:array_item */
+    }
+    last_block = items;
+    last_block = NULL;
+    Py_RETURN_NONE;
+}
+
+/* Control: a table allocated on the first call and kept in a static. */
+static double *table;
+
+static PyObject *table_once(PyObject *module, PyObject *unused) {
+    if (table == NULL) {
+        table = calloc(4096, sizeof(double)); /* zoo_native:control_table */
+        if (table == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    table[0] += 1;
+    Py_RETURN_NONE;
+}
+
+/* Control: a scratch buffer freed in every call. */
+static PyObject *malloc_free(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *scratch = malloc(256); /* zoo_native:control_malloc_free */
+        if (scratch == NULL) {
+            return PyErr_NoMemory();
+        }
+        memset(scratch, 'z', 256);
+        last_block = scratch;
+        free(scratch);
+    }
+    last_block = NULL;
+    Py_RETURN_NONE;
+}
+
+/* Control: a buffer filled in C and handed to Python as a bytes object. */
+static PyObject *to_bytes(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    char *buf = malloc(n + 1); /* zoo_native:control_to_bytes */
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    memset(buf, 'b', n);
+    PyObject *bytes = PyBytes_FromStringAndSize(buf, n);
+    free(buf);
+    return bytes;
+}
+
+/* Control: threads that allocate and free without the GIL, while Python runs. */
+static void *churn(void *arg) {
+    Py_ssize_t n = *(Py_ssize_t *)arg;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        void *p = malloc(32 + i % 64); /* zoo_native:control_threads */
+        last_block = p;
+        free(p);
+    }
+    return NULL;
+}
+
+static PyObject *threads_malloc_free(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    pthread_t threads[2];
+    int started = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; started < 2; started++) {
+        if (pthread_create(&threads[started], NULL, churn, &n) != 0) {
+            break;
+        }
+    }
+    churn(&n);
+    for (int i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"leak_malloc", leak_malloc, METH_VARARGS, "leak_malloc(n, size): n malloc'd blocks, never freed."},
+    {"pymem_error_path", pymem_error_path, METH_O, "pymem_error_path(n): a PyMem_Malloc buffer lost on an error path, n times."},
+    {"grow_realloc", grow_realloc, METH_O, "grow_realloc(n): n buffers grown with realloc to 1000 bytes, then lost."},
+    {"leak_strdup", leak_strdup, METH_O, "leak_strdup(n): n strdup'd strings, never freed."},
+    {"pyobject_malloc", pyobject_malloc, METH_O, "pyobject_malloc(n): n PyObject_Malloc blocks of 32 bytes, never freed."},
+    {"lose_array", lose_array, METH_O, "lose_array(n): n new ints in a malloc'd array, and the array lost."},
+    {"table_once", table_once, METH_NOARGS, "Control: a table allocated once and kept."},
+    {"malloc_free", malloc_free, METH_O, "Control: malloc and free in every iteration."},
+    {"to_bytes", to_bytes, METH_O, "Control: a malloc'd buffer handed to Python as bytes."},
+    {"threads_malloc_free", threads_malloc_free, METH_O, "Control: three threads malloc and free without the GIL."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "zoo_native", "Native memory leaks, and controls.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit_zoo_native(void) {
+    return PyModule_Create(&module);
+}
