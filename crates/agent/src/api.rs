@@ -287,9 +287,10 @@ pub unsafe extern "C" fn refhunt_snapshot(
         let mut capture =
             Capture::from_json(header).map_err(|e| format!("bad capture header: {e}"))?;
         // Held through the snapshot: whatever it allocates passes the hooks unrecorded.
-        let mut guard = STATE
-            .try_lock()
-            .ok_or("snapshot called from inside the agent")?;
+        // Another thread may hold the lock for a moment (a free without the GIL).
+        let crate::lock::Hooked::Locked(mut guard) = STATE.lock_for_hook() else {
+            return Err("snapshot called from inside the agent".into());
+        };
         let state = guard.as_mut().ok_or("refhunt was not started")?;
         // The snapshot takes references of its own; nothing it does is a write to watch.
         state.holds.release_all();

@@ -237,6 +237,8 @@ pub unsafe fn install(mut state: State, native: bool) {
         state.creations = Creations::Allocations;
     }
     let interpreter = state.interpreter;
+    INTERPRETER.0.store(interpreter.0, Relaxed);
+    INTERPRETER.1.store(interpreter.1, Relaxed);
     *STATE.lock() = Some(state);
     STATE_STARTED.store(true, Relaxed);
     OWNER_PID.store(libc::getpid() as usize, Relaxed);
@@ -266,6 +268,9 @@ pub unsafe fn install(mut state: State, native: bool) {
     // Extensions imported later, such as `_datetime`, call these from their own GOT.
     crate::got::redirect(c"dlopen", hook_dlopen as *const () as usize);
 }
+
+/// `State::interpreter`, where the hooks read it without the lock.
+static INTERPRETER: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
 
 /// The process the hooks were installed in.
 static OWNER_PID: AtomicUsize = AtomicUsize::new(0);
@@ -330,6 +335,9 @@ unsafe fn wrap_domain(
         current.assume_init()
     };
     let hook = Box::leak(Box::new(DomainHook { original, domain }));
+    if domain == Domain::Raw {
+        RAW_HOOK.store(hook, Relaxed);
+    }
     let mut ours = Allocator {
         ctx: hook as *mut DomainHook as *mut c_void,
         malloc: refhunt_domain_malloc,
@@ -389,10 +397,22 @@ extern "C" {
     fn refhunt_domain_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void;
 }
 
+/// The RAW domain's hook. That domain is called without the GIL, so a thread may read the
+/// new allocator's functions with the old context, which is null for CPython's own.
+static RAW_HOOK: std::sync::atomic::AtomicPtr<DomainHook> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
 /// # Safety
-/// `ctx` is a [`DomainHook`] that [`wrap_domain`] made.
+/// `ctx` is a [`DomainHook`] that [`wrap_domain`] made, or null while the RAW domain's is
+/// being installed.
 unsafe fn hook_of<'a>(ctx: *mut c_void) -> &'a DomainHook {
-    // SAFETY: as the caller promises; hooks are never freed.
+    let ctx = if ctx.is_null() {
+        RAW_HOOK.load(Relaxed) as *mut c_void
+    } else {
+        ctx
+    };
+    // SAFETY: as the caller promises; hooks are never freed, and RAW_HOOK is set before the
+    // RAW domain's hooks are installed.
     unsafe { &*(ctx as *const DomainHook) }
 }
 
@@ -567,6 +587,15 @@ impl Deferred {
         *len += 1;
     }
 
+    /// Forgets the deferred frees: the live table they would apply to is gone.
+    ///
+    /// # Safety
+    /// This thread holds `STATE`'s lock.
+    unsafe fn clear(&self) {
+        // SAFETY: as the caller promises.
+        unsafe { (*self.frees.get()).1 = 0 };
+    }
+
     /// Takes the deferred frees' blocks out of `live`; called under the lock.
     fn apply(&self, live: &mut LiveTable) {
         // SAFETY: `with_state`, the only caller, holds the lock.
@@ -626,11 +655,14 @@ unsafe extern "C" fn hook_reftracer(op: *mut PyObject, event: c_int, _: *mut c_v
 /// buffers and objects as before, C code's own blocks as native ones.
 #[inline(never)]
 unsafe fn on_domain_alloc(domain: Domain, block: usize, size: usize, caller: usize, alloc: Alloc) {
+    let own = (INTERPRETER.0.load(Relaxed)..INTERPRETER.1.load(Relaxed)).contains(&caller);
+    // The interpreter's raw blocks are its own, and not recorded: no need for the lock.
+    if domain == Domain::Raw && own {
+        return;
+    }
     let regs = here!();
     with_state(|s| {
-        let own = (s.interpreter.0..s.interpreter.1).contains(&caller);
         let stack = match domain {
-            Domain::Raw if own => return,
             Domain::Mem if own => BUFFER,
             // Without creation events, every block of the object domain may hold an object.
             Domain::Obj if own || !s.creations.seen() => {
@@ -795,6 +827,8 @@ pub unsafe fn mark_before(objects: &[usize]) {
 /// they are made (see [`crate::holds`]).
 pub fn clear_window() {
     if let Some(s) = STATE.lock().as_mut() {
+        // SAFETY: the lock is held.
+        unsafe { DEFERRED.clear() };
         s.live = LiveTable::default();
         s.sampled_every = None;
         s.marked_before = false;

@@ -91,7 +91,8 @@ enum Owner {
 
 /// The native groups of the window: each site's blocks still allocated, classified by the
 /// scan. `object_stack` gives the creation stack of a leaked object at an address, to link
-/// the blocks that point to leaked objects; `id_of` names a stack in the capture.
+/// the blocks that point to leaked objects; `owners` are the leaked objects' blocks, sorted,
+/// whose own buffers go with their leak; `id_of` names a stack in the capture.
 ///
 /// # Safety
 /// Tracking is paused and the state's lock is held: no block changes while it runs, but
@@ -100,13 +101,14 @@ pub unsafe fn groups(
     state: &State,
     modules: &[LoadedModule],
     object_stack: &dyn Fn(usize) -> Option<(u32, String)>,
+    owners: &[(usize, usize)],
     id_of: &mut dyn FnMut(u32) -> u32,
 ) -> Vec<NativeGroup> {
     let agent = modules::find(modules, groups as *const () as usize);
     let interpreter = modules::find(modules, state.interpreter.0);
-    let mut owners: FxHashMap<u32, Owner> = FxHashMap::default();
+    let mut charged_to: FxHashMap<u32, Owner> = FxHashMap::default();
     let mut owner_of = |stack: u32| {
-        *owners.entry(stack).or_insert_with(|| {
+        *charged_to.entry(stack).or_insert_with(|| {
             let charged = state.stacks.native(stack).iter().find_map(|&pc| {
                 let m = modules::find(modules, pc as usize);
                 match m {
@@ -149,7 +151,7 @@ pub unsafe fn groups(
     let regions = scan::regions(&maps);
     // (block's stack, object's stack) -> objects held.
     let mut links: FxHashMap<(u32, u32), (u64, String)> = FxHashMap::default();
-    let classified = scan::classify(blocks, &regions, |i, word| {
+    let classified = scan::classify(blocks, &regions, owners, |i, word| {
         if let Some((stack, type_name)) = object_stack(word) {
             links.entry((stacks[i], stack)).or_insert((0, type_name)).0 += 1;
         }
@@ -178,6 +180,7 @@ pub unsafe fn groups(
             Reach::Indirect => &mut g.indirect,
             Reach::Possible => &mut g.possible,
             Reach::Reachable => &mut g.reachable,
+            Reach::Owned => continue,
         };
         tally.count += 1;
         tally.bytes += (b.end - b.start) as u64;

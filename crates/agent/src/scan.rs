@@ -26,6 +26,8 @@ pub enum Reach {
     Indirect,
     /// Pointed to only in its middle, or only by a stale stack slot.
     Possible,
+    /// Not reachable but from leaked objects: one of their buffers, part of their leak.
+    Owned,
     /// A pointer to its start in live memory.
     Reachable,
 }
@@ -39,6 +41,8 @@ pub struct Block {
     level: u8,
     /// Pointed to by a lost block.
     lost_parent: bool,
+    /// Pointed to by a leaked object, or by a block that is.
+    owned: bool,
     pub reach: Reach,
 }
 
@@ -49,6 +53,7 @@ impl Block {
             end: start + size.max(1),
             level: 0,
             lost_parent: false,
+            owned: false,
             reach: Reach::Definite,
         }
     }
@@ -154,6 +159,7 @@ struct Scan<'a> {
     window: Window,
     /// What glibc writes into a chunk it keeps in a thread's cache, if known.
     tcache_key: Option<usize>,
+    owners: &'a [(usize, usize)],
 }
 
 const WINDOW: usize = 1 << 16;
@@ -204,13 +210,15 @@ fn tcache_key() -> Option<usize> {
 }
 
 /// Classifies `blocks` (sorted by start, not overlapping, and held in memory that `regions`
-/// leave out, such as a [`Mapped`] array) by what `regions` point to;
+/// leave out, such as a [`Mapped`] array) by what `regions` point to, but the leaked objects
+/// `owners` (their blocks' `[start, end)`, sorted), which own what only they point to;
 /// `seen` is told of every word found in a lost or possibly lost block, with that block's
 /// index, to link blocks to the objects they hold. False if the scan's tables could not be
 /// mapped: then every block stays definitely lost... so the caller reports nothing.
 pub fn classify(
     blocks: &mut [Block],
     regions: &[Region],
+    owners: &[(usize, usize)],
     mut seen: impl FnMut(usize, usize),
 ) -> bool {
     let (Some(work), Some(buffer), Some(window)) = (
@@ -243,6 +251,7 @@ pub fn classify(
             len: 0,
         },
         tcache_key: tcache_key(),
+        owners,
     };
     // Below the stack pointer lie only the slots of returned calls, the agent's among them.
     let sp = crate::unwind::here!().sp;
@@ -258,6 +267,7 @@ pub fn classify(
             scan.drain();
         }
     }
+    scan.owned();
     scan.lost(&mut seen);
     true
 }
@@ -321,6 +331,9 @@ impl Scan<'_> {
             for &(s, e) in skip.iter().filter(|&&(_, e)| e > at) {
                 hole = hole.min((s, e));
             }
+            if let Some(&owner) = self.owners.get(self.owners.partition_point(|o| o.1 <= at)) {
+                hole = hole.min(owner);
+            }
             if hole.0 > at {
                 self.words(at, hole.0.min(r.end), |scan, word| {
                     if let Some((i, start)) = scan.find(word) {
@@ -356,7 +369,8 @@ impl Scan<'_> {
             let user = chunk + 16;
             let cached =
                 self.tcache_key.is_some() && self.window.word(user + 8, r.end) == self.tcache_key;
-            let own_block = matches!(self.find(user), Some((_, true)));
+            let own_block = matches!(self.find(user), Some((_, true)))
+                || self.owners.binary_search_by_key(&user, |o| o.0).is_ok();
             if in_use && !cached && !own_block {
                 // An in-use chunk's last word is the next chunk's first.
                 let mut at = user;
@@ -374,6 +388,11 @@ impl Scan<'_> {
         true
     }
 
+    /// Nothing but lost blocks reach block `i`.
+    fn lost_block(&self, i: usize) -> bool {
+        self.blocks[i].level == 0 && !self.blocks[i].owned
+    }
+
     /// Scans every queued block at its level.
     fn drain(&mut self) {
         while let Some(i) = self.work.pop() {
@@ -382,6 +401,32 @@ impl Scan<'_> {
                 if let Some((j, start)) = scan.find(word) {
                     if j != i as usize {
                         scan.mark(j, if start { b.level } else { 1 });
+                    }
+                }
+            });
+        }
+    }
+
+    /// Marks the blocks that leaked objects point to, and what those point to, as owned.
+    fn owned(&mut self) {
+        for k in 0..self.owners.len() {
+            let (start, end) = self.owners[k];
+            self.words(start, end, |scan, word| {
+                if let Some((j, _)) = scan.find(word) {
+                    if !scan.blocks[j].owned {
+                        scan.blocks[j].owned = true;
+                        scan.work.push(j as u32);
+                    }
+                }
+            });
+        }
+        while let Some(i) = self.work.pop() {
+            let b = self.blocks[i as usize];
+            self.words(b.start, b.end, |scan, word| {
+                if let Some((j, _)) = scan.find(word) {
+                    if !scan.blocks[j].owned {
+                        scan.blocks[j].owned = true;
+                        scan.work.push(j as u32);
                     }
                 }
             });
@@ -399,13 +444,17 @@ impl Scan<'_> {
                     self.blocks[i].reach = Reach::Reachable;
                     continue;
                 }
+                _ if b.owned => {
+                    self.blocks[i].reach = Reach::Owned;
+                    continue;
+                }
                 1 => self.blocks[i].reach = Reach::Possible,
                 _ => {}
             }
             self.words(b.start, b.end, |scan, word| {
                 seen(i, word);
                 if let Some((j, _)) = scan.find(word) {
-                    if j != i && scan.blocks[j].level == 0 {
+                    if j != i && scan.lost_block(j) {
                         scan.blocks[j].lost_parent = true;
                     }
                 }
@@ -413,12 +462,12 @@ impl Scan<'_> {
         }
         // Leaders first: blocks no lost block points to, then the first of each cycle.
         let leaders: Vec<usize> = (0..self.blocks.len())
-            .filter(|&i| self.blocks[i].level == 0 && !self.blocks[i].lost_parent)
+            .filter(|&i| self.lost_block(i) && !self.blocks[i].lost_parent)
             .collect();
         let mut done = vec![false; self.blocks.len()];
         let rest = 0..self.blocks.len();
         for i in leaders.into_iter().chain(rest) {
-            if done[i] || self.blocks[i].level != 0 {
+            if done[i] || !self.lost_block(i) {
                 continue;
             }
             done[i] = true;
@@ -428,7 +477,7 @@ impl Scan<'_> {
                 let b = self.blocks[k as usize];
                 self.words(b.start, b.end, |scan, word| {
                     if let Some((j, _)) = scan.find(word) {
-                        if !done[j] && scan.blocks[j].level == 0 {
+                        if !done[j] && scan.lost_block(j) {
                             done[j] = true;
                             scan.blocks[j].reach = Reach::Indirect;
                             scan.work.push(j as u32);
@@ -478,7 +527,12 @@ mod tests {
     }
 
     /// Blocks and roots in one array of words: block k is words [8k, 8k + 8).
-    fn heap_of(words: &mut [usize], roots: &[usize], weak: &[usize]) -> Vec<Reach> {
+    fn heap_of(
+        words: &mut [usize],
+        roots: &[usize],
+        weak: &[usize],
+        owners: &[(usize, usize)],
+    ) -> Vec<Reach> {
         let base = words.as_ptr() as usize;
         let root = Box::new([0usize; 4]);
         let mut root_words = *root;
@@ -502,7 +556,7 @@ mod tests {
             region(stack_box.as_ptr() as usize, 8, false),
             region(base, words.len() * 8, true),
         ];
-        assert!(classify(blocks.as_mut_slice(), &regions, |_, _| {}));
+        assert!(classify(blocks.as_mut_slice(), &regions, owners, |_, _| {}));
         blocks.as_mut_slice().iter().map(|b| b.reach).collect()
     }
 
@@ -515,7 +569,7 @@ mod tests {
         // 4 only by a stale stack slot; 5 only through its middle, from a root.
         words[0] = at(1);
         words[16] = at(3);
-        let reach = heap_of(&mut words, &[at(0), at(5) + 24], &[at(4)]);
+        let reach = heap_of(&mut words, &[at(0), at(5) + 24], &[at(4)], &[]);
         use Reach::*;
         assert_eq!(
             reach,
@@ -529,7 +583,19 @@ mod tests {
         let base = words.as_ptr() as usize;
         words[0] = base + 64;
         words[8] = base;
-        let reach = heap_of(&mut words, &[], &[]);
+        let reach = heap_of(&mut words, &[], &[], &[]);
         assert_eq!(reach, [Reach::Definite, Reach::Indirect]);
+    }
+
+    #[test]
+    fn what_only_a_leaked_object_points_to_is_its_own() {
+        let mut words = vec![0usize; 8 * 3];
+        let base = words.as_ptr() as usize;
+        // A leaked object holds block 0, which holds block 1; a root holds block 2.
+        let object = Box::new([base, 0usize]);
+        let owners = [(object.as_ptr() as usize, object.as_ptr() as usize + 16)];
+        words[0] = base + 64;
+        let reach = heap_of(&mut words, &[base + 128], &[], &owners);
+        assert_eq!(reach, [Reach::Owned, Reach::Owned, Reach::Reachable]);
     }
 }

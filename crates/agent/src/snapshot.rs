@@ -297,6 +297,13 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
     let mut unexplained = grouped.unexplained;
     let mut stacks = grouped.stacks;
     let mut native_ids: FxHashMap<u32, u32> = FxHashMap::default();
+    let mut owners = Vec::new();
+    survivors.for_each(|op, b| {
+        if class_of(op, &b, &classes, &attribution).is_leak() {
+            let block = op - b.object_offset as usize;
+            owners.push((block, block + b.size as usize));
+        }
+    });
     let native = native::groups(
         state,
         &modules,
@@ -305,6 +312,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             (b.stack < BUFFER && class_of(word, &b, &classes, &attribution).is_leak())
                 .then(|| (b.stack, type_name(type_of(word))))
         },
+        &owners,
         &mut |stack| {
             *native_ids.entry(stack).or_insert_with(|| {
                 stacks.push(resolve_stack(state, stack));
