@@ -11,7 +11,7 @@ import sys
 from . import _agent, _window
 
 _ENV = ("REFHUNT_CAPTURE", "REFHUNT_STATUS", "REFHUNT_AGENT", "REFHUNT_REPEAT", "REFHUNT_WARMUP",
-        "REFHUNT_SAMPLE", "REFHUNT_NO_WATCH")
+        "REFHUNT_SAMPLE", "REFHUNT_NO_WATCH", "REFHUNT_NO_NATIVE")
 
 
 def _say(message):
@@ -54,7 +54,7 @@ def start():
         _agent.set_sampling(int(os.environ.get("REFHUNT_SAMPLE") or 1))
         _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or _window.RUNS),
                        warmup=int(os.environ.get("REFHUNT_WARMUP") or _window.WARMUP))
-        # The agent reads REFHUNT_NO_WATCH when it starts, in begin().
+        # The agent reads REFHUNT_NO_WATCH and REFHUNT_NO_NATIVE when it starts, in begin().
         _state.update(capture=capture, owner=os.getpid(), before=_window.begin())
         _forget_environment()
         _agent.start(sys.hexversion)

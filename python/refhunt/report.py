@@ -77,6 +77,9 @@ class Group:
     """What the class rests on, e.g. `1,000 from one C line, referenced by nothing`."""
     holder: Optional[Holder] = None
     """Who took the reference that keeps them, when a watched object says."""
+    held_by: Optional[str] = None
+    """Lost native blocks that point to them, e.g. `1 malloc block allocated at foo.c:88
+    (possibly lost)`."""
 
     @property
     def is_leak(self) -> bool:
@@ -219,6 +222,7 @@ def _group(data: Dict[str, Any]) -> Group:
         python=python,
         evidence=data.get("evidence"),
         holder=_holder(data.get("holder")),
+        held_by=data.get("held_by"),
     )
 
 

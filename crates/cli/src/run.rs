@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Watch no refcount with hardware breakpoints: no holder lines, and none of their cost.
     #[arg(long)]
     no_watch: bool,
+    /// Track no native memory (the malloc family, and C code's own PyMem and PyObject
+    /// blocks): objects only, and none of its cost.
+    #[arg(long)]
+    no_native: bool,
     /// The Python command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -182,6 +186,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         )
         .env("REFHUNT_SAMPLE", sampling(&args).to_string())
         .envs(args.no_watch.then_some(("REFHUNT_NO_WATCH", "1")))
+        .envs(args.no_native.then_some(("REFHUNT_NO_NATIVE", "1")))
         .spawn()
         .map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),

@@ -47,12 +47,16 @@ pub struct ReportHeldObjects {
     pub site: Option<String>,
 }
 
-/// The native leaks of a capture, biggest first, and the native blocks that are not leaks.
+/// Objects of a type made at a site, and the native blocks that hold them, in words.
+pub type HeldBy = HashMap<(String, Option<String>), String>;
+
+/// The native leaks of a capture, biggest first; the native blocks that are not leaks; and
+/// for leaked objects that lost blocks point to, those blocks.
 pub fn build(
     capture: &Capture,
     repeat: Option<u32>,
     frames: &mut dyn FnMut(u64) -> Vec<NativeFrame>,
-) -> (Vec<ReportNative>, BlockTally) {
+) -> (Vec<ReportNative>, BlockTally, HeldBy) {
     /// A group, its native and Python frames, and its site.
     type Merged = (NativeGroup, Vec<NativeFrame>, Vec<PyFrame>, Option<String>);
     let mut merged: Vec<Merged> = Vec::new();
@@ -94,7 +98,26 @@ pub fn build(
     }
     let mut leaks = Vec::new();
     let mut kept = BlockTally::default();
+    let mut held_by = HeldBy::new();
     for (g, native, python, site) in merged {
+        let holds: Vec<ReportHeldObjects> = g
+            .holds
+            .iter()
+            .map(|h| ReportHeldObjects {
+                type_name: h.type_name.clone(),
+                count: h.count,
+                site: capture.stacks.get(h.stack as usize).and_then(|s| {
+                    let native: Vec<NativeFrame> =
+                        s.native.iter().flat_map(|&pc| frames(pc)).collect();
+                    creation_site(&native, &s.python)
+                }),
+            })
+            .collect();
+        for h in &holds {
+            held_by
+                .entry((h.type_name.clone(), h.site.clone()))
+                .or_insert_with(|| holder_words(&g, site.as_deref()));
+        }
         let lost = g.lost();
         let all = g.all();
         let leaked = match repeat {
@@ -110,19 +133,6 @@ pub fn build(
         if let Some(r) = repeat {
             runs.resize(r as usize, 0);
         }
-        let holds = g
-            .holds
-            .iter()
-            .map(|h| ReportHeldObjects {
-                type_name: h.type_name.clone(),
-                count: h.count,
-                site: capture.stacks.get(h.stack as usize).and_then(|s| {
-                    let native: Vec<NativeFrame> =
-                        s.native.iter().flat_map(|&pc| frames(pc)).collect();
-                    creation_site(&native, &s.python)
-                }),
-            })
-            .collect();
         leaks.push(ReportNative {
             allocator: g.allocator.clone(),
             count: counted.count,
@@ -141,7 +151,28 @@ pub fn build(
         });
     }
     leaks.sort_by_key(|n| std::cmp::Reverse((n.bytes, n.count)));
-    (leaks, kept)
+    (leaks, kept, held_by)
+}
+
+/// "1 malloc block allocated at native.c:88 (possibly lost)": the lost blocks of a group that
+/// point to leaked objects.
+fn holder_words(g: &NativeGroup, site: Option<&str>) -> String {
+    let lost = g.lost().count;
+    let class = [
+        (g.definite, "definitely lost"),
+        (g.indirect, "indirectly lost"),
+        (g.possible, "possibly lost"),
+    ]
+    .into_iter()
+    .find(|(t, _)| t.count > 0)
+    .map_or("lost", |(_, c)| c);
+    format!(
+        "{} {} {} allocated at {} ({class})",
+        thousands(lost),
+        g.allocator,
+        if lost == 1 { "block" } else { "blocks" },
+        site.unwrap_or("an unknown site")
+    )
 }
 
 /// What the scan found, and under repetition the runs the site grew in.
@@ -234,7 +265,7 @@ mod tests {
             possible: tally(2),
             ..NativeGroup::default()
         };
-        let (leaks, kept) = build(&capture(vec![lost, held]), None, &mut frames);
+        let (leaks, kept, _) = build(&capture(vec![lost, held]), None, &mut frames);
         assert_eq!(leaks.len(), 1);
         let l = &leaks[0];
         assert_eq!((l.count, l.bytes), (95, 9500));
@@ -265,7 +296,7 @@ mod tests {
         };
         let mut c = capture(vec![grew, once]);
         c.counters.repeat = Some(Repeat { runs: 4, warmup: 5 });
-        let (leaks, kept) = build(&c, Some(4), &mut frames);
+        let (leaks, kept, _) = build(&c, Some(4), &mut frames);
         assert_eq!(leaks.len(), 1);
         assert_eq!((leaks[0].count, leaks[0].per_call), (40, Some(10.0)));
         assert!(leaks[0].evidence.starts_with("grew in 4 of 4 runs"));

@@ -82,6 +82,10 @@ pub struct ReportGroup {
     /// The function that took a reference and never released it, from watched objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holder: Option<Holder>,
+    /// Lost native blocks that point to these objects, e.g. "1 malloc block allocated at
+    /// native.c:88 (possibly lost)".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
     #[serde(skip)]
     pub watched: Vec<Watched>,
 }
@@ -244,6 +248,7 @@ impl Report {
                 per_call: None,
                 path: group.path.clone(),
                 holder: None,
+                held_by: None,
                 watched: group.watched.clone(),
             });
         }
@@ -422,12 +427,15 @@ impl Report {
                 ));
             }
         }
-        let (native_leaks, native_kept) = native::build(capture, repeat, &mut |pc| {
+        let (native_leaks, native_kept, held_by) = native::build(capture, repeat, &mut |pc| {
             frames_of
                 .entry(pc)
                 .or_insert_with(|| symbolizer.symbolize(pc, module_of(&capture.modules, pc)))
                 .clone()
         });
+        for g in &mut leaks {
+            g.held_by = held_by.get(&(g.type_name.clone(), g.site.clone())).cloned();
+        }
         Report {
             native_leaks,
             native_kept,

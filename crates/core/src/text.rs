@@ -173,6 +173,9 @@ fn render_group(out: &mut String, rank: &str, g: &ReportGroup) {
     if let Some(evidence) = &g.evidence {
         let _ = writeln!(out, "   evidence: {evidence}");
     }
+    if let Some(held_by) = &g.held_by {
+        let _ = writeln!(out, "   held by {held_by}");
+    }
     if let Some(path) = &g.path {
         let _ = writeln!(out, "   path: {path}");
     }
