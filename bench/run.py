@@ -35,6 +35,14 @@ WORKLOADS = {
         "    with open(os.path.join(lib, name + '.py')) as f:\n"
         "        ast.parse(f.read())\n"
     ),
+    # libxml2 allocates every node with malloc: native tracking's own cost.
+    "lxml": (
+        "from lxml import etree\n"
+        "doc = b'<r>' + b''.join(b'<i id=\"%d\"><n>n%d</n><v>%d.5</v></i>' % (i, i, i)"
+        " for i in range(50)) + b'</r>'\n"
+        "for _ in range(3000):\n"
+        "    etree.tostring(etree.fromstring(doc))\n"
+    ),
 }
 
 READING = "## Reading the table"
@@ -105,6 +113,9 @@ class Tools:
     def refhunt_exact(self, script):
         return self.refhunt_mode(script, "--exact")
 
+    def refhunt_no_native(self, script):
+        return self.refhunt_mode(script, "--no-native")
+
     def memray_native(self, script):
         capture = self.tmp / "m.bin"
         html = self.tmp / "m.html"
@@ -170,6 +181,7 @@ def main():
             configs = [("plain", tools.plain),
                        ("refhunt (default: sampled stacks)", tools.refhunt_default),
                        ("refhunt --exact", tools.refhunt_exact),
+                       ("refhunt --no-native", tools.refhunt_no_native),
                        ("memray --native --trace-python-allocators", tools.memray_native),
                        ("tracemalloc, 25 frames", tools.tracemalloc)]
             if workload == "seed" and shutil.which("valgrind"):

@@ -32,8 +32,9 @@ setup_venv() {
     # simplejson: a real C extension whose wheel ships its own test suite. The others are the
     # C extensions of the corpus of real programs (tests/corpus; binary wheels, PyYAML's with
     # libyaml).
+    # maturin builds the Rust zoo extension (zoo/native_rs) in the native-memory tests.
     "$venv/bin/python" -m pip install -q pytest simplejson orjson PyYAML lxml Pillow regex \
-        msgpack markupsafe psutil zstandard >&2
+        msgpack markupsafe psutil zstandard maturin >&2
     "$venv/bin/python" -m pip install -q --force-reinstall --no-deps . >&2
     echo "$venv/bin/python"
 }

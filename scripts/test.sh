@@ -11,6 +11,13 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo test --workspace -q
 
+# g++ builds the C++ zoo extension (zoo/native_cpp.cpp) in the native-memory tests.
+if ! command -v g++ >/dev/null 2>&1; then
+    echo "== installing g++"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++
+fi
+
 venvs=()
 for version in ${REFHUNT_TEST_VERSIONS:-3.11 3.12 3.13}; do
     echo "== installing refhunt for Python $version"

@@ -152,6 +152,55 @@ static PyObject *lose_array(PyObject *module, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* An object that owns a malloc'd buffer, freed with it; leak_buffered leaks the objects, and
+ * their buffers are part of that leak, not a leak of their own. */
+typedef struct {
+    PyObject_HEAD
+    char *buffer;
+} Buffered;
+
+static void buffered_dealloc(Buffered *self) {
+    free(self->buffer);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *buffered_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    Buffered *self = (Buffered *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->buffer = malloc(256); /* zoo_native:control_owned_buffer */
+    if (self->buffer == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    memset(self->buffer, 'o', 256);
+    return (PyObject *)self;
+}
+
+static PyTypeObject BufferedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zoo_native.Buffered",
+    .tp_basicsize = sizeof(Buffered),
+    .tp_dealloc = (destructor)buffered_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = buffered_new,
+};
+
+static PyObject *leak_buffered(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *leaked = PyObject_CallNoArgs((PyObject *)&BufferedType); /* zoo_native:buffered */
+        if (leaked == NULL) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* Control: a table allocated on the first call and kept in a static. */
 static double *table;
 
@@ -240,6 +289,7 @@ static PyMethodDef methods[] = {
     {"leak_strdup", leak_strdup, METH_O, "leak_strdup(n): n strdup'd strings, never freed."},
     {"pyobject_malloc", pyobject_malloc, METH_O, "pyobject_malloc(n): n PyObject_Malloc blocks of 32 bytes, never freed."},
     {"lose_array", lose_array, METH_O, "lose_array(n): n new ints in a malloc'd array, and the array lost."},
+    {"leak_buffered", leak_buffered, METH_O, "leak_buffered(n): n Buffered objects leaked, each with its malloc'd buffer."},
     {"table_once", table_once, METH_NOARGS, "Control: a table allocated once and kept."},
     {"malloc_free", malloc_free, METH_O, "Control: malloc and free in every iteration."},
     {"to_bytes", to_bytes, METH_O, "Control: a malloc'd buffer handed to Python as bytes."},
@@ -252,5 +302,12 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit_zoo_native(void) {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&BufferedType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "Buffered", (PyObject *)&BufferedType) < 0) {
+        Py_CLEAR(m);
+    }
+    return m;
 }
