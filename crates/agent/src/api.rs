@@ -56,6 +56,9 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
             .filter(|_| major == 3)
             .ok_or_else(|| format!("CPython {major}.{minor} is not supported (3.9 to 3.13 are)"))?;
         let api = Api::resolve()?;
+        if !crate::libc_fns::init() {
+            return Err("the C library's malloc family was not found".into());
+        }
         let code_start = *((api.code_type + cpython::TP_BASICSIZE) as *const isize) as usize;
         let other_tracer = match api.get_reftracer {
             Some(get) => get(std::ptr::null_mut()).is_some(),

@@ -179,7 +179,7 @@ impl Breakpoints {
         // SAFETY: sigaction and sigprocmask with a null new action only read.
         unsafe {
             let mut old: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut old);
+            (crate::libc_fns::get().sigaction)(libc::SIGTRAP, std::ptr::null(), &mut old);
             if old.sa_sigaction != libc::SIG_DFL
                 && old.sa_sigaction != on_trap as *const () as usize
             {
@@ -302,7 +302,7 @@ impl Breakpoints {
         // SAFETY: a null new action only reads.
         unsafe {
             let mut old: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut old);
+            (crate::libc_fns::get().sigaction)(libc::SIGTRAP, std::ptr::null(), &mut old);
             old.sa_sigaction == on_trap as *const () as usize
         }
     }
@@ -377,7 +377,7 @@ fn install_handler() -> Result<(), String> {
         ours.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut ours.sa_mask);
         let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGTRAP, &ours, &mut old) != 0 {
+        if (crate::libc_fns::get().sigaction)(libc::SIGTRAP, &ours, &mut old) != 0 {
             return Err("cannot install a SIGTRAP handler".into());
         }
         if old.sa_sigaction != on_trap as *const () as usize {

@@ -292,7 +292,7 @@ unsafe extern "C" fn hook_sigaction(
         }
     }
     // SAFETY: the caller's arguments, passed on unchanged.
-    unsafe { libc::sigaction(sig, act, old) }
+    unsafe { (crate::libc_fns::get().sigaction)(sig, act, old) }
 }
 
 /// The interpreter's own `_Py_NewReference`, which the redirected calls still run first.
@@ -421,19 +421,8 @@ unsafe extern "C" fn domain_malloc(ctx: *mut c_void, size: usize, caller: usize)
     let h = unsafe { hook_of(ctx) };
     // SAFETY: the original allocator, called as the interpreter would.
     let p = unsafe { (h.original.malloc)(h.original.ctx, size) };
-    if !p.is_null() && TRACKING.load(Relaxed) {
-        // SAFETY: a block just allocated.
-        unsafe {
-            on_domain_alloc(
-                h.domain,
-                p as usize,
-                size,
-                caller,
-                Alloc::of_domain(h.domain as usize, 0),
-            )
-        };
-    }
-    p
+    // SAFETY: `p` was just allocated, or is null.
+    unsafe { allocated(h, p, size, caller, 0) }
 }
 
 unsafe extern "C" fn domain_calloc(
@@ -446,20 +435,8 @@ unsafe extern "C" fn domain_calloc(
     let h = unsafe { hook_of(ctx) };
     // SAFETY: as in `domain_malloc`.
     let p = unsafe { (h.original.calloc)(h.original.ctx, n, size) };
-    if !p.is_null() && TRACKING.load(Relaxed) {
-        let bytes = n.saturating_mul(size);
-        // SAFETY: a block just allocated.
-        unsafe {
-            on_domain_alloc(
-                h.domain,
-                p as usize,
-                bytes,
-                caller,
-                Alloc::of_domain(h.domain as usize, 1),
-            )
-        };
-    }
-    p
+    // SAFETY: as in `domain_malloc`.
+    unsafe { allocated(h, p, n.saturating_mul(size), caller, 1) }
 }
 
 unsafe extern "C" fn domain_realloc(
@@ -473,19 +450,8 @@ unsafe extern "C" fn domain_realloc(
     if old.is_null() {
         // SAFETY: as in `domain_malloc`.
         let p = unsafe { (h.original.realloc)(h.original.ctx, old, size) };
-        if !p.is_null() && TRACKING.load(Relaxed) {
-            // SAFETY: a block just allocated.
-            unsafe {
-                on_domain_alloc(
-                    h.domain,
-                    p as usize,
-                    size,
-                    caller,
-                    Alloc::of_domain(h.domain as usize, 2),
-                )
-            };
-        }
-        return p;
+        // SAFETY: as in `domain_malloc`.
+        return unsafe { allocated(h, p, size, caller, 2) };
     }
     // SAFETY: `old` is a live block of this domain, resized by its own allocator.
     unsafe {
@@ -493,6 +459,26 @@ unsafe extern "C" fn domain_realloc(
             (h.original.realloc)(h.original.ctx, old, size)
         })
     }
+}
+
+/// Records block `p` of `size` bytes that hook `h` allocated for `caller` with the `op`th of
+/// malloc, calloc and realloc; returns `p`.
+///
+/// # Safety
+/// `p` is null or a block just allocated.
+unsafe fn allocated(
+    h: &DomainHook,
+    p: *mut c_void,
+    size: usize,
+    caller: usize,
+    op: usize,
+) -> *mut c_void {
+    if !p.is_null() && TRACKING.load(Relaxed) {
+        let alloc = Alloc::of_domain(h.domain as usize, op);
+        // SAFETY: as the caller promises.
+        unsafe { on_domain_alloc(h.domain, p as usize, size, caller, alloc) };
+    }
+    p
 }
 
 unsafe extern "C" fn domain_free(ctx: *mut c_void, p: *mut c_void) {
@@ -622,7 +608,7 @@ fn redirect_new_reference() -> usize {
 /// `_Py_NewReference` and to the malloc family are redirected before their init runs.
 unsafe extern "C" fn hook_dlopen(file: *const std::ffi::c_char, flags: c_int) -> *mut c_void {
     // SAFETY: the caller's arguments, passed on unchanged.
-    let handle = unsafe { libc::dlopen(file, flags) };
+    let handle = unsafe { (crate::libc_fns::get().dlopen)(file, flags) };
     if !handle.is_null() {
         if ORIGINAL_NEW_REFERENCE.load(Relaxed) != 0 {
             redirect_new_reference();

@@ -20,6 +20,7 @@ mod cpython;
 mod got;
 mod holds;
 mod hooks;
+mod libc_fns;
 mod live;
 mod lock;
 mod malloc;

@@ -14,15 +14,11 @@
 
 use crate::got::{self, Redirect};
 use crate::hooks::{on_free, record_native, resize, with_state, TRACKING};
+use crate::libc_fns;
 use crate::native::Alloc;
 use crate::unwind::{here, Regs};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-
-extern "C" {
-    fn valloc(size: usize) -> *mut c_void;
-    fn reallocarray(old: *mut c_void, n: usize, size: usize) -> *mut c_void;
-}
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The load bias of the interpreter's module.
@@ -101,14 +97,14 @@ fn on_alloc(block: *mut c_void, size: usize, alloc: Alloc) {
 
 unsafe extern "C" fn hook_malloc(size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
-    let p = unsafe { libc::malloc(size) };
+    let p = unsafe { (libc_fns::get().malloc)(size) };
     on_alloc(p, size, Alloc::Malloc);
     p
 }
 
 unsafe extern "C" fn hook_calloc(n: usize, size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
-    let p = unsafe { libc::calloc(n, size) };
+    let p = unsafe { (libc_fns::get().calloc)(n, size) };
     on_alloc(p, n.saturating_mul(size), Alloc::Calloc);
     p
 }
@@ -116,12 +112,12 @@ unsafe extern "C" fn hook_calloc(n: usize, size: usize) -> *mut c_void {
 unsafe extern "C" fn hook_realloc(old: *mut c_void, size: usize) -> *mut c_void {
     if old.is_null() {
         // SAFETY: the caller's call, passed on.
-        let p = unsafe { libc::realloc(old, size) };
+        let p = unsafe { (libc_fns::get().realloc)(old, size) };
         on_alloc(p, size, Alloc::Realloc);
         return p;
     }
     // SAFETY: `old` is the caller's live block, resized by libc.
-    unsafe { resize(old as usize, size, || libc::realloc(old, size)) }
+    unsafe { resize(old as usize, size, || (libc_fns::get().realloc)(old, size)) }
 }
 
 /// `realloc` for the interpreter: a block already recorded keeps its record, and nothing
@@ -129,10 +125,10 @@ unsafe extern "C" fn hook_realloc(old: *mut c_void, size: usize) -> *mut c_void 
 unsafe extern "C" fn hook_realloc_follow(old: *mut c_void, size: usize) -> *mut c_void {
     if old.is_null() {
         // SAFETY: the caller's call, passed on.
-        return unsafe { libc::realloc(old, size) };
+        return unsafe { (libc_fns::get().realloc)(old, size) };
     }
     // SAFETY: as in `hook_realloc`.
-    unsafe { resize(old as usize, size, || libc::realloc(old, size)) }
+    unsafe { resize(old as usize, size, || (libc_fns::get().realloc)(old, size)) }
 }
 
 unsafe extern "C" fn hook_free(p: *mut c_void) {
@@ -140,7 +136,7 @@ unsafe extern "C" fn hook_free(p: *mut c_void) {
         on_free(p as usize);
     }
     // SAFETY: the caller's call, passed on.
-    unsafe { libc::free(p) }
+    unsafe { (libc_fns::get().free)(p) }
 }
 
 unsafe extern "C" fn hook_posix_memalign(
@@ -149,7 +145,7 @@ unsafe extern "C" fn hook_posix_memalign(
     size: usize,
 ) -> c_int {
     // SAFETY: the caller's call, passed on.
-    let r = unsafe { libc::posix_memalign(out, align, size) };
+    let r = unsafe { (libc_fns::get().posix_memalign)(out, align, size) };
     if r == 0 {
         // SAFETY: on success libc stored the block in `*out`.
         on_alloc(unsafe { *out }, size, Alloc::PosixMemalign);
@@ -159,21 +155,21 @@ unsafe extern "C" fn hook_posix_memalign(
 
 unsafe extern "C" fn hook_aligned_alloc(align: usize, size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
-    let p = unsafe { libc::aligned_alloc(align, size) };
+    let p = unsafe { (libc_fns::get().aligned_alloc)(align, size) };
     on_alloc(p, size, Alloc::Aligned);
     p
 }
 
 unsafe extern "C" fn hook_memalign(align: usize, size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
-    let p = unsafe { libc::memalign(align, size) };
+    let p = unsafe { (libc_fns::get().memalign)(align, size) };
     on_alloc(p, size, Alloc::Memalign);
     p
 }
 
 unsafe extern "C" fn hook_valloc(size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
-    let p = unsafe { valloc(size) };
+    let p = unsafe { (libc_fns::get().valloc)(size) };
     on_alloc(p, size, Alloc::Valloc);
     p
 }
@@ -181,14 +177,14 @@ unsafe extern "C" fn hook_valloc(size: usize) -> *mut c_void {
 unsafe extern "C" fn hook_reallocarray(old: *mut c_void, n: usize, size: usize) -> *mut c_void {
     if old.is_null() {
         // SAFETY: the caller's call, passed on.
-        let p = unsafe { reallocarray(old, n, size) };
+        let p = unsafe { (libc_fns::get().reallocarray)(old, n, size) };
         on_alloc(p, n.saturating_mul(size), Alloc::Reallocarray);
         return p;
     }
     // SAFETY: as in `hook_realloc`.
     unsafe {
         resize(old as usize, n.saturating_mul(size), || {
-            reallocarray(old, n, size)
+            (libc_fns::get().reallocarray)(old, n, size)
         })
     }
 }

@@ -198,11 +198,11 @@ fn tcache_key() -> Option<usize> {
         // SAFETY: a block of our own, read once freed: the heap stays mapped, and glibc wrote
         // its cache links into it.
         unsafe {
-            let p = libc::malloc(1000) as *mut usize;
+            let p = (crate::libc_fns::get().malloc)(1000) as *mut usize;
             if p.is_null() {
                 return None;
             }
-            libc::free(p as *mut libc::c_void);
+            (crate::libc_fns::get().free)(p as *mut libc::c_void);
             *key = std::ptr::read_volatile(p.add(1));
         }
     }
