@@ -112,3 +112,30 @@ impl<T> Drop for Guard<'_, T> {
         self.lock.held.store(false, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_passes_on_its_own_thread_and_waits_on_another() {
+        let lock = std::sync::Arc::new(SpinLock::new(0u32));
+        let guard = lock.lock();
+        assert!(matches!(lock.lock_for_hook(), Hooked::Reentered));
+        let other = {
+            let lock = lock.clone();
+            std::thread::spawn(move || match lock.lock_for_hook() {
+                Hooked::Locked(mut g) => {
+                    *g += 1;
+                    true
+                }
+                Hooked::Reentered => false,
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(*guard, 0, "the other thread waits for the holder");
+        drop(guard);
+        assert!(other.join().unwrap());
+        assert_eq!(*lock.lock(), 1);
+    }
+}
