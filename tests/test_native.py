@@ -69,9 +69,12 @@ def call_of(name):
     return "import %s; %s.%s%r" % (module, module, function, args)
 
 
-def native_at(report, source, line):
+def one_native_at(r, source, line):
+    """The one native leak group of run `r` allocated at source:line."""
     suffix = "%s:%d" % (source.name, line)
-    return [n for n in report["native_leaks"] if (n["site"] or "").endswith(suffix)]
+    found = [n for n in r.report["native_leaks"] if (n["site"] or "").endswith(suffix)]
+    assert len(found) == 1, r.stderr
+    return found[0]
 
 
 @pytest.mark.parametrize("name", LEAKS)
@@ -79,29 +82,31 @@ def test_plain_run_reports_the_lost_blocks_at_their_line(native, name):
     _, _, _, source, allocator, blocks, size = LEAKS[name]
     r = native.run("python", "-c", call_of(name))
     assert r.rc == 0, r.stderr
-    [n] = native_at(r.report, source, native_line(name, source)), r.stderr
+    n = one_native_at(r, source, native_line(name, source))
     assert n["allocator"] == allocator
     # Every block of the site is counted, lost or (through a stale pointer) still reached.
     assert n["count"] + n["reachable"]["count"] == blocks, n
     assert n["bytes"] + n["reachable"]["bytes"] == blocks * size, n
+    # A stale pointer (pymalloc's freed blocks keep theirs) may hide a few.
     lost = n["definite"]["count"] + n["indirect"]["count"]
-    assert lost >= 0.8 * blocks, n
+    assert lost >= 0.85 * blocks, n
     assert r.leaks == [], r.stderr
     assert "leaked native memory" in r.stderr
 
 
 def test_a_reference_cycle_of_arcs_is_one_definite_block_and_one_indirect(native):
     r = native.run("python", "-c", call_of("rs_arc"))
-    [n] = native_at(r.report, RS, native_line("rs_arc", RS)), r.stderr
-    assert n["indirect"]["count"] > 0.4 * 1000, n
-    assert n["definite"]["count"] <= n["indirect"]["count"] + n["possible"]["count"] + 50, n
+    n = one_native_at(r, RS, native_line("rs_arc", RS))
+    # Each pair is one definite block and the one it points to.
+    assert n["indirect"]["count"] >= 0.4 * 1000, n
+    assert abs(n["definite"]["count"] - n["indirect"]["count"]) <= 50, n
 
 
 def test_repeat_counts_every_block_per_call(native):
     r = native.run("python", "-m", "refhunt.call", "zoo_native:leak_malloc", "100", "64",
                    refhunt_args=("--repeat", "3", "--warmup", "2"))
     assert r.rc == 0, r.stderr
-    [n] = native_at(r.report, C, native_line("malloc", C)), r.stderr
+    n = one_native_at(r, C, native_line("malloc", C))
     assert (n["allocator"], n["per_call"], n["runs"]) == ("malloc", 100, [100, 100, 100])
     assert (n["count"], n["bytes"]) == (300, 300 * 64)
     assert n["evidence"].startswith("grew in 3 of 3 runs")
@@ -199,6 +204,5 @@ def test_pytest_fails_a_test_that_loses_native_memory(native):
                                env={"PYTHONPATH": native.zoo, "PATH": "/usr/bin:/bin"})
     assert completed.returncode == 1, completed.stdout
     assert "1 failed, 1 passed" in completed.stdout
-    assert "10 native blocks (640 bytes) from malloc, 10 blocks per call allocated at" in \
-        completed.stdout
-    assert "native.c:%d" % native_line("malloc", C) in completed.stdout
+    assert "from malloc, 10 blocks per call allocated at" in completed.stdout
+    assert "native.c:%d: grew in" % native_line("malloc", C) in completed.stdout

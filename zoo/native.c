@@ -165,7 +165,7 @@ static void buffered_dealloc(Buffered *self) {
 }
 
 static PyObject *buffered_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Buffered *self = (Buffered *)type->tp_alloc(type, 0);
+    Buffered *self = (Buffered *)type->tp_alloc(type, 0); /* zoo_native:buffered */
     if (self == NULL) {
         return NULL;
     }
@@ -193,7 +193,7 @@ static PyObject *leak_buffered(PyObject *module, PyObject *arg) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *leaked = PyObject_CallNoArgs((PyObject *)&BufferedType); /* zoo_native:buffered */
+        PyObject *leaked = PyObject_CallNoArgs((PyObject *)&BufferedType);
         if (leaked == NULL) {
             return NULL;
         }

@@ -378,7 +378,13 @@ impl Unwinder {
         self.modules = modules::loaded();
         self.tables = (0..self.modules.len()).map(|_| None).collect();
         self.cache.iter_mut().for_each(|r| *r = Rule::default());
-        self.memos.iter_mut().for_each(|m| *m = None);
+        // Forgotten, not freed: a freed memo's slot would keep the address of its buffers,
+        // which the program's blocks may take next (see `HIDDEN`).
+        for m in self.memos.iter_mut().flatten() {
+            m.pc = 0;
+            m.reads.clear();
+            m.frames.clear();
+        }
     }
 }
 
