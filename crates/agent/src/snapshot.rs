@@ -780,7 +780,10 @@ unsafe fn group(
             containers.push(op);
         }
         let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
-        let bytes = b.size.div_ceil(16) as u64 * 16;
+        let mut bytes = b.size.div_ceil(16) as u64 * 16;
+        if key.0.is_leak() {
+            bytes += buffers_of(op, survivors, state);
+        }
         match &mut current {
             Some((k, run)) if *k == key => {
                 run.0 += 1;
@@ -943,6 +946,36 @@ unsafe fn group(
         unexplained: extra,
         containers,
     }
+}
+
+/// The bytes of the blocks made in the window that leaked object `op` points to from its
+/// fixed part and that hold no object: a list's items, a dict's keys, a bytearray's bytes,
+/// a C type's malloc'd buffer. They go with the object's leak.
+unsafe fn buffers_of(op: usize, survivors: &Survivors, state: &State) -> u64 {
+    let mut counted = [0usize; 4];
+    let mut n = 0;
+    let mut bytes = 0;
+    // Past the refcount and the type, within the type's fixed size.
+    let end = op + basicsize(type_of(op)).min(512);
+    for at in (op + 16..end).step_by(8) {
+        let word = read_usize(at);
+        if word == 0 || !word.is_multiple_of(16) || counted[..n].contains(&word) {
+            continue;
+        }
+        let Some(b) = state.live.get(word) else {
+            continue;
+        };
+        // Without creation events, a block with a stack may hold an object.
+        let buffer = b.stack == BUFFER || b.is_native() || state.creations.seen();
+        if b.state == ALLOCATED && buffer && !survivors.contains(word) {
+            bytes += b.size as u64;
+            if n < counted.len() {
+                counted[n] = word;
+                n += 1;
+            }
+        }
+    }
+    bytes
 }
 
 struct Grouped {
