@@ -2,7 +2,8 @@
 PyPI (installed by scripts/setup.sh) and the standard library's asyncio, threading.local,
 lru_cache, multiprocessing, enum and dataclasses, and pytest running a trivial test file. A
 plain `refhunt run` of each reports no leak; with one zoo leak appended it reports exactly
-that leak. The programs are in tests/corpus/ (programs.py lists them)."""
+that leak. No native block is reported lost either (issue 13). The programs are in
+tests/corpus/ (programs.py lists them)."""
 import pathlib
 import sys
 
@@ -34,6 +35,7 @@ def test_plain_run_of_a_leak_free_program_reports_no_leak(env, program):
     assert r.rc == 0, r.stderr[-3000:]
     assert r.report is not None, r.stderr[-3000:]
     assert r.leaks == [], summary(r)
+    assert r.report["native_leaks"] == [], r.stderr[-3000:]
 
 
 @pytest.mark.parametrize("program", [BY_NAME[n] for n in LEAK_VARIANTS], ids=str)
