@@ -102,13 +102,15 @@ def test_a_reference_cycle_of_arcs_is_one_definite_block_and_one_indirect(native
     assert abs(n["definite"]["count"] - n["indirect"]["count"]) <= 50, n
 
 
-def test_repeat_counts_every_block_per_call(native):
-    r = native.run("python", "-m", "refhunt.call", "zoo_native:leak_malloc", "100", "64",
-                   refhunt_args=("--repeat", "3", "--warmup", "2"))
+@pytest.mark.parametrize("name", LEAKS)
+def test_repeat_counts_every_block_per_call(native, name):
+    module, function, args, source, allocator, blocks, size = LEAKS[name]
+    r = native.run("python", "-m", "refhunt.call", "%s:%s" % (module, function),
+                   *map(str, args), refhunt_args=("--repeat", "3", "--warmup", "2"))
     assert r.rc == 0, r.stderr
-    n = one_native_at(r, C, native_line("malloc", C))
-    assert (n["allocator"], n["per_call"], n["runs"]) == ("malloc", 100, [100, 100, 100])
-    assert (n["count"], n["bytes"]) == (300, 300 * 64)
+    n = one_native_at(r, source, native_line(name, source))
+    assert (n["allocator"], n["per_call"], n["runs"]) == (allocator, blocks, [blocks] * 3)
+    assert (n["count"], n["bytes"]) == (3 * blocks, 3 * blocks * size)
     assert n["evidence"].startswith("grew in 3 of 3 runs")
 
 
@@ -142,15 +144,12 @@ def test_lost_array_of_new_references_links_the_ints_to_their_block(native):
 
 
 CHECK = """
-import json, refhunt, zoo_native, zoo_native_cpp, zoo_native_rs
+import importlib, json, sys, refhunt
 out = {}
-for name, fn, args in [("malloc", zoo_native.leak_malloc, (100, 64)),
-                       ("pymem_error", zoo_native.pymem_error_path, (100,)),
-                       ("cpp_new", zoo_native_cpp.leak_new, (100,)),
-                       ("rs_box", zoo_native_rs.leak_box, (100,)),
-                       ("control", zoo_native.malloc_free, (100,)),
-                       ("buffered", zoo_native.leak_buffered, (100,))]:
-    r = refhunt.check(fn, *args)
+calls = json.loads(sys.argv[1]) + [["control", "zoo_native", "malloc_free", [100]],
+                                   ["buffered", "zoo_native", "leak_buffered", [100]]]
+for name, module, function, args in calls:
+    r = refhunt.check(getattr(importlib.import_module(module), function), *args)
     out[name] = [(n.allocator, n.per_call, n.site, n.runs) for n in r.native]
     out[name + ":objects"] = [(g.type_name, g.per_call) for g in r.leaks]
     try:
@@ -163,17 +162,18 @@ print(json.dumps(out))
 
 
 def test_check_carries_the_native_groups(native):
-    completed = subprocess.run([native.python, native.script("check_native.py", CHECK)],
+    calls = [[name, m, f, a] for name, (m, f, a, *_) in LEAKS.items()]
+    completed = subprocess.run([native.python, native.script("check_native.py", CHECK),
+                                json.dumps(calls)],
                                capture_output=True, text=True, timeout=600,
                                env={"PYTHONPATH": native.zoo, "PATH": "/usr/bin:/bin"})
     assert completed.returncode == 0, completed.stderr
     out = json.loads(completed.stdout)
-    for name, allocator, source in [("malloc", "malloc", C), ("pymem_error", "PyMem_Malloc", C),
-                                    ("cpp_new", "malloc", CPP), ("rs_box", "calloc", RS)]:
+    for name, (_, _, _, source, allocator, blocks, _) in LEAKS.items():
         [(found, per_call, site, runs)] = out[name]
-        assert (found, per_call) == (allocator, 100), out[name]
+        assert (found, per_call) == (allocator, blocks), out[name]
         assert site.endswith("%s:%d" % (source.name, native_line(name, source))), site
-        assert runs == [100] * len(runs) and len(runs) >= 2
+        assert runs == [blocks] * len(runs) and len(runs) >= 2
         assert out[name + ":asserted"]
     assert out["control"] == [] and not out["control:asserted"]
     # A leaked object's own buffer is part of its leak, not a native leak of its own.
