@@ -61,6 +61,8 @@ pub struct State {
     /// `[start, end)` of the module that holds the interpreter: what it allocates for itself
     /// is not C code's own memory.
     pub interpreter: (usize, usize),
+    /// Native blocks recorded and not freed, about: the snapshot skips their analysis at 0.
+    pub native_blocks: usize,
     /// Scratch for one capture, kept here so a capture does not clear 1.4 KB of stack.
     native: [u64; MAX_NATIVE],
     python: [PyFrameRef; MAX_PYTHON],
@@ -102,6 +104,7 @@ impl State {
     ) -> State {
         State {
             interpreter,
+            native_blocks: 0,
             api,
             layout,
             code_start,
@@ -682,6 +685,7 @@ pub unsafe fn record_native(
     gil: bool,
 ) {
     let stack = s.stack_for(regs, size, alloc, gil);
+    s.native_blocks += 1;
     s.live.insert(
         block,
         Block {
@@ -697,7 +701,9 @@ pub unsafe fn record_native(
 /// or this one does (it is deferred).
 pub fn on_free(block: usize) {
     let done = with_state(|s| {
-        s.live.remove(block);
+        if s.live.remove(block).is_some_and(|b| b.is_native()) {
+            s.native_blocks = s.native_blocks.saturating_sub(1);
+        }
         s.holds.forget(block);
     });
     if done.is_none() && STATE_STARTED.load(Relaxed) {
@@ -816,6 +822,7 @@ pub fn clear_window() {
         // SAFETY: the lock is held.
         unsafe { DEFERRED.clear() };
         s.live = LiveTable::default();
+        s.native_blocks = 0;
         s.sampled_every = None;
         s.marked_before = false;
         s.holds.clear(crate::holds::Arming::Creations);

@@ -91,7 +91,7 @@ enum Owner {
 
 /// The native groups of the window: each site's blocks still allocated, classified by the
 /// scan. `object_stack` gives the creation stack of a leaked object at an address, to link
-/// the blocks that point to leaked objects; `owners` are the leaked objects' blocks, sorted,
+/// the blocks that point to leaked objects; `owners` lists the leaked objects' blocks, sorted,
 /// whose own buffers go with their leak; `id_of` names a stack in the capture.
 ///
 /// # Safety
@@ -101,9 +101,12 @@ pub unsafe fn groups(
     state: &State,
     modules: &[LoadedModule],
     object_stack: &dyn Fn(usize) -> Option<(u32, String)>,
-    owners: &[(usize, usize)],
+    owners: &dyn Fn() -> Vec<(usize, usize)>,
     id_of: &mut dyn FnMut(u32) -> u32,
 ) -> Vec<NativeGroup> {
+    if state.native_blocks == 0 {
+        return Vec::new();
+    }
     let agent = modules::find(modules, groups as *const () as usize);
     let interpreter = modules::find(modules, state.interpreter.0);
     let mut charged_to: FxHashMap<u32, Owner> = FxHashMap::default();
@@ -151,7 +154,8 @@ pub unsafe fn groups(
     let regions = scan::regions(&maps);
     // (block's stack, object's stack) -> objects held.
     let mut links: FxHashMap<(u32, u32), (u64, String)> = FxHashMap::default();
-    let classified = scan::classify(blocks, &regions, owners, |i, word| {
+    let owners = owners();
+    let classified = scan::classify(blocks, &regions, &owners, |i, word| {
         if let Some((stack, type_name)) = object_stack(word) {
             links.entry((stacks[i], stack)).or_insert((0, type_name)).0 += 1;
         }

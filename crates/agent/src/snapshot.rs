@@ -297,13 +297,16 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
     let mut unexplained = grouped.unexplained;
     let mut stacks = grouped.stacks;
     let mut native_ids: FxHashMap<u32, u32> = FxHashMap::default();
-    let mut owners = Vec::new();
-    survivors.for_each(|op, b| {
-        if class_of(op, &b, &classes, &attribution).is_leak() {
-            let block = op - b.object_offset as usize;
-            owners.push((block, block + b.size as usize));
-        }
-    });
+    let owners = || {
+        let mut owners = Vec::new();
+        survivors.for_each(|op, b| {
+            if class_of(op, &b, &classes, &attribution).is_leak() {
+                let block = op - b.object_offset as usize;
+                owners.push((block, block + b.size as usize));
+            }
+        });
+        owners
+    };
     let native = native::groups(
         state,
         &modules,
