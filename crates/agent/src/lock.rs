@@ -28,6 +28,7 @@ fn this_thread() -> usize {
     unsafe { libc::pthread_self() as usize }
 }
 
+// SAFETY: the value is reached only through a guard, and one guard exists at a time.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 pub struct Guard<'a, T> {
@@ -96,12 +97,14 @@ impl<T> SpinLock<T> {
 impl<T> std::ops::Deref for Guard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock: no other reference to the value exists.
         unsafe { &*self.lock.value.get() }
     }
 }
 
 impl<T> std::ops::DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`.
         unsafe { &mut *self.lock.value.get() }
     }
 }
