@@ -207,3 +207,25 @@ def test_pytest_fails_a_test_that_loses_native_memory(native):
     assert "1 failed, 1 passed" in completed.stdout
     assert "from malloc, 10 blocks per call allocated at" in completed.stdout
     assert "native.c:%d: grew in" % native_line("malloc", C) in completed.stdout
+
+
+LATE = """
+import json, refhunt
+refhunt.check(lambda: None)  # the agent starts here, before the extensions are loaded
+import zoo_native, zoo_native_rs
+out = [(n.allocator, n.per_call, n.site) for f, a in [(zoo_native.leak_strdup, (50,)),
+                                                     (zoo_native_rs.leak_box, (50,))]
+       for n in refhunt.check(f, *a).native]
+print(json.dumps(out))
+"""
+
+
+def test_libraries_loaded_after_tracking_started_are_seen(native):
+    completed = subprocess.run([native.python, native.script("late_native.py", LATE)],
+                               capture_output=True, text=True, timeout=600,
+                               env={"PYTHONPATH": native.zoo, "PATH": "/usr/bin:/bin"})
+    assert completed.returncode == 0, completed.stderr
+    out = json.loads(completed.stdout)
+    assert [(a, n) for a, n, _ in out] == [("malloc", 50), ("calloc", 50)], out
+    assert out[0][2].endswith("native.c:%d" % native_line("strdup", C))
+    assert out[1][2].endswith("lib.rs:%d" % native_line("rs_box", RS))
