@@ -16,7 +16,7 @@
 use crate::census::Census;
 use crate::cpython::{self, read_usize, type_flags, type_of, Allocator, Api, Layout, PyObject};
 use crate::holds::Holds;
-use crate::live::{Block, LiveTable, ALLOCATED, BEFORE, BUFFER, LIVE, NATIVE, NO_STACK};
+use crate::live::{Block, LiveTable, BEFORE, BUFFER, LIVE, NATIVE, NO_STACK};
 use crate::lock::{Hooked, SpinLock};
 use crate::native::Alloc;
 use crate::pyframes::{self, PyFrameRef};
@@ -663,15 +663,7 @@ unsafe fn on_domain_alloc(domain: Domain, block: usize, size: usize, caller: usi
             }
             _ => return record_native(s, regs, block, size, alloc, true),
         };
-        s.live.insert(
-            block,
-            Block {
-                stack,
-                size: size.min(u32::MAX as usize) as u32,
-                state: ALLOCATED,
-                object_offset: 0,
-            },
-        );
+        s.live.insert(block, Block::allocated(stack, size, 0));
     });
 }
 
@@ -686,15 +678,7 @@ pub unsafe fn record_native(
 ) {
     let stack = s.stack_for(regs, size, alloc, gil);
     s.native_blocks += 1;
-    s.live.insert(
-        block,
-        Block {
-            stack,
-            size: size.min(u32::MAX as usize) as u32,
-            state: ALLOCATED,
-            object_offset: NATIVE,
-        },
-    );
+    s.live.insert(block, Block::allocated(stack, size, NATIVE));
 }
 
 /// A freed block: never lost, even when another thread holds the state (it is waited for)

@@ -158,6 +158,17 @@ fn unpack(r: u32, large: impl FnOnce() -> u32) -> Block {
 }
 
 impl Block {
+    /// A block just allocated, of `size` bytes, that holds no object yet (`object_offset` 0)
+    /// or none at all ([`NATIVE`]).
+    pub fn allocated(stack: u32, size: usize, object_offset: u8) -> Block {
+        Block {
+            stack,
+            size: size.min(u32::MAX as usize) as u32,
+            state: ALLOCATED,
+            object_offset,
+        }
+    }
+
     /// A block of C code's own, not an object's.
     pub fn is_native(&self) -> bool {
         self.object_offset == NATIVE
