@@ -306,7 +306,11 @@ PyMODINIT_FUNC PyInit_zoo_native(void) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "Buffered", (PyObject *)&BufferedType) < 0) {
+    /* PyModule_AddObject steals the reference on success only (PyModule_AddObjectRef is
+     * new in 3.10). */
+    Py_INCREF(&BufferedType);
+    if (m != NULL && PyModule_AddObject(m, "Buffered", (PyObject *)&BufferedType) < 0) {
+        Py_DECREF(&BufferedType);
         Py_CLEAR(m);
     }
     return m;

@@ -111,6 +111,11 @@ impl Count<'_> {
         let tp = type_of(op);
         if tp == self.api.code_type {
             // Not a container to the collector: its names, constants and file are fields.
+            // Up to 3.10 they sit among int fields and a zombie frame, whose words can pass
+            // for objects: traversing one crashed 3.10 at the window's start.
+            if !self.unicode_dicts {
+                return;
+            }
             for at in (cpython::OB_SIZE + 8..basicsize(tp).min(512)).step_by(8) {
                 let word = read_usize(op + at);
                 if self.heap.readable(word, 16) && self.heap.is_type(type_of(word)) {
