@@ -960,7 +960,7 @@ unsafe fn buffers_of(op: usize, survivors: &Survivors, state: &State) -> u64 {
     let mut bytes = 0;
     // Past the refcount and the type, within the type's fixed size.
     let end = op + basicsize(type_of(op)).min(512);
-    for at in (op + 16..end).step_by(8) {
+    for at in (op + cpython::OB_TYPE + 8..end).step_by(8) {
         let word = read_usize(at);
         if word == 0 || !word.is_multiple_of(16) || counted[..n].contains(&word) {
             continue;
