@@ -27,6 +27,7 @@
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Debug registers: objects watched at once.
 pub const SLOTS: usize = 4;
@@ -133,6 +134,9 @@ pub struct Breakpoints {
 
 /// Where the opening thread leaves its result.
 static OPENED: Mutex<Option<Result<Breakpoints, String>>> = Mutex::new(None);
+/// How long the window's start waits for the events to be opened; past it, they are taken
+/// whenever they come.
+const OPEN_WAIT: Duration = Duration::from_secs(1);
 
 fn attr(addr: u64, slot: usize) -> PerfEventAttr {
     PerfEventAttr {
@@ -167,7 +171,8 @@ fn parked() -> u64 {
 
 impl Breakpoints {
     /// Checks that breakpoints can be used in this thread's process, installs the handler,
-    /// and opens the events on a thread of their own (see [`Breakpoints::opened`]); `sink`
+    /// and opens the events on a thread of their own (see [`Breakpoints::opened`]), waiting
+    /// up to [`OPEN_WAIT`] for it; `sink`
     /// gets the writes. The error says in words why breakpoints cannot be used here.
     pub fn open_in_background(sink: Sink) -> Result<(), String> {
         if let Some(tracer) = tracer_pid().filter(|&p| p != 0) {
@@ -206,8 +211,14 @@ impl Breakpoints {
                 let opened = Breakpoints::open();
                 *OPENED.lock().unwrap_or_else(|e| e.into_inner()) = Some(opened);
             })
-            .map(drop)
-            .map_err(|e| format!("cannot start the thread that opens them: {e}"))
+            .map_err(|e| format!("cannot start the thread that opens them: {e}"))?;
+        // A short program can end before a busy machine schedules the opener, and would be
+        // watched not at all: wait for it, a few milliseconds when the machine is idle.
+        let deadline = Instant::now() + OPEN_WAIT;
+        while OPENED.lock().is_ok_and(|o| o.is_none()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
     }
 
     /// The events, once the opening thread has them; None until then.
