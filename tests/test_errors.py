@@ -43,7 +43,7 @@ def test_corrupt_capture(env, tmp_path):
 
 def test_capture_renders_again(env, tmp_path):
     capture = tmp_path / "run.capture"
-    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(1000, 10)", refhunt_args=["-o", str(capture)])
+    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(5000, 10)", refhunt_args=["-o", str(capture)])
     assert r.rc == 0
     again = _refhunt(env, "report", str(capture))
     assert again.returncode == 0 and "10 int objects" in again.stdout

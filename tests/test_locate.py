@@ -12,7 +12,7 @@ SEED_DIR = ROOT.parent / "shared" / "seed"
 
 
 def test_seed_case_one_group_of_a_million_ints_at_the_c_line(env):
-    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(1000, 1000000)")
+    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(5000, 1000000)")
     assert r.rc == 0, r.stderr
     g = r.group_at("zoo.c", marker_line("new_ref"))
     assert g["type_name"] == "int"
@@ -29,7 +29,7 @@ def test_seed_case_one_group_of_a_million_ints_at_the_c_line(env):
 @pytest.mark.parametrize("mode", [(), ("--exact",), ("--sample", "8")])
 def test_every_mode_counts_exactly_and_names_the_line(env, mode):
     """Sampled stacks (the default) leave counts exact; the report says when it sampled."""
-    r = env.run("python", "-c", "import zoo\nfor _ in range(3): zoo.leakNewRefs(1000, 30000)",
+    r = env.run("python", "-c", "import zoo\nfor _ in range(3): zoo.leakNewRefs(5000, 30000)",
                 refhunt_args=mode)
     g = r.group_at("zoo.c", marker_line("new_ref"))
     assert (g["type_name"], g["count"], g["bytes"]) == ("int", 90_000, 2_880_000)
@@ -62,7 +62,7 @@ def _seed_chapter_module(tmp):
 def test_seed_chapter_code_compiled_as_is(env, tmp_path):
     source, line = _seed_chapter_module(tmp_path)
     out = zoo_build.build(env.python, str(tmp_path), source=str(source), name="cPyRefs")
-    r = env.run("python", "-c", "import cPyRefs; cPyRefs.leakNewRefs(1000, 1000000)",
+    r = env.run("python", "-c", "import cPyRefs; cPyRefs.leakNewRefs(5000, 1000000)",
                 env={"PYTHONPATH": out})
     assert r.rc == 0, r.stderr
     assert "loose_new_reference: DONE" in r.stdout

@@ -18,7 +18,7 @@ def _call(env, target, *args, runs=4, warmup=5):
 
 
 def test_seed_case_counters_on_a_release_build(env):
-    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(1000, 1000000)")
+    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(5000, 1000000)")
     counters = r.report["counters"]
     # The window is the whole program: the import of zoo adds a few dozen objects.
     assert 1_000_000 <= counters["live_objects"] <= 1_000_200, counters
@@ -35,7 +35,7 @@ def test_seed_case_counters_on_a_release_build(env):
 
 
 def test_rate_per_call_under_repetition(env):
-    r = _call(env, "zoo:leakNewRefs", "1000", "1000")
+    r = _call(env, "zoo:leakNewRefs", "5000", "1000")
     assert r.rc == 0, r.stderr
     group = r.group_at("zoo.c", SEED_LINE)
     assert group["type_name"] == "int"
@@ -98,7 +98,7 @@ def debug_env(tmp_path_factory):
 
 def test_seed_case_total_refcount_on_the_debug_build(debug_env):
     # The window is the call alone, as in the seed: no warm-up, one run.
-    r = _call(debug_env, "zoo:leakNewRefs", "1000", "1000000", runs=1, warmup=0)
+    r = _call(debug_env, "zoo:leakNewRefs", "5000", "1000000", runs=1, warmup=0)
     assert r.report["python"]["debug"] is True
     total = r.report["counters"]["total_refcount"]
     assert abs(total["after"] - total["before"] - 1_000_000) <= 100, total
@@ -108,7 +108,7 @@ def test_seed_case_total_refcount_on_the_debug_build(debug_env):
 
 
 def test_seed_program_on_the_debug_build(debug_env):
-    r = debug_env.run("python", "-c", "import zoo; zoo.leakNewRefs(1000, 1000000)")
+    r = debug_env.run("python", "-c", "import zoo; zoo.leakNewRefs(5000, 1000000)")
     total = r.report["counters"]["total_refcount"]
     # The whole program: importing zoo adds a few hundred references.
     assert 1_000_000 <= total["after"] - total["before"] <= 1_001_000, total

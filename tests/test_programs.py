@@ -44,7 +44,7 @@ def test_uncaught_exception_passes_through(env):
 
 
 def test_leak_on_a_python_thread(env):
-    script = env.script("threads.py", "import threading, zoo\ndef work():\n    zoo.leakNewRefs(1000, 300)\nt = threading.Thread(target=work)\nt.start(); t.join()\n")
+    script = env.script("threads.py", "import threading, zoo\ndef work():\n    zoo.leakNewRefs(5000, 300)\nt = threading.Thread(target=work)\nt.start(); t.join()\n")
     r = env.run("python", script)
     g = r.group_at("zoo.c", marker_line("new_ref"))
     assert g["count"] == 300
@@ -52,7 +52,7 @@ def test_leak_on_a_python_thread(env):
 
 
 def test_fork_child_runs_untracked_and_parent_reports_its_own(env):
-    script = env.script("forks.py", "import os, zoo\npid = os.fork()\nif pid == 0:\n    zoo.leakNewRefs(1000, 50)\n    print('child done', flush=True)\n    os._exit(7)\n_, status = os.waitpid(pid, 0)\nprint('child exit', os.waitstatus_to_exitcode(status))\nzoo.leakNewRefs(1000, 20)\n")
+    script = env.script("forks.py", "import os, zoo\npid = os.fork()\nif pid == 0:\n    zoo.leakNewRefs(5000, 50)\n    print('child done', flush=True)\n    os._exit(7)\n_, status = os.waitpid(pid, 0)\nprint('child exit', os.waitstatus_to_exitcode(status))\nzoo.leakNewRefs(5000, 20)\n")
     r = env.run("python", script)
     assert r.rc == 0, r.stderr
     assert "child done\n" in r.stdout and "child exit 7\n" in r.stdout
@@ -69,7 +69,7 @@ def test_snapshot_never_crashes_the_host(env):
     # Once, a dict's key table holding a class passed for an instance of that class and its
     # traversal crashed the target in about one run in ten; the snapshot must prove every
     # container before traversing it. Heap layout varies run to run, hence the repetition.
-    script = env.script("threads_again.py", "import threading, zoo\nt = threading.Timer(0, zoo.leakNewRefs, (1000, 30))\nt.start(); t.join()\n")
+    script = env.script("threads_again.py", "import threading, zoo\nt = threading.Timer(0, zoo.leakNewRefs, (5000, 30))\nt.start(); t.join()\n")
     for attempt in range(25):
         r = env.run("python", script)
         assert r.rc == 0, "attempt %d: exit %d\n%s" % (attempt, r.rc, r.stderr)

@@ -31,7 +31,7 @@ def run_py(pytester, zoo_path, monkeypatch):
 def test_check_on_the_seed_case(run_py):
     result = run_py("""
         import refhunt, zoo
-        report = refhunt.check(zoo.leakNewRefs, 1000, 1000)
+        report = refhunt.check(zoo.leakNewRefs, 5000, 1000)
         [group] = report.leaks
         print(group.type_name, group.count, group.per_call, group.runs, group.class_)
         print(group.site)
@@ -106,7 +106,7 @@ LEAKY_SUITE = """
     _cache = []
 
     def test_leaks():
-        zoo.leakNewRefs(1000, 100)
+        zoo.leakNewRefs(5000, 100)
 
     def test_clean():
         assert sum(list(range(1000))) == 499500
@@ -117,11 +117,11 @@ LEAKY_SUITE = """
 
     @pytest.mark.refhunt(max_objects=100)
     def test_allowed():
-        zoo.leakNewRefs(1000, 100)
+        zoo.leakNewRefs(5000, 100)
 
     @pytest.mark.refhunt(ignore=["int"])
     def test_ignored():
-        zoo.leakNewRefs(1000, 100)
+        zoo.leakNewRefs(5000, 100)
 """
 
 
@@ -146,10 +146,10 @@ def test_marker_alone_checks_one_test(pytester, zoo_path, monkeypatch):
 
         @pytest.mark.refhunt(repeat=2, warmup=1)
         def test_marked():
-            zoo.leakNewRefs(1000, 7)
+            zoo.leakNewRefs(5000, 7)
 
         def test_unmarked_leak_is_not_checked():
-            zoo.leakNewRefs(1000, 7)
+            zoo.leakNewRefs(5000, 7)
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
@@ -179,7 +179,7 @@ def test_says_when_tracemalloc_shares_the_hooks(run_py):
     result = run_py("""
         import tracemalloc, refhunt, zoo
         tracemalloc.start()
-        report = refhunt.check(zoo.leakNewRefs, 1000, 10)
+        report = refhunt.check(zoo.leakNewRefs, 5000, 10)
         print(report.leaks[0].count)
         print([n for n in report.notes if "tracemalloc" in n][0])
     """)

@@ -11,7 +11,7 @@ PROGRAM = """\
 import os, signal, sys, time
 import zoo
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
-zoo.leakNewRefs(1000, 100)
+zoo.leakNewRefs(5000, 100)
 print(os.getpid(), flush=True)
 time.sleep(60)
 """

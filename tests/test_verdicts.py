@@ -41,8 +41,8 @@ def test_a_pointer_to_a_str_text_holds_the_str(env, text):
 
 
 def test_few_objects_from_an_import_are_made_once_and_many_are_a_leak(env):
-    env.script("once_module.py", "import zoo\nzoo.leakNewRefs(1000, 5)\n")
-    env.script("many_module.py", "import zoo\nzoo.leakNewRefs(1000, 500)\n")
+    env.script("once_module.py", "import zoo\nzoo.leakNewRefs(5000, 5)\n")
+    env.script("many_module.py", "import zoo\nzoo.leakNewRefs(5000, 500)\n")
     r = env.run("python", "-c", "import once_module, many_module",
                 env={"PYTHONPATH": "%s:%s" % (env.zoo, env.tmp)})
     groups = r.at("zoo.c", SEED_LINE)
@@ -64,7 +64,7 @@ def test_a_running_frames_locals_are_references(env):
             with refhunt.track() as t:
                 data = [[i] for i in range(100)]
                 name = "x%d" % len(data)
-                zoo.leakNewRefs(1000, 7)
+                zoo.leakNewRefs(5000, 7)
             print(json.dumps([(g.class_, g.type_name, g.count) for g in t.report.leaks]))
         main()
     """))
@@ -75,7 +75,7 @@ def test_a_running_frames_locals_are_references(env):
 
 
 def test_the_self_check_finds_nothing_unseen_in_the_seed_case(env):
-    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(1000, 100000)")
+    r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(5000, 100000)")
     assert r.report["counters"]["unseen"] == 0
     assert not any(n.startswith("self-check") for n in r.report["notes"])
 

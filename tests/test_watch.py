@@ -22,7 +22,7 @@ MB = 1e6
 STEP = """
 import time, zoo
 time.sleep(1)
-zoo.leakNewRefs(1000, 1000000)
+zoo.leakNewRefs(5000, 1000000)
 time.sleep(2)
 """
 

@@ -15,6 +15,9 @@
 #if PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_interp.h"
 #endif
+#if PY_VERSION_HEX >= 0x030E0000
+#include "internal/pycore_stackref.h"
+#endif
 #if PY_VERSION_HEX >= 0x030A0000
 #include "internal/pycore_moduleobject.h" /* 3.9 keeps PyModuleObject private */
 #endif
@@ -75,8 +78,12 @@ int main(void) {
     SHOW("ht_qualname", offsetof(PyHeapTypeObject, ht_qualname));
 #if PY_VERSION_HEX >= 0x030A0000
     SHOW("md_name", offsetof(PyModuleObject, md_name));
-    SHOW("md_def", offsetof(PyModuleObject, md_def));
     SHOW("md_state", offsetof(PyModuleObject, md_state));
+#if PY_VERSION_HEX >= 0x030F0000
+    SHOW("md_state_size", offsetof(PyModuleObject, md_state_size));
+#else
+    SHOW("md_def", offsetof(PyModuleObject, md_def));
+#endif
 #endif
     SHOW("unicode_state", offsetof(PyASCIIObject, state));
     SHOW("unicode_length", offsetof(PyASCIIObject, length));
@@ -91,9 +98,18 @@ int main(void) {
 #if PY_VERSION_HEX >= 0x030C0000
     SHOW("code_cached", offsetof(PyCodeObject, _co_cached));
     SHOW("code_cached_objects", sizeof(_PyCoCached) / sizeof(PyObject *));
-    SHOW("frame_owned_by_cstack", FRAME_OWNED_BY_CSTACK);
+#if PY_VERSION_HEX >= 0x030E0000
+    SHOW("frame_first_shim_owner", FRAME_OWNED_BY_INTERPRETER);
+    SHOW("stackref_tag_bits", Py_TAG_BITS);
+#else
+    SHOW("frame_first_shim_owner", FRAME_OWNED_BY_CSTACK);
 #endif
-#if PY_VERSION_HEX >= 0x030D0000
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    SHOW("freelists_start", offsetof(PyInterpreterState, object_state.freelists));
+    SHOW("freelists_end", offsetof(PyInterpreterState, object_state.freelists)
+                              + sizeof(struct _Py_freelists));
+#elif PY_VERSION_HEX >= 0x030D0000
     SHOW("freelists_start", offsetof(PyInterpreterState, object_state.freelists));
     SHOW("freelists_end", offsetof(PyInterpreterState, object_state.freelists)
                               + sizeof(struct _Py_object_freelists));

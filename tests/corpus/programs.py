@@ -10,7 +10,7 @@ import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-ZOO_LEAK = "import zoo; zoo.leakNewRefs(1000, 1000)\n"
+ZOO_LEAK = "import zoo; zoo.leakNewRefs(5000, 1000)\n"
 TEST_MIN = "def test_one(): assert 1\n"
 
 

@@ -50,11 +50,7 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
             TRACKING.store(true, Ordering::SeqCst);
             return Ok(());
         }
-        let major = hexversion >> 24;
-        let minor = (hexversion >> 16) & 0xff;
-        let layout = Layout::for_version(minor)
-            .filter(|_| major == 3)
-            .ok_or_else(|| format!("CPython {major}.{minor} is not supported (3.9 to 3.13 are)"))?;
+        let layout = Layout::for_interpreter(hexversion)?;
         let api = Api::resolve()?;
         if !crate::libc_fns::init() {
             return Err("the C library's malloc family was not found".into());

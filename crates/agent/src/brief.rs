@@ -2,7 +2,7 @@
 //! an exact `str`, `int` or `tuple` of those, its value, truncated. A `__repr__` could run
 //! anything inside the program at its snapshot.
 
-use crate::cpython::{self, read_usize, type_name, type_of, Api, PyObject};
+use crate::cpython::{self, read_usize, type_name, type_of, Api, Layout, PyObject};
 use crate::survivors::basicsize;
 use std::ffi::CStr;
 
@@ -13,9 +13,9 @@ const MAX_ITEMS: usize = 4;
 
 /// # Safety
 /// `op` is a live object; the GIL is held.
-pub unsafe fn describe(api: &Api, op: usize) -> String {
+pub unsafe fn describe(api: &Api, layout: &Layout, op: usize) -> String {
     let tp = type_of(op);
-    match value(api, op, 1) {
+    match value(api, layout, op, 1) {
         Some(v) => v,
         None => format!("<{} object, {} B>", type_name(tp), basicsize(tp)),
     }
@@ -25,7 +25,7 @@ pub unsafe fn describe(api: &Api, op: usize) -> String {
 ///
 /// # Safety
 /// As for [`describe`].
-unsafe fn value(api: &Api, op: usize, depth: u32) -> Option<String> {
+unsafe fn value(api: &Api, layout: &Layout, op: usize, depth: u32) -> Option<String> {
     let tp = type_of(op);
     let text = if tp == api.unicode_type || tp == api.long_type {
         repr(api, op)?
@@ -33,8 +33,8 @@ unsafe fn value(api: &Api, op: usize, depth: u32) -> Option<String> {
         let n = read_usize(op + cpython::OB_SIZE);
         let mut items: Vec<String> = (0..n.min(MAX_ITEMS))
             .map(|i| {
-                let item = read_usize(op + cpython::TUPLE_ITEMS + 8 * i);
-                value(api, item, depth - 1)
+                let item = read_usize(op + layout.tuple_items + 8 * i);
+                value(api, layout, item, depth - 1)
                     .unwrap_or_else(|| format!("<{}>", type_name(type_of(item))))
             })
             .collect();

@@ -170,7 +170,7 @@ unsafe fn count(
         heap,
         api,
         layout,
-        unicode_dicts: layout.minor >= 11,
+        unicode_dicts: layout.unicode_dicts(),
     };
     // Queued already, or never to be traversed.
     for &op in gc_items.iter().chain(extra).chain(lists) {

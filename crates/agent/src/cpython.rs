@@ -128,8 +128,13 @@ pub unsafe fn cached_keys(tp: usize, layout: &Layout) -> impl Iterator<Item = us
 /// A frame that its thread runs, neither a generator's nor a frame object's (whose
 /// traversals visit their locals).
 pub const FRAME_OWNED_BY_THREAD: u8 = 0;
-/// 3.12+: a shim frame pushed by C code, with no Python code of its own.
-pub const FRAME_OWNED_BY_CSTACK: u8 = 3;
+/// 3.12+: owners from this one on are shim frames, pushed by C code or by the interpreter,
+/// with no Python code of their own (`FRAME_OWNED_BY_CSTACK` up to 3.13;
+/// `FRAME_OWNED_BY_INTERPRETER`, then `FRAME_OWNED_BY_CSTACK` in 3.14).
+pub const FRAME_FIRST_SHIM_OWNER: u8 = 3;
+/// 3.14+: the tag bits of a `_PyStackRef` (default builds): bit 0 says the reference is not
+/// counted, both bits set a tagged int, which is no object.
+const STACKREF_TAG_BITS: usize = 3;
 /// `_PyCoCached` (3.12+): `_co_code`, `_co_varnames`, `_co_cellvars`, `_co_freevars`.
 pub const CODE_CACHED_OBJECTS: usize = 4;
 
@@ -138,8 +143,6 @@ pub const OB_REFCNT: usize = 0;
 pub const OB_TYPE: usize = 8;
 /// `PyVarObject.ob_size`.
 pub const OB_SIZE: usize = 16;
-/// `PyTupleObject.ob_item`, after `ob_size`.
-pub const TUPLE_ITEMS: usize = 24;
 /// 3.11 starts its statically allocated strings and objects at 999,999,999 references
 /// (`_PyObject_IMMORTAL_INIT`), so that none is ever freed: a count this high means nothing.
 pub const STATIC_REFCNT: usize = 500_000_000;
@@ -153,14 +156,16 @@ pub const TP_BASE: usize = 256;
 pub const TP_FREE: usize = 320;
 pub const TP_IS_GC: usize = 328;
 pub const TP_SUBCLASSES: usize = 360;
-/// `PyModuleObject.md_name`.
-pub const MD_NAME: usize = 48;
-/// `PyModuleObject.md_def` and `md_state`, and `PyModuleDef.m_size`.
-const MD_DEF: usize = 24;
-const MD_STATE: usize = 32;
+/// `PyModuleDef.m_size`.
 const MODULEDEF_SIZE: usize = 56;
 pub const UNICODE_STATE: usize = 32;
 pub const GC_HEAD: usize = 16;
+
+const MODULE_UP_TO_3_14: ModuleLayout = ModuleLayout {
+    name: 48,
+    state: 32,
+    state_size: StateSize::InDef(24),
+};
 
 /// Internal layouts of one CPython minor version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,9 +206,52 @@ pub struct Layout {
     /// 3.11+: `_PyInterpreterFrame.localsplus` and `PyCodeObject.co_nlocalsplus`: a running
     /// frame's locals, which no traversal visits (the frame is not an object).
     pub frame_locals: Option<(usize, usize)>,
+    /// 3.14+: a frame's code and locals are tagged `_PyStackRef`s, not plain pointers.
+    pub stackrefs: bool,
+    /// `PyTupleObject.ob_item` (3.14 caches the hash before it).
+    pub tuple_items: usize,
+    pub module: ModuleLayout,
+}
+
+/// Where a `PyModuleObject` keeps its name and its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleLayout {
+    pub name: usize,
+    pub state: usize,
+    pub state_size: StateSize,
+}
+
+/// Where a module's state size is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateSize {
+    /// Up to 3.14: `m_size` of the `PyModuleDef` at this offset (`md_def`).
+    InDef(usize),
+    /// 3.15+: `md_state_size`, in the module itself.
+    InModule(usize),
 }
 
 impl Layout {
+    /// The layout of the running interpreter, whose `sys.hexversion` is given, or why it is
+    /// not supported.
+    ///
+    /// # Safety
+    /// Runs inside a CPython process.
+    pub unsafe fn for_interpreter(hexversion: u32) -> Result<Layout, String> {
+        let (major, minor) = (hexversion >> 24, (hexversion >> 16) & 0xff);
+        let layout = Layout::for_version(minor)
+            .filter(|_| major == 3)
+            .ok_or_else(|| format!("CPython {major}.{minor} is not supported (3.9 to 3.15 are)"))?;
+        // Only free-threaded builds export it (`Py_GIL_DISABLED`, refcount.h): their objects
+        // have two refcounts and no GIL orders the hooks.
+        if sym(c"_Py_MergeZeroLocalRefcount").is_some() {
+            return Err(format!(
+                "free-threaded CPython (python3.{minor}t) is not supported; use the default \
+                 build, python3.{minor}"
+            ));
+        }
+        Ok(layout)
+    }
+
     pub fn for_version(minor: u32) -> Option<Layout> {
         let old = |minor, lasti, units| Layout {
             minor,
@@ -223,6 +271,9 @@ impl Layout {
             code_cached: None,
             freelists: None,
             frame_locals: None,
+            stackrefs: false,
+            tuple_items: 24,
+            module: MODULE_UP_TO_3_14,
         };
         Some(match minor {
             9 => old(9, 104, false),
@@ -245,6 +296,9 @@ impl Layout {
                 code_cached: None,
                 freelists: Some((3608, 7128)),
                 frame_locals: Some((72, 76)),
+                stackrefs: false,
+                tuple_items: 24,
+                module: MODULE_UP_TO_3_14,
             },
             12 | 13 => Layout {
                 minor,
@@ -268,9 +322,68 @@ impl Layout {
                     (10952, 14488)
                 }),
                 frame_locals: Some((72, 72)),
+                stackrefs: false,
+                tuple_items: 24,
+                module: MODULE_UP_TO_3_14,
+            },
+            14 | 15 => Layout {
+                minor,
+                tstate_frame: 72,
+                cframe_current: None,
+                frame_code: 0,
+                frame_previous: 8,
+                frame_instr: 56,
+                frame_owner: Some(74),
+                lasti_in_units: true,
+                preheader_flags: TPFLAGS_MANAGED_DICT | TPFLAGS_MANAGED_WEAKREF,
+                reftracer: true,
+                immortal: true,
+                ht_slots: if minor == 14 { 864 } else { 872 },
+                ascii_size: 40,
+                compact_size: 56,
+                code_cached: Some(160),
+                freelists: Some(if minor == 14 {
+                    (11120, 11744)
+                } else {
+                    (11096, 11752)
+                }),
+                frame_locals: Some((80, 72)),
+                stackrefs: true,
+                tuple_items: 32,
+                module: if minor == 14 {
+                    MODULE_UP_TO_3_14
+                } else {
+                    ModuleLayout {
+                        name: 40,
+                        state: 24,
+                        state_size: StateSize::InModule(56),
+                    }
+                },
             },
             _ => return None,
         })
+    }
+
+    /// 3.11+: a dict whose keys are all strings does not visit its keys.
+    pub fn unicode_dicts(&self) -> bool {
+        self.minor >= 11
+    }
+
+    /// 3.13+: an object may keep its attributes inline and still own a `__dict__`.
+    pub fn inline_values(&self) -> bool {
+        self.minor >= 13
+    }
+
+    /// The object a frame's field holds: a plain pointer, or (3.14+) a `_PyStackRef` whose
+    /// tag bits are masked off; 0 for none or a tagged int.
+    pub fn frame_object(&self, word: usize) -> usize {
+        if !self.stackrefs {
+            word
+        } else if word & STACKREF_TAG_BITS == STACKREF_TAG_BITS {
+            0
+        } else {
+            word & !STACKREF_TAG_BITS
+        }
     }
 
     /// Bytes between the start of an object's memory block and the object itself.
@@ -318,18 +431,20 @@ pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
         .checked_add(header)
 }
 
-/// The state block of a module object made from a `PyModuleDef` with `m_size > 0`, and its
-/// size.
+/// The state block of a module object whose state size is positive, and its size.
 ///
 /// # Safety
-/// `op` is a live object of exactly `PyModule_Type`.
-pub unsafe fn module_state(op: usize) -> Option<(usize, usize)> {
-    let (def, state) = (read_usize(op + MD_DEF), read_usize(op + MD_STATE));
-    if def == 0 || state == 0 {
-        return None;
-    }
-    let size = read_usize(def + MODULEDEF_SIZE) as isize;
-    (size > 0).then_some((state, size as usize))
+/// `op` is a live object of exactly `PyModule_Type`; `layout` is its interpreter's.
+pub unsafe fn module_state(op: usize, layout: &Layout) -> Option<(usize, usize)> {
+    let state = read_usize(op + layout.module.state);
+    let size = match layout.module.state_size {
+        StateSize::InDef(def) => match read_usize(op + def) {
+            0 => return None,
+            def => read_usize(def + MODULEDEF_SIZE),
+        },
+        StateSize::InModule(at) => read_usize(op + at),
+    } as isize;
+    (state != 0 && size > 0).then_some((state, size as usize))
 }
 
 /// Where a compact str's characters start: after the ASCII header, or the compact one.
@@ -539,40 +654,99 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    fn interpreters() -> Vec<(u32, PathBuf)> {
-        let pyenv_root = Command::new("pyenv")
-            .arg("root")
-            .output()
-            .ok()
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-        (9..=13)
+    /// An interpreter whose headers are probed: `python` runs on this machine, or inside
+    /// the folder `root` (Debian unstable's 3.13-3.15, see scripts/sid.sh) through chroot.
+    struct Interpreter {
+        minor: u32,
+        python: PathBuf,
+        root: Option<PathBuf>,
+    }
+
+    impl Interpreter {
+        fn command(&self, program: &Path) -> Command {
+            match &self.root {
+                Some(root) => {
+                    let mut c = Command::new("chroot");
+                    c.arg(root).arg(program);
+                    c
+                }
+                None => Command::new(program),
+            }
+        }
+    }
+
+    fn pyenv_python(minor: u32) -> Option<PathBuf> {
+        let root = Command::new("pyenv").arg("root").output().ok()?;
+        let root = PathBuf::from(String::from_utf8_lossy(&root.stdout).trim());
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let v = p.file_name().unwrap().to_string_lossy().into_owned();
+                v.starts_with(&format!("3.{minor}."))
+            })
+            .collect();
+        dirs.sort();
+        dirs.pop()
+            .map(|d| d.join("bin").join(format!("python3.{minor}")))
+            .filter(|p| p.is_file())
+    }
+
+    /// The unstable folder: `REFHUNT_SID`, else the cache scripts/sid.sh builds; used only
+    /// as root, who may chroot.
+    fn sid_folder() -> Option<PathBuf> {
+        let folder = std::env::var_os("REFHUNT_SID")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let cache = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                    })?;
+                Some(cache.join("refhunt").join("sid"))
+            })?;
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        (root && folder.join("usr/bin").is_dir()).then_some(folder)
+    }
+
+    /// For each minor version, pyenv's newest or the one on PATH; where neither has one, the
+    /// unstable folder's.
+    fn interpreters() -> Vec<Interpreter> {
+        let sid = sid_folder();
+        (9..=15)
             .filter_map(|minor| {
                 let name = format!("python3.{minor}");
-                let from_pyenv = pyenv_root.as_ref().and_then(|root| {
-                    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
-                        .ok()?
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| {
-                            let v = p.file_name().unwrap().to_string_lossy().into_owned();
-                            v.starts_with(&format!("3.{minor}."))
-                        })
-                        .collect();
-                    dirs.sort();
-                    dirs.pop().map(|d| d.join("bin").join(&name))
-                });
-                let from_path = std::env::split_paths(&std::env::var_os("PATH")?)
-                    .map(|d| d.join(&name))
-                    .find(|p| p.is_file());
-                from_pyenv
-                    .filter(|p| p.is_file())
-                    .or(from_path)
-                    .map(|p| (minor, p))
+                let from_path = || {
+                    std::env::split_paths(&std::env::var_os("PATH")?)
+                        .map(|d| d.join(&name))
+                        .find(|p| p.is_file())
+                };
+                if let Some(python) = pyenv_python(minor).or_else(from_path) {
+                    return Some(Interpreter {
+                        minor,
+                        python,
+                        root: None,
+                    });
+                }
+                let root = sid.clone()?;
+                let python = Path::new("/usr/bin").join(&name);
+                root.join(python.strip_prefix("/").unwrap())
+                    .is_file()
+                    .then_some(Interpreter {
+                        minor,
+                        python,
+                        root: Some(root),
+                    })
             })
             .collect()
     }
 
-    fn probe(python: &Path, out: &Path) -> HashMap<String, i64> {
-        let include = Command::new(python)
+    /// Compiles and runs layout_probe.c against the headers of `python`; `dir` is a scratch
+    /// directory on this machine (inside the folder for one of its interpreters).
+    fn probe(python: &Interpreter, dir: &Path) -> HashMap<String, i64> {
+        let include = python
+            .command(&python.python)
             .args([
                 "-c",
                 "import sysconfig; print(sysconfig.get_paths()['include'])",
@@ -580,20 +754,36 @@ mod tests {
             .output()
             .expect("python runs");
         let include = String::from_utf8_lossy(&include.stdout).trim().to_string();
+        // Paths as the compiler sees them, and where they are on this machine.
+        let (seen, here) = match &python.root {
+            Some(root) => {
+                let seen = PathBuf::from(format!("/tmp/refhunt-layout-{}", std::process::id()));
+                (seen.clone(), root.join(seen.strip_prefix("/").unwrap()))
+            }
+            None => (dir.to_path_buf(), dir.to_path_buf()),
+        };
+        std::fs::create_dir_all(&here).unwrap();
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("layout_probe.c");
-        let status = Command::new("gcc")
+        std::fs::copy(source, here.join("probe.c")).unwrap();
+        let out = seen.join(format!("probe3{}", python.minor));
+        let status = python
+            .command(Path::new("gcc"))
             .arg(format!("-I{include}"))
             .arg(format!("-I{include}/internal"))
-            .arg(&source)
+            .arg(seen.join("probe.c"))
             .arg("-o")
-            .arg(out)
+            .arg(&out)
             .status()
             .expect("gcc runs");
         assert!(
             status.success(),
-            "layout probe does not compile for {python:?}"
+            "layout probe does not compile for {:?}",
+            python.python
         );
-        let text = Command::new(out).output().expect("probe runs").stdout;
+        let text = python.command(&out).output().expect("probe runs").stdout;
+        if python.root.is_some() {
+            let _ = std::fs::remove_dir_all(&here);
+        }
         String::from_utf8_lossy(&text)
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -604,17 +794,20 @@ mod tests {
     #[test]
     fn layouts_match_the_installed_headers() {
         let found = interpreters();
-        assert!(
-            !found.is_empty(),
-            "no CPython 3.9-3.13 found through pyenv or PATH"
-        );
+        assert!(!found.is_empty(), "no CPython 3.9-3.15 found");
+        // CI has every version: pyenv's 3.9-3.13 and the unstable folder's 3.14 and 3.15.
+        if std::env::var_os("CI").is_some() {
+            let minors: Vec<u32> = found.iter().map(|i| i.minor).collect();
+            assert_eq!(minors, (9..=15).collect::<Vec<u32>>(), "versions probed");
+        }
         let dir = std::env::temp_dir().join(format!("refhunt-layout-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (minor, python) in found {
-            let h = probe(&python, &dir.join(format!("probe3{minor}")));
+        for python in found {
+            let minor = python.minor;
+            let h = probe(&python, &dir);
             let l = Layout::for_version(minor).unwrap();
             let at = |k: &str| h[k] as usize;
-            let what = format!("3.{minor} ({python:?})");
+            let what = format!("3.{minor} ({:?} in {:?})", python.python, python.root);
             assert_eq!(l.tstate_frame, at("tstate_frame"), "{what}");
             assert_eq!(
                 l.cframe_current,
@@ -647,7 +840,7 @@ mod tests {
             }
             if minor >= 12 {
                 assert_eq!(
-                    FRAME_OWNED_BY_CSTACK as i64, h["frame_owned_by_cstack"],
+                    FRAME_FIRST_SHIM_OWNER as i64, h["frame_first_shim_owner"],
                     "{what}"
                 );
                 assert_eq!(
@@ -661,6 +854,12 @@ mod tests {
                 "{what}"
             );
             assert_eq!(l.compact_size, at("compact_size"), "{what}");
+            assert_eq!(l.tuple_items, at("tuple_items"), "{what}");
+            assert_eq!(
+                l.stackrefs.then_some(STACKREF_TAG_BITS as i64),
+                h.get("stackref_tag_bits").copied(),
+                "{what}"
+            );
             assert_eq!(UNICODE_LENGTH, at("unicode_length"), "{what}");
             assert_eq!(UNICODE_COMPACT, at("unicode_compact_bit") as u32, "{what}");
             assert_eq!(UNICODE_ASCII, at("unicode_ascii_bit") as u32, "{what}");
@@ -692,9 +891,13 @@ mod tests {
                 );
             }
             if minor >= 10 {
-                assert_eq!(MD_NAME, at("md_name"), "{what}");
-                assert_eq!(MD_DEF, at("md_def"), "{what}");
-                assert_eq!(MD_STATE, at("md_state"), "{what}");
+                assert_eq!(l.module.name, at("md_name"), "{what}");
+                assert_eq!(l.module.state, at("md_state"), "{what}");
+                let size = match l.module.state_size {
+                    StateSize::InDef(def) => (def, "md_def"),
+                    StateSize::InModule(at) => (at, "md_state_size"),
+                };
+                assert_eq!(size.0, at(size.1), "{what}");
             }
             assert_eq!(MODULEDEF_SIZE, at("moduledef_size"), "{what}");
             for (ours, key) in [
@@ -706,7 +909,6 @@ mod tests {
                 (TP_BASE, "tp_base"),
                 (OB_SIZE, "ob_size"),
                 (TP_FREE, "tp_free"),
-                (TUPLE_ITEMS, "tuple_items"),
                 (TP_IS_GC, "tp_is_gc"),
                 (TP_SUBCLASSES, "tp_subclasses"),
                 (UNICODE_STATE, "unicode_state"),

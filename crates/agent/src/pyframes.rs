@@ -6,7 +6,7 @@
 //! report is written.
 
 use crate::cpython::{
-    read_usize, type_of, Api, Layout, FRAME_OWNED_BY_CSTACK, FRAME_OWNED_BY_THREAD,
+    read_usize, type_of, Api, Layout, FRAME_FIRST_SHIM_OWNER, FRAME_OWNED_BY_THREAD,
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -39,14 +39,14 @@ pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize
     while tstate != 0 {
         let mut frame = innermost(layout, tstate);
         while frame != 0 {
-            let code = read_usize(frame + layout.frame_code);
+            let code = layout.frame_object(read_usize(frame + layout.frame_code));
             if *((frame + owner) as *const u8) == FRAME_OWNED_BY_THREAD
                 && code != 0
                 && type_of(code) == api.code_type
             {
                 let n = *((code + nlocalsplus) as *const i32);
                 for i in 0..n.max(0) as usize {
-                    match read_usize(frame + localsplus + 8 * i) {
+                    match layout.frame_object(read_usize(frame + localsplus + 8 * i)) {
                         0 => {}
                         value => f(value),
                     }
@@ -70,10 +70,10 @@ pub unsafe fn walk(api: &Api, layout: &Layout, code_start: usize, out: &mut [PyF
     let mut frame = innermost(layout, tstate);
     let mut n = 0;
     while frame != 0 && n < out.len() {
-        let code = read_usize(frame + layout.frame_code);
+        let code = layout.frame_object(read_usize(frame + layout.frame_code));
         let skip = layout
             .frame_owner
-            .is_some_and(|o| *((frame + o) as *const u8) == FRAME_OWNED_BY_CSTACK);
+            .is_some_and(|o| *((frame + o) as *const u8) >= FRAME_FIRST_SHIM_OWNER);
         if !skip && code != 0 && type_of(code) == api.code_type {
             out[n] = PyFrameRef {
                 code,

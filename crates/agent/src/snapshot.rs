@@ -120,13 +120,8 @@ struct Walk<'a> {
     code_type: usize,
     unicode_type: usize,
     dict_next: cpython::DictNext,
-    /// 3.11+: dicts whose keys are all strings do not visit their keys.
-    unicode_dicts: bool,
-    /// 3.13+: objects may keep their attributes inline and still own a `__dict__`.
-    inline_values: bool,
     module_type: usize,
-    ht_slots: usize,
-    code_cached: Option<usize>,
+    layout: cpython::Layout,
     weakref_types: [usize; 3],
 }
 
@@ -202,11 +197,8 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         code_type: api.code_type,
         unicode_type: api.unicode_type,
         dict_next: api.dict_next,
-        unicode_dicts: state.layout.minor >= 11,
-        inline_values: state.layout.minor >= 13,
         module_type: api.module_type,
-        ht_slots: state.layout.ht_slots,
-        code_cached: state.layout.code_cached,
+        layout: state.layout,
         weakref_types: api.weakref_types,
     };
     // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
@@ -347,7 +339,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         .collect();
     unexplained.extend(gains.iter().map(|g| Unexplained {
         type_name: type_name(type_of(g.op)),
-        repr: brief::describe(api, g.op),
+        repr: brief::describe(api, layout, g.op),
         unexplained: g.unexplained,
         gained: g.gained,
         grew: g.grew.map(u32::from),
@@ -427,7 +419,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     }
     visit_heap_type(tp, walk);
     if tp == walk.code_type {
-        if let Some(at) = walk.code_cached {
+        if let Some(at) = walk.layout.code_cached {
             let cached = read_usize(op + at);
             for i in (cached != 0)
                 .then_some(0..cpython::CODE_CACHED_OBJECTS)
@@ -465,7 +457,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
 unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     let flags = type_flags(tp);
     // 3.11+: a dict whose keys are all strings does not visit its keys.
-    if walk.unicode_dicts && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
+    if walk.layout.unicode_dicts() && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
         let dict_next = walk.dict_next;
         cpython::unicode_keys(op, dict_next, |key| {
             visit(key as *mut PyObject, walk as *mut Walk as *mut c_void);
@@ -478,18 +470,19 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
     // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
     // types on 3.13 and functools' `_HashedSeq` showed them); the three sit side by side.
     if flags & TPFLAGS_TYPE_SUBCLASS != 0 && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0 {
-        for at in [walk.ht_slots - 8, walk.ht_slots, walk.ht_slots + 8] {
+        let slots = walk.layout.ht_slots;
+        for at in [slots - 8, slots, slots + 8] {
             visit_survivor(read_usize(op + at), walk);
         }
     }
     // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
     if tp == walk.module_type {
-        visit_survivor(read_usize(op + cpython::MD_NAME), walk);
+        visit_survivor(read_usize(op + walk.layout.module.name), walk);
     }
     // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
     // made, but `PyObject_VisitManagedDict` then visits only the inline values.
     let inline = cpython::TPFLAGS_MANAGED_DICT | cpython::TPFLAGS_INLINE_VALUES;
-    if walk.inline_values
+    if walk.layout.inline_values()
         && flags & inline == inline
         && *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8) != 0
     {
@@ -530,7 +523,7 @@ unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
         owned(read_usize(op + at), Owner::Field(tp), walk);
     }
     if tp == walk.module_type {
-        if let Some((state, size)) = cpython::module_state(op) {
+        if let Some((state, size)) = cpython::module_state(op, &walk.layout) {
             for at in (0..size.min(1 << 20) / 8 * 8).step_by(8) {
                 owned(read_usize(state + at), Owner::ModuleState(op), walk);
             }
@@ -892,7 +885,7 @@ unsafe fn group(
         }
         extra.push(Unexplained {
             type_name: type_name(type_of(op)),
-            repr: brief::describe(&state.api, op),
+            repr: brief::describe(&state.api, &state.layout, op),
             unexplained: n,
             gained: n,
             grew: None,
