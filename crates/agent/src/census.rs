@@ -70,7 +70,9 @@ struct Count<'a> {
 
 unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
     let c = &mut *(arg as *mut Count);
-    c.reached(op as usize);
+    if cpython::may_be_object(op as usize) {
+        c.reached(op as usize);
+    }
     0
 }
 

@@ -590,6 +590,13 @@ unsafe fn symbol_extent(p: *mut c_void) -> (usize, usize) {
     (p as usize, p as usize + size)
 }
 
+/// Whether a word handed to a traversal's visit function can be an object: some are not
+/// (3.15's ctypes types visited the word 1 at a window's start, one start in seven).
+#[inline(always)]
+pub fn may_be_object(word: usize) -> bool {
+    word >= 4096 && word.is_multiple_of(8)
+}
+
 /// Raw reads of interpreter memory. Callers guarantee the address is a live object or struct.
 #[inline(always)]
 pub unsafe fn read_usize(addr: usize) -> usize {

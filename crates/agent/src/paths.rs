@@ -13,7 +13,9 @@ use std::ffi::{c_int, c_void, CStr};
 const MAX_VISITED: usize = 4_000_000;
 
 unsafe extern "C" fn collect(op: *mut PyObject, arg: *mut c_void) -> c_int {
-    (*(arg as *mut Vec<usize>)).push(op as usize);
+    if cpython::may_be_object(op as usize) {
+        (*(arg as *mut Vec<usize>)).push(op as usize);
+    }
     0
 }
 

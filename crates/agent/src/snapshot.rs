@@ -143,7 +143,7 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
             Some(h) => walk.edges.push((h, op)),
             None => held.outside_holder = true,
         }
-    } else if walk.holds_references(op) && walk.seen.insert(op) {
+    } else if cpython::may_be_object(op) && walk.holds_references(op) && walk.seen.insert(op) {
         walk.queue.push(op);
     }
     0
