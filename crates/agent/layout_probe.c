@@ -118,5 +118,28 @@ int main(void) {
     SHOW("freelists_end", offsetof(PyInterpreterState, exc_state));
 #endif
     SHOW("moduledef_size", offsetof(PyModuleDef, m_size));
+    /* The object fields of a code object, which the collector does not traverse. */
+#define CODE_FIELD(name) SHOW("code_field_" #name, offsetof(PyCodeObject, name))
+    CODE_FIELD(co_consts);
+    CODE_FIELD(co_names);
+    CODE_FIELD(co_filename);
+    CODE_FIELD(co_name);
+#if PY_VERSION_HEX >= 0x030B0000
+    CODE_FIELD(co_exceptiontable);
+    CODE_FIELD(co_localsplusnames);
+    CODE_FIELD(co_localspluskinds);
+    CODE_FIELD(co_qualname);
+    CODE_FIELD(co_linetable);
+#else
+    CODE_FIELD(co_code);
+    CODE_FIELD(co_varnames);
+    CODE_FIELD(co_freevars);
+    CODE_FIELD(co_cellvars);
+#if PY_VERSION_HEX >= 0x030A0000
+    CODE_FIELD(co_linetable);
+#else
+    CODE_FIELD(co_lnotab);
+#endif
+#endif
     return 0;
 }

@@ -20,7 +20,7 @@ use crate::cpython::{self, read_usize, type_flags, type_of, Api, Layout, PyObjec
 use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
 use crate::pyframes;
-use crate::survivors::{basicsize, Heap};
+use crate::survivors::Heap;
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
 use std::ffi::{c_int, c_void};
@@ -113,15 +113,10 @@ impl Count<'_> {
         let tp = type_of(op);
         if tp == self.api.code_type {
             // Not a container to the collector: its names, constants and file are fields.
-            // Up to 3.10 they sit among int fields and a zombie frame, whose words can pass
-            // for objects: traversing one crashed 3.10 at the window's start.
-            if !self.unicode_dicts {
-                return;
-            }
-            for at in (cpython::OB_SIZE + 8..basicsize(tp).min(512)).step_by(8) {
-                let word = read_usize(op + at);
-                if self.heap.readable(word, 16) && self.heap.is_type(type_of(word)) {
-                    self.reached(word);
+            for &at in self.layout.code_objects {
+                match read_usize(op + at) {
+                    0 => {}
+                    word => self.reached(word),
                 }
             }
             return;

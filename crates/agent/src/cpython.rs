@@ -211,7 +211,18 @@ pub struct Layout {
     /// `PyTupleObject.ob_item` (3.14 caches the hash before it).
     pub tuple_items: usize,
     pub module: ModuleLayout,
+    /// The object fields of `PyCodeObject`, which no traversal visits; its other words are
+    /// ints and C pointers, one of which (3.15's `_co_unique_id`) held a freed object's
+    /// address.
+    pub code_objects: &'static [usize],
 }
+
+/// `co_code`, `co_consts`, `co_names`, `co_varnames`, `co_freevars`, `co_cellvars`,
+/// `co_filename`, `co_name`, `co_lnotab` (3.10: `co_linetable`).
+const CODE_OBJECTS_UP_TO_3_10: &[usize] = &[48, 56, 64, 72, 80, 88, 104, 112, 120];
+/// `co_consts`, `co_names`, `co_exceptiontable`, `co_localsplusnames`, `co_localspluskinds`,
+/// `co_filename`, `co_name`, `co_qualname`, `co_linetable`.
+const CODE_OBJECTS: &[usize] = &[24, 32, 40, 96, 104, 112, 120, 128, 136];
 
 /// Where a `PyModuleObject` keeps its name and its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +285,7 @@ impl Layout {
             stackrefs: false,
             tuple_items: 24,
             module: MODULE_UP_TO_3_14,
+            code_objects: CODE_OBJECTS_UP_TO_3_10,
         };
         Some(match minor {
             9 => old(9, 104, false),
@@ -299,6 +311,7 @@ impl Layout {
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
+                code_objects: CODE_OBJECTS,
             },
             12 | 13 => Layout {
                 minor,
@@ -325,6 +338,7 @@ impl Layout {
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
+                code_objects: CODE_OBJECTS,
             },
             14 | 15 => Layout {
                 minor,
@@ -359,6 +373,7 @@ impl Layout {
                         state_size: StateSize::InModule(56),
                     }
                 },
+                code_objects: CODE_OBJECTS,
             },
             _ => return None,
         })
@@ -862,6 +877,13 @@ mod tests {
             );
             assert_eq!(l.compact_size, at("compact_size"), "{what}");
             assert_eq!(l.tuple_items, at("tuple_items"), "{what}");
+            let mut code_objects: Vec<usize> = h
+                .iter()
+                .filter(|(k, _)| k.starts_with("code_field_"))
+                .map(|(_, &v)| v as usize)
+                .collect();
+            code_objects.sort();
+            assert_eq!(l.code_objects, code_objects, "{what}");
             assert_eq!(
                 l.stackrefs.then_some(STACKREF_TAG_BITS as i64),
                 h.get("stackref_tag_bits").copied(),

@@ -403,8 +403,9 @@ pub unsafe fn list_items(list: usize) -> Vec<usize> {
     (0..n).map(|i| *items.add(i)).collect()
 }
 
-/// Visits what `op` refers to: `tp_traverse` for containers, a pointer scan of the fixed part
-/// for other objects (code objects, ranges), which the collector does not traverse.
+/// Visits what `op` refers to: `tp_traverse` for containers; for other objects, which the
+/// collector does not traverse, a code object's object fields or a pointer scan of the fixed
+/// part (a range's).
 unsafe fn references_of(op: usize, walk: &mut Walk) {
     let tp = type_of(op);
     walk.visited.clear();
@@ -419,6 +420,9 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     }
     visit_heap_type(tp, walk);
     if tp == walk.code_type {
+        for &at in walk.layout.code_objects {
+            visit_survivor(read_usize(op + at), walk);
+        }
         if let Some(at) = walk.layout.code_cached {
             let cached = read_usize(op + at);
             for i in (cached != 0)
@@ -429,6 +433,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
                 visit_survivor(read_usize(cached + i * 8), walk);
             }
         }
+        return;
     }
     // A str holds characters, not references, and a compact one ends before its type's
     // `tp_basicsize`: the next block's words once read like a pointer.
