@@ -2,9 +2,12 @@
 //! program has ended.
 //!
 //! Each address is tried against the module's DWARF (function, file, line, and the chain of
-//! inlined calls), then its ELF symbol table (function only), then reported as module+offset.
+//! inlined calls), then its ELF symbol table (function only), then reported as module+offset;
+//! a stripped module's separate debug file, when installed, comes first (see [`debug_file`]).
 //! Every frame says which of the three it came from, because a stripped wheel is common and a
 //! reader must know when a name is a guess.
+
+mod debug_file;
 
 use addr2line::Loader;
 use refhunt_core::capture::Module;
@@ -12,17 +15,18 @@ use refhunt_core::report::{NativeFrame, SymbolSource, Symbolizer};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The debug information of ELF files, read once per file. Reading libpython's takes about
-/// 10 ms, so `refhunt run` reads it while the program runs.
+/// The debug information of ELF files, read once per file: the file's own, and its separate
+/// debug file's first, if it has one. Reading libpython's takes about 10 ms, so `refhunt run`
+/// reads it while the program runs.
 #[derive(Default)]
-pub struct Loaders(HashMap<String, Option<Loader>>);
+pub struct Loaders(HashMap<String, Vec<Loader>>);
 
 impl Loaders {
-    pub fn load(&mut self, path: &str) -> Option<&Loader> {
-        self.0
-            .entry(path.to_string())
-            .or_insert_with(|| Loader::new(path).ok())
-            .as_ref()
+    pub fn load(&mut self, path: &str) -> &[Loader] {
+        self.0.entry(path.to_string()).or_insert_with(|| {
+            let debug = debug_file::find(Path::new(path)).and_then(|d| Loader::new(d).ok());
+            debug.into_iter().chain(Loader::new(path).ok()).collect()
+        })
     }
 }
 
@@ -69,9 +73,7 @@ impl Symbolizer for ElfSymbolizer {
         // A return address follows its call; the call's line is the one before it.
         let probe = pc.wrapping_sub(module.bias).wrapping_sub(1);
         let offset = pc.wrapping_sub(module.start);
-        let Some(loader) = self.loaders.load(&module.path) else {
-            return vec![unknown(pc, name, offset, interpreter)];
-        };
+        let loaders = self.loaders.load(&module.path);
         let frame = |function: Option<String>, file, line, source, inlined| NativeFrame {
             pc,
             function,
@@ -83,27 +85,13 @@ impl Symbolizer for ElfSymbolizer {
             inlined,
             interpreter,
         };
-        let mut out = Vec::new();
-        if let Ok(mut frames) = loader.find_frames(probe) {
-            while let Ok(Some(f)) = frames.next() {
-                let function = f
-                    .function
-                    .as_ref()
-                    .and_then(|n| n.demangle().ok().map(|d| d.into_owned()));
-                let (file, line) = f
-                    .location
-                    .map(|l| (l.file.map(str::to_string), l.line))
-                    .unwrap_or((None, None));
-                out.push(frame(function, file, line, SymbolSource::Dwarf, true));
+        for loader in loaders {
+            let out = dwarf_frames(loader, probe, &frame);
+            if out.iter().any(|f| f.function.is_some()) {
+                return out;
             }
         }
-        if let Some(last) = out.last_mut() {
-            last.inlined = false;
-        }
-        if out.iter().any(|f| f.function.is_some()) {
-            return out;
-        }
-        if let Some(symbol) = loader.find_symbol(probe) {
+        if let Some(symbol) = loaders.iter().find_map(|l| l.find_symbol(probe)) {
             return vec![frame(
                 Some(symbol.to_string()),
                 None,
@@ -114,6 +102,32 @@ impl Symbolizer for ElfSymbolizer {
         }
         vec![unknown(pc, name, offset, interpreter)]
     }
+}
+
+/// The frames DWARF gives for `probe`, innermost (inlined) first.
+fn dwarf_frames(
+    loader: &Loader,
+    probe: u64,
+    frame: &dyn Fn(Option<String>, Option<String>, Option<u32>, SymbolSource, bool) -> NativeFrame,
+) -> Vec<NativeFrame> {
+    let mut out = Vec::new();
+    if let Ok(mut frames) = loader.find_frames(probe) {
+        while let Ok(Some(f)) = frames.next() {
+            let function = f
+                .function
+                .as_ref()
+                .and_then(|n| n.demangle().ok().map(|d| d.into_owned()));
+            let (file, line) = f
+                .location
+                .map(|l| (l.file.map(str::to_string), l.line))
+                .unwrap_or((None, None));
+            out.push(frame(function, file, line, SymbolSource::Dwarf, true));
+        }
+    }
+    if let Some(last) = out.last_mut() {
+        last.inlined = false;
+    }
+    out
 }
 
 fn unknown(pc: u64, module: String, offset: u64, interpreter: bool) -> NativeFrame {
