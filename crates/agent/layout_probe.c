@@ -1,6 +1,7 @@
 /* Prints, from one CPython's own headers, the offsets that the agent's layout tables hold
  * (crates/agent/src/cpython.rs). The layout test compiles it for every interpreter it finds. */
 #define Py_BUILD_CORE 1
+#define NDEBUG 1 /* the inline functions used below assert on a real object */
 #include <Python.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -14,6 +15,9 @@
 #include "internal/pycore_gc.h"
 #if PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_interp.h"
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+#include "internal/pycore_object.h"
 #endif
 #if PY_VERSION_HEX >= 0x030E0000
 #include "internal/pycore_stackref.h"
@@ -118,6 +122,38 @@ int main(void) {
     SHOW("freelists_end", offsetof(PyInterpreterState, exc_state));
 #endif
     SHOW("moduledef_size", offsetof(PyModuleDef, m_size));
+    SHOW("list_items", offsetof(PyListObject, ob_item));
+    SHOW("ob_refcnt", offsetof(PyObject, ob_refcnt));
+    SHOW("ob_type", offsetof(PyObject, ob_type));
+    SHOW("tpflags_heaptype", Py_TPFLAGS_HEAPTYPE);
+    SHOW("tpflags_have_gc", Py_TPFLAGS_HAVE_GC);
+    SHOW("tpflags_dict_subclass", Py_TPFLAGS_DICT_SUBCLASS);
+    SHOW("tpflags_type_subclass", Py_TPFLAGS_TYPE_SUBCLASS);
+    SHOW("domain_raw", PYMEM_DOMAIN_RAW);
+    SHOW("domain_mem", PYMEM_DOMAIN_MEM);
+    SHOW("domain_obj", PYMEM_DOMAIN_OBJ);
+#if PY_VERSION_HEX >= 0x030C0000
+    SHOW("preheader_flags", Py_TPFLAGS_PREHEADER);
+#elif PY_VERSION_HEX >= 0x030B0000
+    SHOW("preheader_flags", Py_TPFLAGS_MANAGED_DICT);
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {
+        /* Where the managed dict pointer sits before an object: pointer arithmetic only. */
+        static PyObject fake[4];
+        SHOW("managed_dict_before",
+             (char *)&fake[3] - (char *)_PyObject_ManagedDictPointer(&fake[3]));
+    }
+    SHOW("tpflags_inline_values", Py_TPFLAGS_INLINE_VALUES);
+    SHOW("inline_values_valid", offsetof(PyDictValues, valid));
+    SHOW("reftracer_create", PyRefTracer_CREATE);
+#elif PY_VERSION_HEX >= 0x030C0000
+    {
+        static PyObject fake[4];
+        SHOW("managed_dict_before",
+             (char *)&fake[3] - (char *)_PyObject_DictOrValuesPointer(&fake[3]));
+    }
+#endif
     /* The object fields of a code object, which the collector does not traverse. */
 #define CODE_FIELD(name) SHOW("code_field_" #name, offsetof(PyCodeObject, name))
     CODE_FIELD(co_consts);

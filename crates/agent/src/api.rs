@@ -238,7 +238,7 @@ pub extern "C" fn refhunt_clear() -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) -> c_int {
     guarded(|| {
-        let items = snapshot::list_items(objects as usize);
+        let items = cpython::list_items(objects as usize);
         hooks::mark_before(&items);
         let mut guard = STATE.lock();
         if let Some(s) = guard.as_mut() {

@@ -156,6 +156,19 @@ pub const TP_BASE: usize = 256;
 pub const TP_FREE: usize = 320;
 pub const TP_IS_GC: usize = 328;
 pub const TP_SUBCLASSES: usize = 360;
+/// `PyListObject.ob_item`.
+const LIST_ITEMS: usize = 24;
+
+/// The items of a list.
+///
+/// # Safety
+/// `list` is a live list; the GIL is held.
+pub unsafe fn list_items(list: usize) -> Vec<usize> {
+    let n = read_usize(list + OB_SIZE);
+    let items = read_usize(list + LIST_ITEMS) as *const usize;
+    (0..n).map(|i| *items.add(i)).collect()
+}
+
 /// `PyModuleDef.m_size`.
 const MODULEDEF_SIZE: usize = 56;
 pub const UNICODE_STATE: usize = 32;
@@ -877,6 +890,20 @@ mod tests {
             );
             assert_eq!(l.compact_size, at("compact_size"), "{what}");
             assert_eq!(l.tuple_items, at("tuple_items"), "{what}");
+            assert_eq!(
+                (l.preheader_flags != 0).then_some(l.preheader_flags as i64),
+                h.get("preheader_flags").copied(),
+                "{what}"
+            );
+            if minor >= 12 {
+                assert_eq!(MANAGED_DICT_BEFORE, at("managed_dict_before"), "{what}");
+            }
+            if minor >= 13 {
+                assert_eq!(TPFLAGS_INLINE_VALUES, at("tpflags_inline_values") as u64);
+                assert_eq!(INLINE_VALUES_VALID, at("inline_values_valid"), "{what}");
+                assert_eq!(REFTRACER_CREATE as usize, at("reftracer_create"), "{what}");
+            }
+            assert_eq!(l.reftracer, h.contains_key("reftracer_create"), "{what}");
             let mut code_objects: Vec<usize> = h
                 .iter()
                 .filter(|(k, _)| k.starts_with("code_field_"))
@@ -944,6 +971,16 @@ mod tests {
                 (DICT_KEYS, "dict_keys"),
                 (DICT_VALUES, "dict_values"),
                 (GC_HEAD, "gc_head"),
+                (LIST_ITEMS, "list_items"),
+                (OB_REFCNT, "ob_refcnt"),
+                (OB_TYPE, "ob_type"),
+                (TPFLAGS_HEAPTYPE as usize, "tpflags_heaptype"),
+                (TPFLAGS_HAVE_GC as usize, "tpflags_have_gc"),
+                (TPFLAGS_DICT_SUBCLASS as usize, "tpflags_dict_subclass"),
+                (TPFLAGS_TYPE_SUBCLASS as usize, "tpflags_type_subclass"),
+                (DOMAIN_RAW as usize, "domain_raw"),
+                (DOMAIN_MEM as usize, "domain_mem"),
+                (DOMAIN_OBJ as usize, "domain_obj"),
             ] {
                 assert_eq!(ours, at(key), "{key} on {what}");
             }

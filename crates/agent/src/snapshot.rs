@@ -182,7 +182,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
     let api = &state.api;
     let layout = &state.layout;
     let modules = modules::loaded();
-    let gc_items = list_items(gc_objects);
+    let gc_items = cpython::list_items(gc_objects);
     let types = Heap::new(api, &modules, &gc_items);
 
     let survivors = Survivors::new(&state.live, state.creations.seen(), layout, api, &types);
@@ -204,7 +204,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
     // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
     // of their items, found here; they hold nothing for the program, so an item they refer
     // to can still be held only by leaked objects.
-    let garbage_items = list_items(garbage);
+    let garbage_items = cpython::list_items(garbage);
     for &op in gc_items.iter().chain(&garbage_items) {
         if survivors.contains(op) {
             walk.held.entry(op).or_default().ours += 1;
@@ -239,7 +239,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
     }
     let (held, edges) = (walk.held, walk.edges);
     let attribution = Attribution::new(state, &modules);
-    let in_flight = list_items(in_flight);
+    let in_flight = cpython::list_items(in_flight);
     let classes = classify(
         &survivors,
         &held,
@@ -394,13 +394,6 @@ unsafe fn unseen(state: &State, gc_items: &[usize], lists: &[usize]) -> Unseen {
         total: by_type.iter().map(|t| t.1).sum(),
         by_type: by_type.into_iter().take(5).collect(),
     }
-}
-
-pub unsafe fn list_items(list: usize) -> Vec<usize> {
-    // PyListObject: ob_size at 16, ob_item at 24 (stable since 3.0).
-    let n = read_usize(list + 16);
-    let items = read_usize(list + 24) as *const usize;
-    (0..n).map(|i| *items.add(i)).collect()
 }
 
 /// Visits what `op` refers to: `tp_traverse` for containers; for other objects, which the
