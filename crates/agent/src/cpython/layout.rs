@@ -1,0 +1,260 @@
+//! The internal layouts of each CPython minor version, from its headers on x86_64 (default,
+//! non-free-threaded builds), checked by the layout probe (`probe.rs`).
+
+use super::*;
+
+const MODULE_UP_TO_3_14: ModuleLayout = ModuleLayout {
+    name: 48,
+    state: 32,
+    state_size: StateSize::InDef(24),
+};
+
+/// Internal layouts of one CPython minor version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub minor: u32,
+    /// Offset in `PyThreadState` of the current frame, or of the `_PyCFrame*` that holds it.
+    pub tstate_frame: usize,
+    /// 3.11-3.12: offset of `current_frame` in `_PyCFrame`.
+    pub cframe_current: Option<usize>,
+    pub frame_code: usize,
+    pub frame_previous: usize,
+    /// 3.11+: `prev_instr`/`instr_ptr`; 3.9-3.10: `f_lasti` (an `int`).
+    pub frame_instr: usize,
+    /// 3.11+: `owner`, to skip frames that the C stack owns.
+    pub frame_owner: Option<usize>,
+    /// 3.10 counts `f_lasti` in code units; 3.9 in bytes.
+    pub lasti_in_units: bool,
+    /// Flags whose types carry two extra pointers before the GC head.
+    pub preheader_flags: u64,
+    /// Has `PyRefTracer_SetTracer` (3.13+).
+    pub reftracer: bool,
+    /// Immortal objects exist (3.12+).
+    pub immortal: bool,
+    /// Offset of `ht_slots` in `PyHeapTypeObject`, between `ht_name` and `ht_qualname`.
+    pub ht_slots: usize,
+    /// `sizeof(PyASCIIObject)` and `sizeof(PyCompactUnicodeObject)`: a compact str is one of
+    /// these headers and its characters, often fewer bytes than `tp_basicsize` (the legacy
+    /// `PyUnicodeObject`).
+    pub ascii_size: usize,
+    pub compact_size: usize,
+    /// 3.12+: `PyCodeObject._co_cached`, a C struct of four objects made on demand
+    /// (`co_code`, `co_varnames`, `co_cellvars`, `co_freevars`) that no traversal visits.
+    pub code_cached: Option<usize>,
+    /// `[start, end)` offsets in `PyInterpreterState` of the freelists (3.11+, whose main
+    /// interpreter is static data). Their arrays keep stale pointers past their count, to
+    /// memory that now holds other objects: not references.
+    pub freelists: Option<(usize, usize)>,
+    /// 3.11+: `_PyInterpreterFrame.localsplus` and `PyCodeObject.co_nlocalsplus`: a running
+    /// frame's locals, which no traversal visits (the frame is not an object).
+    pub frame_locals: Option<(usize, usize)>,
+    /// 3.14+: a frame's code and locals are tagged `_PyStackRef`s, not plain pointers.
+    pub stackrefs: bool,
+    /// `PyTupleObject.ob_item` (3.14 caches the hash before it).
+    pub tuple_items: usize,
+    pub module: ModuleLayout,
+    /// The object fields of `PyCodeObject`, which no traversal visits; its other words are
+    /// ints and C pointers, one of which (3.15's `_co_unique_id`) held a freed object's
+    /// address.
+    pub code_objects: &'static [usize],
+}
+
+/// `co_code`, `co_consts`, `co_names`, `co_varnames`, `co_freevars`, `co_cellvars`,
+/// `co_filename`, `co_name`, `co_lnotab` (3.10: `co_linetable`).
+const CODE_OBJECTS_UP_TO_3_10: &[usize] = &[48, 56, 64, 72, 80, 88, 104, 112, 120];
+/// `co_consts`, `co_names`, `co_exceptiontable`, `co_localsplusnames`, `co_localspluskinds`,
+/// `co_filename`, `co_name`, `co_qualname`, `co_linetable`.
+const CODE_OBJECTS: &[usize] = &[24, 32, 40, 96, 104, 112, 120, 128, 136];
+
+/// Where a `PyModuleObject` keeps its name and its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleLayout {
+    pub name: usize,
+    pub state: usize,
+    pub state_size: StateSize,
+}
+
+/// Where a module's state size is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateSize {
+    /// Up to 3.14: `m_size` of the `PyModuleDef` at this offset (`md_def`).
+    InDef(usize),
+    /// 3.15+: `md_state_size`, in the module itself.
+    InModule(usize),
+}
+
+impl Layout {
+    /// The layout of the running interpreter, whose `sys.hexversion` is given, or why it is
+    /// not supported.
+    ///
+    /// # Safety
+    /// Runs inside a CPython process.
+    pub unsafe fn for_interpreter(hexversion: u32) -> Result<Layout, String> {
+        let (major, minor) = (hexversion >> 24, (hexversion >> 16) & 0xff);
+        let layout = Layout::for_version(minor)
+            .filter(|_| major == 3)
+            .ok_or_else(|| format!("CPython {major}.{minor} is not supported (3.9 to 3.15 are)"))?;
+        // Only free-threaded builds export it (`Py_GIL_DISABLED`, refcount.h): their objects
+        // have two refcounts and no GIL orders the hooks.
+        if sym(c"_Py_MergeZeroLocalRefcount").is_some() {
+            return Err(format!(
+                "free-threaded CPython (python3.{minor}t) is not supported; use the default \
+                 build, python3.{minor}"
+            ));
+        }
+        Ok(layout)
+    }
+
+    pub fn for_version(minor: u32) -> Option<Layout> {
+        let old = |minor, lasti, units| Layout {
+            minor,
+            tstate_frame: 24,
+            cframe_current: None,
+            frame_code: 32,
+            frame_previous: 24,
+            frame_instr: lasti,
+            frame_owner: None,
+            lasti_in_units: units,
+            preheader_flags: 0,
+            reftracer: false,
+            immortal: false,
+            ht_slots: if minor == 9 { 848 } else { 856 },
+            ascii_size: 48,
+            compact_size: 72,
+            code_cached: None,
+            freelists: None,
+            frame_locals: None,
+            stackrefs: false,
+            tuple_items: 24,
+            module: MODULE_UP_TO_3_14,
+            code_objects: CODE_OBJECTS_UP_TO_3_10,
+        };
+        Some(match minor {
+            9 => old(9, 104, false),
+            10 => old(10, 96, true),
+            11 => Layout {
+                minor,
+                tstate_frame: 56,
+                cframe_current: Some(8),
+                frame_code: 32,
+                frame_previous: 48,
+                frame_instr: 56,
+                frame_owner: Some(69),
+                lasti_in_units: true,
+                preheader_flags: TPFLAGS_MANAGED_DICT,
+                reftracer: false,
+                immortal: false,
+                ht_slots: 856,
+                ascii_size: 48,
+                compact_size: 72,
+                code_cached: None,
+                freelists: Some((3608, 7128)),
+                frame_locals: Some((72, 76)),
+                stackrefs: false,
+                tuple_items: 24,
+                module: MODULE_UP_TO_3_14,
+                code_objects: CODE_OBJECTS,
+            },
+            12 | 13 => Layout {
+                minor,
+                tstate_frame: if minor == 12 { 56 } else { 72 },
+                cframe_current: if minor == 12 { Some(0) } else { None },
+                frame_code: 0,
+                frame_previous: 8,
+                frame_instr: 56,
+                frame_owner: Some(70),
+                lasti_in_units: true,
+                preheader_flags: TPFLAGS_MANAGED_DICT | TPFLAGS_MANAGED_WEAKREF,
+                reftracer: minor >= 13,
+                immortal: true,
+                ht_slots: 864,
+                ascii_size: 40,
+                compact_size: 56,
+                code_cached: Some(if minor == 12 { 152 } else { 160 }),
+                freelists: Some(if minor == 12 {
+                    (267408, 273400)
+                } else {
+                    (10952, 14488)
+                }),
+                frame_locals: Some((72, 72)),
+                stackrefs: false,
+                tuple_items: 24,
+                module: MODULE_UP_TO_3_14,
+                code_objects: CODE_OBJECTS,
+            },
+            14 | 15 => Layout {
+                minor,
+                tstate_frame: 72,
+                cframe_current: None,
+                frame_code: 0,
+                frame_previous: 8,
+                frame_instr: 56,
+                frame_owner: Some(74),
+                lasti_in_units: true,
+                preheader_flags: TPFLAGS_MANAGED_DICT | TPFLAGS_MANAGED_WEAKREF,
+                reftracer: true,
+                immortal: true,
+                ht_slots: if minor == 14 { 864 } else { 872 },
+                ascii_size: 40,
+                compact_size: 56,
+                code_cached: Some(160),
+                freelists: Some(if minor == 14 {
+                    (11120, 11744)
+                } else {
+                    (11096, 11752)
+                }),
+                frame_locals: Some((80, 72)),
+                stackrefs: true,
+                tuple_items: 32,
+                module: if minor == 14 {
+                    MODULE_UP_TO_3_14
+                } else {
+                    ModuleLayout {
+                        name: 40,
+                        state: 24,
+                        state_size: StateSize::InModule(56),
+                    }
+                },
+                code_objects: CODE_OBJECTS,
+            },
+            _ => return None,
+        })
+    }
+
+    /// 3.11+: a dict whose keys are all strings does not visit its keys.
+    pub fn unicode_dicts(&self) -> bool {
+        self.minor >= 11
+    }
+
+    /// 3.13+: an object may keep its attributes inline and still own a `__dict__`.
+    pub fn inline_values(&self) -> bool {
+        self.minor >= 13
+    }
+
+    /// The object a frame's field holds: a plain pointer, or (3.14+) a `_PyStackRef` whose
+    /// tag bits are masked off; 0 for none or a tagged int.
+    pub fn frame_object(&self, word: usize) -> usize {
+        if !self.stackrefs {
+            word
+        } else if word & STACKREF_TAG_BITS == STACKREF_TAG_BITS {
+            0
+        } else {
+            word & !STACKREF_TAG_BITS
+        }
+    }
+
+    /// Bytes between the start of an object's memory block and the object itself.
+    pub fn preheader(&self, tp_flags: u64) -> usize {
+        let gc = if tp_flags & TPFLAGS_HAVE_GC != 0 {
+            GC_HEAD
+        } else {
+            0
+        };
+        let managed = if tp_flags & self.preheader_flags != 0 {
+            16
+        } else {
+            0
+        };
+        gc + managed
+    }
+}

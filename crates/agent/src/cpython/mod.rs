@@ -1,0 +1,434 @@
+//! Everything that depends on the CPython version: the functions the agent calls, found with
+//! `dlsym` at start, and the internal layouts it reads, chosen by `sys.hexversion`.
+//!
+//! No other module reads a raw offset or asks for a version.
+//!
+//! The layouts come from each version's headers on x86_64 (default, non-free-threaded builds).
+//! `layout_probe.c` (beside Cargo.toml) prints the same numbers from the installed headers, and
+//! the test in `probe.rs` compares them with [`Layout::for_version`], so a table can't drift
+//! unseen.
+
+// dlsym results are typed by the Api field they are stored in.
+#![allow(clippy::missing_transmute_annotations)]
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+mod layout;
+#[cfg(test)]
+mod probe;
+
+pub use layout::{Layout, StateSize};
+
+pub type PyObject = c_void;
+pub type VisitProc = unsafe extern "C" fn(*mut PyObject, *mut c_void) -> c_int;
+pub type TraverseProc = unsafe extern "C" fn(*mut PyObject, VisitProc, *mut c_void) -> c_int;
+pub type RefTracer = unsafe extern "C" fn(*mut PyObject, c_int, *mut c_void) -> c_int;
+
+pub const REFTRACER_CREATE: c_int = 0;
+
+/// `PyMemAllocatorEx`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Allocator {
+    pub ctx: *mut c_void,
+    pub malloc: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+    pub calloc: unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void,
+    pub realloc: unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void,
+    pub free: unsafe extern "C" fn(*mut c_void, *mut c_void),
+}
+
+pub const DOMAIN_RAW: c_int = 0;
+pub const DOMAIN_MEM: c_int = 1;
+pub const DOMAIN_OBJ: c_int = 2;
+
+// Type flags (Include/object.h).
+pub const TPFLAGS_MANAGED_WEAKREF: u64 = 1 << 3;
+pub const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
+/// 3.13+: instance attributes live inline, after `tp_basicsize`, in a `PyDictValues`.
+pub const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
+/// `PyDictValues.valid` (3.13): whether the inline values are still the attributes.
+pub const INLINE_VALUES_VALID: usize = 3;
+/// The managed `__dict__` pointer sits this far before the object (3.12+).
+pub const MANAGED_DICT_BEFORE: usize = 24;
+pub const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
+pub const TPFLAGS_HAVE_GC: u64 = 1 << 14;
+pub const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
+pub const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
+
+// PyDictObject and PyDictKeysObject (3.11+, default builds).
+pub const DICT_KEYS: usize = 32;
+pub const DICT_VALUES: usize = 40;
+pub const DICT_KEYS_KIND: usize = 10;
+pub const DICT_KEYS_UNICODE: u8 = 1;
+pub const DICT_KEYS_LOG2_INDEX_BYTES: usize = 9;
+pub const DICT_KEYS_NENTRIES: usize = 24;
+/// `dk_indices`; the entries follow them, a key and a value each in a table whose keys are
+/// all strings (`PyDictUnicodeEntry`).
+pub const DICT_KEYS_INDICES: usize = 32;
+pub const DICT_UNICODE_ENTRY: usize = 16;
+/// `PyHeapTypeObject.ht_cached_keys` after `ht_slots` and `ht_qualname`: the keys its
+/// instances' split dicts share, which hold a reference to each.
+pub const HT_CACHED_KEYS_AFTER_SLOTS: usize = 16;
+
+/// Calls `f` with each key of a dict whose combined table holds only string keys (3.11+),
+/// which `dict_traverse` does not visit since a string cannot form a cycle. A split table's
+/// keys are its type's, held once there (see [`cached_keys`]).
+///
+/// # Safety
+/// `op` is a live dict; the GIL is held; `dict_next` is `PyDict_Next` (`Api::dict_next`).
+pub unsafe fn unicode_keys(op: usize, dict_next: DictNext, mut f: impl FnMut(usize)) {
+    let keys = read_usize(op + DICT_KEYS);
+    if keys == 0 || read_usize(op + DICT_VALUES) != 0 {
+        return;
+    }
+    if *((keys + DICT_KEYS_KIND) as *const u8) != DICT_KEYS_UNICODE {
+        return;
+    }
+    let mut pos: isize = 0;
+    let mut key: *mut PyObject = std::ptr::null_mut();
+    let mut value: *mut PyObject = std::ptr::null_mut();
+    while dict_next(op as *mut PyObject, &mut pos, &mut key, &mut value) != 0 {
+        f(key as usize);
+    }
+}
+
+/// Calls the type's `tp_traverse` on `op` with `visit` and `arg`, if it has one.
+///
+/// # Safety
+/// `op` is a live container; `visit` accepts `arg`; the GIL is held.
+pub unsafe fn traverse(op: usize, visit: VisitProc, arg: *mut c_void) {
+    let traverse = read_usize(type_of(op) + TP_TRAVERSE);
+    if traverse != 0 {
+        let traverse: TraverseProc = std::mem::transmute(traverse);
+        traverse(op as *mut PyObject, visit, arg);
+    }
+}
+
+/// `PyDict_Next`.
+pub type DictNext = unsafe extern "C" fn(
+    *mut PyObject,
+    *mut isize,
+    *mut *mut PyObject,
+    *mut *mut PyObject,
+) -> c_int;
+
+/// The keys of a heap type's shared instance keys (3.11+), which no traversal visits.
+///
+/// # Safety
+/// `tp` is a live heap type; `layout` is its interpreter's, 3.11 or newer.
+pub unsafe fn cached_keys(tp: usize, layout: &Layout) -> impl Iterator<Item = usize> {
+    let keys = read_usize(tp + layout.ht_slots + HT_CACHED_KEYS_AFTER_SLOTS);
+    // None, or a general table (not a string-keyed split one): no entries to read.
+    let (n, entries) = if keys == 0 || *((keys + DICT_KEYS_KIND) as *const u8) == 0 {
+        (0, 0)
+    } else {
+        let indices = 1usize << *((keys + DICT_KEYS_LOG2_INDEX_BYTES) as *const u8);
+        (
+            read_usize(keys + DICT_KEYS_NENTRIES),
+            keys + DICT_KEYS_INDICES + indices,
+        )
+    };
+    (0..n)
+        .map(move |i| read_usize(entries + i * DICT_UNICODE_ENTRY))
+        .filter(|&key| key != 0)
+}
+
+// `_PyInterpreterFrame.owner` (3.11+).
+/// A frame that its thread runs, neither a generator's nor a frame object's (whose
+/// traversals visit their locals).
+pub const FRAME_OWNED_BY_THREAD: u8 = 0;
+/// 3.12+: owners from this one on are shim frames, pushed by C code or by the interpreter,
+/// with no Python code of their own (`FRAME_OWNED_BY_CSTACK` up to 3.13;
+/// `FRAME_OWNED_BY_INTERPRETER`, then `FRAME_OWNED_BY_CSTACK` in 3.14).
+pub const FRAME_FIRST_SHIM_OWNER: u8 = 3;
+/// 3.14+: the tag bits of a `_PyStackRef` (default builds): bit 0 says the reference is not
+/// counted, both bits set a tagged int, which is no object.
+const STACKREF_TAG_BITS: usize = 3;
+/// `_PyCoCached` (3.12+): `_co_code`, `_co_varnames`, `_co_cellvars`, `_co_freevars`.
+pub const CODE_CACHED_OBJECTS: usize = 4;
+
+// PyTypeObject and PyObject offsets, the same on every supported version.
+pub const OB_REFCNT: usize = 0;
+pub const OB_TYPE: usize = 8;
+/// `PyVarObject.ob_size`.
+pub const OB_SIZE: usize = 16;
+/// 3.11 starts its statically allocated strings and objects at 999,999,999 references
+/// (`_PyObject_IMMORTAL_INIT`), so that none is ever freed: a count this high means nothing.
+pub const STATIC_REFCNT: usize = 500_000_000;
+pub const TP_NAME: usize = 24;
+pub const TP_BASICSIZE: usize = 32;
+pub const TP_ITEMSIZE: usize = 40;
+pub const TP_FLAGS: usize = 168;
+pub const TP_TRAVERSE: usize = 184;
+pub const TP_BASE: usize = 256;
+/// `tp_free`: where an object's memory goes back (see `Api::frees_through_hooks`).
+pub const TP_FREE: usize = 320;
+pub const TP_IS_GC: usize = 328;
+pub const TP_SUBCLASSES: usize = 360;
+/// `PyListObject.ob_item`.
+const LIST_ITEMS: usize = 24;
+
+/// The items of a list.
+///
+/// # Safety
+/// `list` is a live list; the GIL is held.
+pub unsafe fn list_items(list: usize) -> Vec<usize> {
+    let n = read_usize(list + OB_SIZE);
+    let items = read_usize(list + LIST_ITEMS) as *const usize;
+    (0..n).map(|i| *items.add(i)).collect()
+}
+
+/// `PyModuleDef.m_size`.
+const MODULEDEF_SIZE: usize = 56;
+pub const UNICODE_STATE: usize = 32;
+pub const GC_HEAD: usize = 16;
+
+/// `PyASCIIObject.length`, and the bits of its `state`: interned (2), kind (3), compact, ascii.
+const UNICODE_LENGTH: usize = 16;
+const UNICODE_COMPACT: u32 = 1 << 5;
+const UNICODE_ASCII: u32 = 1 << 6;
+const UNICODE_KIND_SHIFT: u32 = 2;
+
+/// The bytes a compact str takes: its header and its characters with their terminator;
+/// `None` for a legacy (non-compact) str, whose characters live in a block of their own.
+///
+/// # Safety
+/// `op` is a readable str object.
+pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
+    let state = *((op + UNICODE_STATE) as *const u32);
+    if state & UNICODE_COMPACT == 0 {
+        return None;
+    }
+    let length = read_usize(op + UNICODE_LENGTH);
+    let kind = ((state >> UNICODE_KIND_SHIFT) & 7) as usize;
+    let (header, width) = if state & UNICODE_ASCII != 0 {
+        (layout.ascii_size, 1)
+    } else {
+        (layout.compact_size, kind)
+    };
+    length
+        .checked_add(1)?
+        .checked_mul(width)?
+        .checked_add(header)
+}
+
+/// The state block of a module object whose state size is positive, and its size.
+///
+/// # Safety
+/// `op` is a live object of exactly `PyModule_Type`; `layout` is its interpreter's.
+pub unsafe fn module_state(op: usize, layout: &Layout) -> Option<(usize, usize)> {
+    let state = read_usize(op + layout.module.state);
+    let size = match layout.module.state_size {
+        StateSize::InDef(def) => match read_usize(op + def) {
+            0 => return None,
+            def => read_usize(def + MODULEDEF_SIZE),
+        },
+        StateSize::InModule(at) => read_usize(op + at),
+    } as isize;
+    (state != 0 && size > 0).then_some((state, size as usize))
+}
+
+/// Where a compact str's characters start: after the ASCII header, or the compact one.
+///
+/// # Safety
+/// `op` is a readable str object.
+pub unsafe fn str_text_offset(op: usize, layout: &Layout) -> Option<usize> {
+    let state = *((op + UNICODE_STATE) as *const u32);
+    if state & UNICODE_COMPACT == 0 {
+        None
+    } else if state & UNICODE_ASCII != 0 {
+        Some(layout.ascii_size)
+    } else {
+        Some(layout.compact_size)
+    }
+}
+
+/// CPython functions, resolved once with `dlsym`.
+pub struct Api {
+    pub get_allocator: unsafe extern "C" fn(c_int, *mut Allocator),
+    pub set_allocator: unsafe extern "C" fn(c_int, *mut Allocator),
+    pub set_reftracer: Option<unsafe extern "C" fn(Option<RefTracer>, *mut c_void) -> c_int>,
+    pub get_reftracer: Option<unsafe extern "C" fn(*mut *mut c_void) -> Option<RefTracer>>,
+    pub thread_state: unsafe extern "C" fn() -> *mut c_void,
+    /// `PyGILState_Check`: whether this thread holds the GIL. Up to 3.11 `thread_state`
+    /// answers with the GIL's holder even on another thread.
+    pub gil_check: unsafe extern "C" fn() -> c_int,
+    /// `PyInterpreterState_ThreadHead` and `PyThreadState_Next`.
+    pub thread_head: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    pub thread_next: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    /// `PyInterpreterState_Main`.
+    pub main_interpreter: unsafe extern "C" fn() -> *mut c_void,
+    /// `_Py_NewReference`, which every object's creation passes through.
+    pub new_reference: Option<unsafe extern "C" fn(*mut PyObject)>,
+    pub code_addr2line: unsafe extern "C" fn(*mut PyObject, c_int) -> c_int,
+    pub incref: unsafe extern "C" fn(*mut PyObject),
+    pub decref: unsafe extern "C" fn(*mut PyObject),
+    pub getattr: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut PyObject,
+    pub repr: unsafe extern "C" fn(*mut PyObject) -> *mut PyObject,
+    pub unicode_utf8: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
+    pub err_clear: unsafe extern "C" fn(),
+    pub dict_next: DictNext,
+    pub type_type: usize,
+    pub code_type: usize,
+    pub unicode_type: usize,
+    pub dict_type: usize,
+    pub module_type: usize,
+    pub long_type: usize,
+    pub tuple_type: usize,
+    /// `PyObject_Free` and `PyObject_GC_Del`: a type whose `tp_free` is one of them gives
+    /// its objects' memory back through the object allocator, which the hooks wrap.
+    pub standard_frees: [usize; 2],
+    /// The weak reference types, whose referent field is no reference.
+    pub weakref_types: [usize; 3],
+    /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
+    pub eval_loop: (usize, usize),
+}
+
+unsafe fn sym(name: &CStr) -> Option<*mut c_void> {
+    let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    (!p.is_null()).then_some(p)
+}
+
+macro_rules! func {
+    ($name:literal) => {
+        match sym($name) {
+            Some(p) => std::mem::transmute::<*mut c_void, _>(p),
+            None => return Err(concat!("missing CPython symbol ", stringify!($name))),
+        }
+    };
+}
+
+impl Api {
+    /// # Safety
+    /// Must run inside a CPython process.
+    pub unsafe fn resolve() -> Result<Api, &'static str> {
+        let thread_state = match sym(c"PyThreadState_GetUnchecked")
+            .or_else(|| sym(c"_PyThreadState_UncheckedGet"))
+        {
+            Some(p) => std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> *mut c_void>(p),
+            None => return Err("missing CPython symbol PyThreadState_GetUnchecked"),
+        };
+        let eval = sym(c"_PyEval_EvalFrameDefault").ok_or("missing _PyEval_EvalFrameDefault")?;
+        Ok(Api {
+            get_allocator: func!(c"PyMem_GetAllocator"),
+            set_allocator: func!(c"PyMem_SetAllocator"),
+            set_reftracer: sym(c"PyRefTracer_SetTracer").map(|p| std::mem::transmute(p)),
+            get_reftracer: sym(c"PyRefTracer_GetTracer").map(|p| std::mem::transmute(p)),
+            thread_state,
+            gil_check: func!(c"PyGILState_Check"),
+            main_interpreter: func!(c"PyInterpreterState_Main"),
+            thread_head: func!(c"PyInterpreterState_ThreadHead"),
+            thread_next: func!(c"PyThreadState_Next"),
+            new_reference: sym(c"_Py_NewReference").map(|p| std::mem::transmute(p)),
+            code_addr2line: func!(c"PyCode_Addr2Line"),
+            incref: func!(c"Py_IncRef"),
+            decref: func!(c"Py_DecRef"),
+            getattr: func!(c"PyObject_GetAttrString"),
+            repr: func!(c"PyObject_Repr"),
+            unicode_utf8: func!(c"PyUnicode_AsUTF8"),
+            err_clear: func!(c"PyErr_Clear"),
+            dict_next: func!(c"PyDict_Next"),
+            type_type: sym(c"PyType_Type").ok_or("missing PyType_Type")? as usize,
+            code_type: sym(c"PyCode_Type").ok_or("missing PyCode_Type")? as usize,
+            unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,
+            dict_type: sym(c"PyDict_Type").ok_or("missing PyDict_Type")? as usize,
+            module_type: sym(c"PyModule_Type").ok_or("missing PyModule_Type")? as usize,
+            long_type: sym(c"PyLong_Type").ok_or("missing PyLong_Type")? as usize,
+            tuple_type: sym(c"PyTuple_Type").ok_or("missing PyTuple_Type")? as usize,
+            standard_frees: [c"PyObject_Free", c"PyObject_GC_Del"]
+                .map(|name| sym(name).map_or(0, |p| p as usize)),
+            weakref_types: [
+                c"_PyWeakref_RefType",
+                c"_PyWeakref_ProxyType",
+                c"_PyWeakref_CallableProxyType",
+            ]
+            .map(|name| sym(name).map_or(0, |p| p as usize)),
+            eval_loop: symbol_extent(eval),
+        })
+    }
+}
+
+/// `dladdr1` flag for the symbol's ELF entry (glibc `<dlfcn.h>`).
+const RTLD_DL_SYMENT: libc::c_int = 1;
+
+/// The address range of the function at `p`, from its ELF symbol's size.
+unsafe fn symbol_extent(p: *mut c_void) -> (usize, usize) {
+    let mut info: libc::Dl_info = std::mem::zeroed();
+    let mut sym: *const libc::Elf64_Sym = std::ptr::null();
+    let ok = libc::dladdr1(
+        p,
+        &mut info,
+        &mut sym as *mut _ as *mut *mut c_void,
+        RTLD_DL_SYMENT,
+    );
+    let size = if ok != 0 && !sym.is_null() {
+        (*sym).st_size as usize
+    } else {
+        0
+    };
+    // Without a size, a generous bound still stops the walk inside the eval loop.
+    let size = if size == 0 { 64 * 1024 } else { size };
+    (p as usize, p as usize + size)
+}
+
+/// Whether a word handed to a traversal's visit function can be an object: some are not
+/// (3.15's ctypes types visited the word 1 at a window's start, one start in seven).
+#[inline(always)]
+pub fn may_be_object(word: usize) -> bool {
+    word >= 4096 && word.is_multiple_of(8)
+}
+
+/// Raw reads of interpreter memory. Callers guarantee the address is a live object or struct.
+#[inline(always)]
+pub unsafe fn read_usize(addr: usize) -> usize {
+    *(addr as *const usize)
+}
+
+#[inline(always)]
+pub unsafe fn type_of(op: usize) -> usize {
+    read_usize(op + OB_TYPE)
+}
+
+#[inline(always)]
+pub unsafe fn type_flags(tp: usize) -> u64 {
+    *((tp + TP_FLAGS) as *const u64)
+}
+
+/// `PyObject_IS_GC`: a container the collector may traverse. Static types carry the GC flag
+/// but say no through `tp_is_gc`, and traversing one aborts the interpreter.
+pub unsafe fn is_gc(op: usize) -> bool {
+    let tp = type_of(op);
+    if type_flags(tp) & TPFLAGS_HAVE_GC == 0 {
+        return false;
+    }
+    match read_usize(tp + TP_IS_GC) {
+        0 => true,
+        f => {
+            std::mem::transmute::<usize, unsafe extern "C" fn(*mut PyObject) -> c_int>(f)(
+                op as *mut PyObject,
+            ) != 0
+        }
+    }
+}
+
+/// Whether `tp` is `base` or derives from it, along `tp_base`.
+///
+/// # Safety
+/// `tp` is a live type object.
+pub unsafe fn derives_from(mut tp: usize, base: usize) -> bool {
+    while tp != 0 {
+        if tp == base {
+            return true;
+        }
+        tp = read_usize(tp + TP_BASE);
+    }
+    false
+}
+
+pub unsafe fn type_name(tp: usize) -> String {
+    let p = read_usize(tp + TP_NAME) as *const c_char;
+    if p.is_null() {
+        return "?".into();
+    }
+    CStr::from_ptr(p).to_string_lossy().into_owned()
+}
