@@ -1,7 +1,12 @@
 """End-to-end fixtures: one refhunt installation per interpreter, and the zoo built for each.
 
 scripts/test.sh passes the venvs in REFHUNT_TEST_VENVS; without it the tests use the venv
-that runs pytest.
+that runs pytest. It passes the venvs of debug builds in REFHUNT_TEST_DEBUG_VENV.
+
+A venv whose directory holds a file `chroot` (scripts/sid.sh's, for Debian sid's interpreters)
+runs in a folder of its own, where this machine's paths mean the same: its bin/python and
+bin/refhunt run there from here too, but the zoo must be compiled with that folder's compiler
+and headers, so the zoo builders below run there, through that python.
 """
 import json
 import os
@@ -15,8 +20,50 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ZOO_SOURCE = ROOT / "zoo" / "zoo.c"
 sys.path.insert(0, str(ROOT / "zoo"))
 import build as zoo_build  # noqa: E402
+import build_native  # noqa: E402
 
 pytest_plugins = ["pytester"]
+
+
+def _in_own_folder(python):
+    """Whether `python` is the interpreter of a venv that runs in a folder of its own."""
+    return (pathlib.Path(python).parent.parent / "chroot").is_file()
+
+
+def _built_there(module, name):
+    """module.name(python, ...), run by `python` itself when it runs in a folder of its own (its
+    arguments and result are paths, the same there)."""
+    original = getattr(module, name)
+    code = ("import json, sys; sys.path.insert(0, %r); import %s as m; args, kwargs = json.loads(sys.argv[1]); "
+            "print(json.dumps(m.%s(*args, **kwargs)))" % (str(ROOT / "zoo"), module.__name__, name))
+
+    def build(python=sys.executable, *args, **kwargs):
+        if not _in_own_folder(python):
+            return original(python, *args, **kwargs)
+        completed = subprocess.run([python, "-c", code, json.dumps([[python, *args], kwargs])],
+                                   check=True, stdout=subprocess.PIPE, text=True)
+        return json.loads(completed.stdout.splitlines()[-1])
+
+    build.__doc__ = original.__doc__
+    setattr(module, name, build)
+
+
+def _built_here(module, name):
+    """module.name(python, ...), built for this machine's python when `python` runs in a folder
+    of its own: the Rust zoo extension is abi3 (one build serves every CPython 3.9+ that is not
+    free-threaded), and cargo is here, not in the folder."""
+    original = getattr(module, name)
+
+    def build(python=sys.executable, *args, **kwargs):
+        return original(sys.executable if _in_own_folder(python) else python, *args, **kwargs)
+
+    build.__doc__ = original.__doc__
+    setattr(module, name, build)
+
+
+_built_there(zoo_build, "build")
+_built_there(build_native, "build_cpp")
+_built_here(build_native, "build_rust")
 
 
 def one_line_error(completed):
@@ -102,6 +149,11 @@ class Env:
 def _venvs():
     listed = os.environ.get("REFHUNT_TEST_VENVS", "").split()
     return listed or [sys.prefix]
+
+
+def _debug_venvs():
+    """The venvs of debug builds (sys.gettotalrefcount), for the total-refcount tests."""
+    return os.environ.get("REFHUNT_TEST_DEBUG_VENV", "").split()
 
 
 @pytest.fixture(scope="session", params=_venvs(), ids=lambda v: pathlib.Path(v).name)
