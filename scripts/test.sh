@@ -1,15 +1,35 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: Rust unit tests, then the end-to-end suite against real
-# interpreters (3.11, 3.12 and 3.13 by default; set REFHUNT_TEST_VERSIONS; Debian's debug build
-# python3.11d, installed with apt) and the real zoo.
+# interpreters and the real zoo. Arguments are pytest's (say tests/test_locate.py -x).
+#
+# Which interpreters (each variable a space-separated list; empty skips that kind):
+#   REFHUNT_TEST_VERSIONS  pyenv's newest X.Y, else pythonX.Y on PATH, in .venv/X.Y
+#                          (default "3.11 3.12 3.13")
+#   REFHUNT_TEST_SYSTEM    Debian's own /usr/bin/pythonX.Y (bookworm's 3.11.2, libpython linked
+#                          statically), installed with apt, in .venv/system-X.Y (default "3.11")
+#   REFHUNT_TEST_DEBUG     Debian's debug build /usr/bin/pythonX.Yd, installed with apt, in
+#                          .venv/X.Yd, for the total-refcount tests (default "3.11")
+#   REFHUNT_TEST_SID       Debian unstable's python3.X, run in a Debian sid folder built once with
+#                          debootstrap and cached (scripts/sid.sh; needs root), in .venv/sid-X.Y
+#                          (default "3.13 3.14 3.15"; 3.14 brings its debug build, 3.14d, to the
+#                          total-refcount tests)
+#   REFHUNT_SID            where the sid folder is cached (default ~/.cache/refhunt/sid)
+#   REFHUNT_TEST_CARGO     0 skips cargo fmt, clippy and the unit tests (for quick iterations;
+#                          CI runs everything)
 set -euo pipefail
+. "$(dirname "$0")/sid.sh"
+if [ -n "${REFHUNT_TEST_SID-3.13 3.14 3.15}" ]; then
+    sid_own_namespace "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
-echo "== cargo fmt, clippy and unit tests"
-cargo fmt --all --check
-cargo clippy --workspace --all-targets -q -- -D warnings
-cargo test --workspace -q
+if [ "${REFHUNT_TEST_CARGO:-1}" != 0 ]; then
+    echo "== cargo fmt, clippy and unit tests"
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -q -- -D warnings
+    cargo test --workspace -q
+fi
 
 # g++ builds the C++ zoo extension (zoo/native_cpp.cpp) in the native-memory tests.
 if ! command -v g++ >/dev/null 2>&1; then
@@ -19,14 +39,61 @@ if ! command -v g++ >/dev/null 2>&1; then
 fi
 
 venvs=()
-for version in ${REFHUNT_TEST_VERSIONS:-3.11 3.12 3.13}; do
+for version in ${REFHUNT_TEST_VERSIONS-3.11 3.12 3.13}; do
     echo "== installing refhunt for Python $version"
     venvs+=("$(dirname "$(dirname "$(setup_venv "$version")")")")
 done
+for version in ${REFHUNT_TEST_SYSTEM-3.11}; do
+    echo "== installing refhunt for Debian's python$version"
+    venvs+=("$(dirname "$(dirname "$(setup_system_venv "$version")")")")
+done
+# pytest runs on this machine, from the first of these venvs (or Debian's python3.11 when
+# there is none): it builds the Rust zoo extension with maturin, and refhunt's wheel for the
+# sid folder.
+if [ ${#venvs[@]} -gt 0 ]; then
+    driver=${venvs[0]}/bin/python
+else
+    echo "== installing refhunt for Debian's python3.11, to run pytest"
+    driver=$(setup_system_venv 3.11)
+fi
 
-echo "== installing refhunt for Debian's debug build, python3.11d"
-debug_venv="$(dirname "$(dirname "$(setup_debug_venv)")")"
+debug_venvs=()
+for version in ${REFHUNT_TEST_DEBUG-3.11}; do
+    echo "== installing refhunt for Debian's debug build, python${version}d"
+    debug_venvs+=("$(dirname "$(dirname "$(setup_debug_venv "$version")")")")
+done
 
+sid_versions=${REFHUNT_TEST_SID-3.13 3.14 3.15}
+if [ -n "$sid_versions" ]; then
+    sid=$(sid_dir)
+    [ "$(id -u)" -eq 0 ] || { echo "refhunt sid: needs root (set REFHUNT_TEST_SID= to skip)" >&2; exit 1; }
+    sid_lock "$sid"
+    sid_build "$sid"
+    # Unmounted on every way out; the mount namespace (sid_own_namespace) covers SIGKILL.
+    trap 'sid_unmount "$sid"' EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    sid_mount "$sid" "$PWD"
+    started=$(date +%s)
+    echo "== building refhunt's wheel for the sid folder"
+    wheel=$(sid_wheel "$sid" "$driver")
+    for version in $sid_versions; do
+        echo "== installing refhunt for Debian sid's python$version"
+        venvs+=("$(sid_venv "$sid" "$version" "$wheel")")
+        if [ "$version" = 3.14 ]; then
+            echo "== installing refhunt for Debian sid's debug build, python3.14d"
+            debug_venvs+=("$(sid_venv "$sid" 3.14d "$wheel")")
+        fi
+    done
+    echo "== installed refhunt in the sid folder in $(($(date +%s) - started)) s"
+fi
+
+# The whole suite, unless the arguments name tests (a file, a directory, FILE::TEST).
+selection=(tests)
+for argument in "$@"; do
+    [ -e "${argument%%::*}" ] && selection=()
+done
 echo "== end-to-end tests"
-REFHUNT_TEST_VENVS="${venvs[*]}" REFHUNT_TEST_DEBUG_VENV="$debug_venv" \
-    "${venvs[0]}/bin/python" -m pytest tests -q "$@"
+REFHUNT_TEST_VENVS="${venvs[*]}" REFHUNT_TEST_DEBUG_VENV="${debug_venvs[*]}" \
+    "$driver" -m pytest "${selection[@]}" -q "$@"
