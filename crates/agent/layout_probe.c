@@ -18,6 +18,7 @@
 #endif
 #if PY_VERSION_HEX >= 0x030C0000
 #include "internal/pycore_object.h"
+#include "internal/pycore_runtime.h"
 #endif
 #if PY_VERSION_HEX >= 0x030E0000
 #include "internal/pycore_stackref.h"
@@ -153,6 +154,32 @@ int main(void) {
         SHOW("managed_dict_before",
              (char *)&fake[3] - (char *)_PyObject_DictOrValuesPointer(&fake[3]));
     }
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    /* Where the runtime's own table of offsets (`_PyRuntime.debug_offsets`) keeps those the
+     * agent checks at start. */
+#define DEBUG_FIELD(name, path) SHOW("debug_" name, offsetof(_Py_DebugOffsets, path))
+    SHOW("debug_offsets", offsetof(_PyRuntimeState, debug_offsets));
+    DEBUG_FIELD("version", version);
+    DEBUG_FIELD("free_threaded", free_threaded);
+    DEBUG_FIELD("current_frame", thread_state.current_frame);
+    DEBUG_FIELD("frame_previous", interpreter_frame.previous);
+    DEBUG_FIELD("frame_executable", interpreter_frame.executable);
+    DEBUG_FIELD("frame_instr_ptr", interpreter_frame.instr_ptr);
+    DEBUG_FIELD("frame_localsplus", interpreter_frame.localsplus);
+    DEBUG_FIELD("frame_owner", interpreter_frame.owner);
+    DEBUG_FIELD("code_adaptive", code_object.co_code_adaptive);
+    DEBUG_FIELD("ob_type", pyobject.ob_type);
+    DEBUG_FIELD("tp_name", type_object.tp_name);
+    DEBUG_FIELD("tp_flags", type_object.tp_flags);
+    DEBUG_FIELD("tuple_items", tuple_object.ob_item);
+    DEBUG_FIELD("list_items", list_object.ob_item);
+    DEBUG_FIELD("dict_keys", dict_object.ma_keys);
+    DEBUG_FIELD("dict_values", dict_object.ma_values);
+    DEBUG_FIELD("unicode_state", unicode_object.state);
+    DEBUG_FIELD("unicode_length", unicode_object.length);
+    DEBUG_FIELD("ascii_size", unicode_object.asciiobject_size);
+    SHOW("code_adaptive", offsetof(PyCodeObject, co_code_adaptive));
 #endif
     /* The object fields of a code object, which the collector does not traverse. */
 #define CODE_FIELD(name) SHOW("code_field_" #name, offsetof(PyCodeObject, name))

@@ -56,6 +56,7 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
             return Err("the C library's malloc family was not found".into());
         }
         let code_start = *((api.code_type + cpython::TP_BASICSIZE) as *const isize) as usize;
+        cpython::debug_offsets::check(&layout, code_start)?;
         let other_tracer = match api.get_reftracer {
             Some(get) => get(std::ptr::null_mut()).is_some(),
             None => false,

@@ -57,6 +57,8 @@ pub struct Layout {
     /// ints and C pointers, one of which (3.15's `_co_unique_id`) held a freed object's
     /// address.
     pub code_objects: &'static [usize],
+    /// 3.13+: where the runtime's table of offsets keeps those checked at start.
+    pub debug_offsets: Option<debug_offsets::Positions>,
 }
 
 /// `co_code`, `co_consts`, `co_names`, `co_varnames`, `co_freevars`, `co_cellvars`,
@@ -128,6 +130,7 @@ impl Layout {
             tuple_items: 24,
             module: MODULE_UP_TO_3_14,
             code_objects: CODE_OBJECTS_UP_TO_3_10,
+            debug_offsets: None,
         };
         Some(match minor {
             9 => old(9, 104, false),
@@ -154,6 +157,7 @@ impl Layout {
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
                 code_objects: CODE_OBJECTS,
+                debug_offsets: None,
             },
             12 | 13 => Layout {
                 minor,
@@ -181,6 +185,7 @@ impl Layout {
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
                 code_objects: CODE_OBJECTS,
+                debug_offsets: (minor == 13).then_some(debug_offsets::V3_13),
             },
             14 | 15 => Layout {
                 minor,
@@ -216,6 +221,11 @@ impl Layout {
                     }
                 },
                 code_objects: CODE_OBJECTS,
+                debug_offsets: Some(if minor == 14 {
+                    debug_offsets::V3_14
+                } else {
+                    debug_offsets::V3_15
+                }),
             },
             _ => return None,
         })

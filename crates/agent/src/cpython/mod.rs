@@ -13,6 +13,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
+pub mod debug_offsets;
 mod layout;
 #[cfg(test)]
 mod probe;

@@ -206,6 +206,41 @@ fn layouts_match_the_installed_headers() {
         assert_eq!(l.compact_size, at("compact_size"), "{what}");
         assert_eq!(l.tuple_items, at("tuple_items"), "{what}");
         assert_eq!(
+            l.debug_offsets.is_some(),
+            h.contains_key("debug_offsets"),
+            "{what}"
+        );
+        if let Some(p) = l.debug_offsets {
+            assert_eq!(
+                0,
+                at("debug_offsets"),
+                "{what}: the table starts _PyRuntime"
+            );
+            for (ours, key) in [
+                (p.version, "version"),
+                (p.free_threaded, "free_threaded"),
+                (p.current_frame, "current_frame"),
+                (p.frame_previous, "frame_previous"),
+                (p.frame_executable, "frame_executable"),
+                (p.frame_instr_ptr, "frame_instr_ptr"),
+                (p.frame_localsplus, "frame_localsplus"),
+                (p.frame_owner, "frame_owner"),
+                (p.code_adaptive, "code_adaptive"),
+                (p.ob_type, "ob_type"),
+                (p.tp_name, "tp_name"),
+                (p.tp_flags, "tp_flags"),
+                (p.tuple_items, "tuple_items"),
+                (p.list_items, "list_items"),
+                (p.dict_keys, "dict_keys"),
+                (p.dict_values, "dict_values"),
+                (p.unicode_state, "unicode_state"),
+                (p.unicode_length, "unicode_length"),
+                (p.ascii_size, "ascii_size"),
+            ] {
+                assert_eq!(ours, at(&format!("debug_{key}")), "debug_{key} on {what}");
+            }
+        }
+        assert_eq!(
             (l.preheader_flags != 0).then_some(l.preheader_flags as i64),
             h.get("preheader_flags").copied(),
             "{what}"
