@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Sourced by test.sh, after setup.sh: the CPython versions of Debian unstable (sid), run from a
 # Debian sid folder made with debootstrap and cached on this machine, and refhunt installed
 # there from the build made on this machine. Needs root (debootstrap, mount, chroot).
@@ -18,7 +19,7 @@ SID_MARKER=.refhunt-sid
 SID_VENVS=/opt/refhunt
 
 sid_dir() {
-    printf '%s\n' "${REFHUNT_SID:-${XDG_CACHE_HOME:-$HOME/.cache}/refhunt/sid}"
+    realpath -m "${REFHUNT_SID:-${XDG_CACHE_HOME:-$HOME/.cache}/refhunt/sid}"
 }
 
 sid_manifest() {
@@ -64,29 +65,29 @@ sid_remove() {
     rm -rf "$dir"
 }
 
-# Runs the rest of test.sh in a mount namespace of its own, when it can: whatever is mounted in
-# the folder then disappears with the last process of the run, even one killed by SIGKILL, and
-# no other process on the machine sees it. Call before anything else, with the script's path
-# and arguments; REFHUNT_SID_NAMESPACE marks the second start.
-sid_own_namespace() {
-    [ -z "${REFHUNT_SID_NAMESPACE:-}" ] || return 0
-    [ "$(id -u)" -eq 0 ] || return 0
-    if unshare --mount --propagation private true 2>/dev/null; then
-        REFHUNT_SID_NAMESPACE=1 exec unshare --mount --propagation private bash "$@"
-    fi
-    echo "refhunt sid: no private mount namespace (unshare); unmounting at exit instead" >&2
-}
-
-# One run at a time uses (or rebuilds) the folder: holds a lock on DIR.lock until the script
-# ends (file descriptor 9).
-sid_lock() {
+# Before anything else, in test.sh (with the script's path and arguments) or when run directly:
+# takes the folder DIR's lock, on DIR.lock, for the whole run (one run at a time uses or
+# rebuilds the folder; file descriptor 9 holds it), unmounts what a run that died left mounted
+# there, and starts the script again in a mount namespace of its own when it can
+# (REFHUNT_SID_NAMESPACE marks the second start, which inherits the lock): whatever it mounts in
+# the folder then disappears with its last process, even one killed by SIGKILL, and no other
+# process on the machine sees it. Without one, the script's trap unmounts at exit.
+sid_prepare() {
     local dir=$1
+    shift
+    [ -z "${REFHUNT_SID_NAMESPACE:-}" ] || return 0
+    [ "$(id -u)" -eq 0 ] || sid_fail "the sid folder needs root (set REFHUNT_TEST_SID= to skip it)" || return 1
     mkdir -p "$(dirname "$dir")"
     exec 9>"$dir.lock"
     if ! flock -n 9; then
         echo "refhunt sid: waiting for another run using $dir" >&2
         flock 9
     fi
+    sid_unmount "$dir" || return 1
+    if unshare --mount --propagation private true 2>/dev/null; then
+        REFHUNT_SID_NAMESPACE=1 exec unshare --mount --propagation private bash "$@"
+    fi
+    echo "refhunt sid: no private mount namespace (unshare); unmounting at exit instead" >&2
 }
 
 # Builds the folder DIR unless its marker lists the same packages: into DIR.new, renamed to
@@ -104,6 +105,7 @@ sid_build() {
     # The Debian mirror apt uses here, else Debian's own.
     mirror=$(apt-get indextargets --format '$(REPO_URI)' 2>/dev/null | grep -v security | head -1 || true)
     mirror=${mirror:-http://deb.debian.org/debian/}
+    mkdir -p "$(dirname "$dir")"
     sid_remove "$new" || return 1
     started=$(date +%s)
     echo "== building a Debian sid folder in $dir from $mirror (about a minute)" >&2
@@ -249,11 +251,10 @@ sid_venv() {
 # usable: say scripts/sid.sh .venv/sid-3.14/bin/refhunt run -- .venv/sid-3.14/bin/python -c 1
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
-    sid_own_namespace "$0" "$@"
-    cd "$(dirname "$0")/.."
     sid=$(sid_dir)
+    sid_prepare "$sid" "$0" "$@"
+    cd "$(dirname "$0")/.."
     [ -f "$sid/$SID_MARKER" ] || sid_fail "no sid folder at $sid: scripts/test.sh builds it" || exit 1
-    sid_lock "$sid"
     trap 'sid_unmount "$sid"' EXIT
     trap 'exit 129' HUP
     trap 'exit 130' INT

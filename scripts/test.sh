@@ -18,8 +18,10 @@
 #                          CI runs everything)
 set -euo pipefail
 . "$(dirname "$0")/sid.sh"
-if [ -n "${REFHUNT_TEST_SID-3.13 3.14 3.15}" ]; then
-    sid_own_namespace "$0" "$@"
+sid_versions=${REFHUNT_TEST_SID-3.13 3.14 3.15}
+if [ -n "$sid_versions" ]; then
+    sid=$(sid_dir)
+    sid_prepare "$sid" "$0" "$@"
 fi
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -63,13 +65,9 @@ for version in ${REFHUNT_TEST_DEBUG-3.11}; do
     debug_venvs+=("$(dirname "$(dirname "$(setup_debug_venv "$version")")")")
 done
 
-sid_versions=${REFHUNT_TEST_SID-3.13 3.14 3.15}
 if [ -n "$sid_versions" ]; then
-    sid=$(sid_dir)
-    [ "$(id -u)" -eq 0 ] || { echo "refhunt sid: needs root (set REFHUNT_TEST_SID= to skip)" >&2; exit 1; }
-    sid_lock "$sid"
     sid_build "$sid"
-    # Unmounted on every way out; the mount namespace (sid_own_namespace) covers SIGKILL.
+    # Unmounted on every way out; the mount namespace (sid_prepare) covers SIGKILL.
     trap 'sid_unmount "$sid"' EXIT
     trap 'exit 129' HUP
     trap 'exit 130' INT
