@@ -251,6 +251,7 @@ sid_venv() {
 # usable: say scripts/sid.sh .venv/sid-3.14/bin/refhunt run -- .venv/sid-3.14/bin/python -c 1
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
+    shopt -s inherit_errexit
     sid=$(sid_dir)
     sid_prepare "$sid" "$0" "$@"
     cd "$(dirname "$0")/.."

@@ -17,6 +17,7 @@
 #   REFHUNT_TEST_CARGO     0 skips cargo fmt, clippy and the unit tests (for quick iterations;
 #                          CI runs everything)
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) ends the script too
 . "$(dirname "$0")/sid.sh"
 sid_versions=${REFHUNT_TEST_SID-3.13 3.14 3.15}
 if [ -n "$sid_versions" ]; then
