@@ -16,6 +16,8 @@
 #   REFHUNT_SID            where the sid folder is cached (default ~/.cache/refhunt/sid)
 #   REFHUNT_TEST_CARGO     0 skips cargo fmt, clippy and the unit tests (for quick iterations;
 #                          CI runs everything)
+# pytest gets the venvs in REFHUNT_TEST_VENVS and those of debug builds in
+# REFHUNT_TEST_DEBUG_VENV, each a space-separated list.
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) ends the script too
 . "$(dirname "$0")/sid.sh"
