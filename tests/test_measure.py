@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import Env, marker_line
+from conftest import Env, _debug_venvs, marker_line
 
 SEED_LINE = marker_line("new_ref")
 
@@ -86,12 +86,13 @@ def test_call_outside_refhunt_run_says_how(env):
     assert "run it under refhunt" in completed.stderr
 
 
-@pytest.fixture(scope="module")
-def debug_env(tmp_path_factory):
-    venv = os.environ.get("REFHUNT_TEST_DEBUG_VENV")
+@pytest.fixture(scope="module", params=_debug_venvs() or [None],
+                ids=lambda v: pathlib.Path(v).name if v else "none")
+def debug_env(request, tmp_path_factory):
+    venv = request.param
     if not venv:
         pytest.skip("REFHUNT_TEST_DEBUG_VENV is not set (scripts/test.sh sets it)")
-    env = Env(venv, tmp_path_factory.mktemp("debug"))
+    env = Env(venv, tmp_path_factory.mktemp("debug-" + pathlib.Path(venv).name))
     assert pathlib.Path(env.zoo).is_dir()
     return env
 
