@@ -130,7 +130,7 @@ impl<'a> Survivors<'a> {
             // is allocated; `object_in` reads only inside it and returns a live object, whose
             // header `counts` reads.
             if let Some(op) = unsafe { self.object_in(block, &b) } {
-                // SAFETY: as just said, `op` is a live object.
+                // SAFETY: `object_in` returned `op`, so it is a live object.
                 if unsafe { counts(op, self.layout, self.api) } {
                     f(op, b);
                 }
@@ -392,7 +392,8 @@ unsafe fn counts(op: usize, layout: &Layout, api: &Api) -> bool {
     if refcnt <= 0 || layout.immortal && (refcnt as i32) < 0 {
         return false;
     }
-    // SAFETY: as above; `state` is read only once its type says `op` is a str.
+    // SAFETY: `op` is live, so its type is readable; its `state` is read only once its type
+    // says `op` is a str, whose header holds it.
     unsafe {
         type_of(op) != api.unicode_type || *((op + cpython::UNICODE_STATE) as *const u32) & 3 == 0
     }

@@ -224,7 +224,7 @@ pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
     if state & UNICODE_COMPACT == 0 {
         return None;
     }
-    // SAFETY: as above: the str's `length` field, in the same `PyASCIIObject` header.
+    // SAFETY: `length` is in the same `PyASCIIObject` header of the readable str `op`.
     let length = unsafe { read_usize(op + UNICODE_LENGTH) };
     let kind = ((state >> UNICODE_KIND_SHIFT) & 7) as usize;
     let (header, width) = if state & UNICODE_ASCII != 0 {
