@@ -275,8 +275,9 @@ pub unsafe fn install(mut state: State, native: bool) {
         wrap_domain(cpython::DOMAIN_MEM, Domain::Mem, api_get, api_set);
     }
     if native {
-        // SAFETY: as for the two domains above; the RAW domain is wrapped before the malloc
-        // family is redirected, so that the hooks are installed that `malloc::install` needs.
+        // SAFETY: `api_get` and `api_set` are this interpreter's, called with the GIL held, as
+        // for the OBJ and MEM domains; the RAW domain is wrapped before the malloc family is
+        // redirected, so that the hooks `malloc::install` needs are installed.
         unsafe {
             wrap_domain(cpython::DOMAIN_RAW, Domain::Raw, api_get, api_set);
             crate::malloc::install(interpreter);
@@ -383,7 +384,8 @@ unsafe fn wrap_domain(
         realloc: refhunt_domain_realloc,
         free: domain_free,
     };
-    // SAFETY: as for `get`; the hooks live for the process.
+    // SAFETY: `set` installs an allocator for a valid domain (caller's contract); the hook it
+    // points to is leaked, so it lives for the process.
     unsafe { set(id, &mut ours) };
 }
 
@@ -530,7 +532,8 @@ unsafe fn allocated(
 ) -> *mut c_void {
     if !p.is_null() && TRACKING.load(Relaxed) {
         let alloc = Alloc::of_domain(h.domain as usize, op);
-        // SAFETY: as the caller promises.
+        // SAFETY: `p` is a block just allocated for `size` bytes by `h`'s domain (caller's
+        // contract).
         unsafe { on_domain_alloc(h.domain, p as usize, size, caller, alloc) };
     }
     p
@@ -637,7 +640,8 @@ impl Deferred {
     /// # Safety
     /// This thread holds `STATE`'s lock.
     unsafe fn clear(&self) {
-        // SAFETY: as the caller promises.
+        // SAFETY: this thread holds `STATE`'s lock (caller's contract), so no other access
+        // to `frees` is under way.
         unsafe { (*self.frees.get()).1 = 0 };
     }
 
