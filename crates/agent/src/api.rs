@@ -45,6 +45,11 @@ pub extern "C" fn refhunt_error() -> *const c_char {
 /// Resolves the interpreter, installs the hooks and starts recording.
 #[no_mangle]
 pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
+    // SAFETY: the bootstrap calls this inside the CPython process it runs in, with the GIL
+    // held (`ctypes.PyDLL`, see the module doc), which is what `Layout::for_interpreter`,
+    // `Api::resolve` and `hooks::install` need; `api.code_type` is then `PyCode_Type`, whose
+    // `tp_basicsize` is readable, `get` is `PyRefTracer_GetTracer`, and `after_fork_child`
+    // takes no arguments, as a fork handler must.
     guarded(|| unsafe {
         if STATE.lock().is_some() {
             TRACKING.store(true, Ordering::SeqCst);
@@ -203,17 +208,21 @@ pub extern "C" fn refhunt_holders_wanted() -> c_int {
 /// old object to its entry, with the call counted.
 ///
 /// # Safety
-/// `path` is NUL-terminated; tracking is paused.
+/// `path` is NUL-terminated; tracking is paused; the GIL is held.
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_add_holders(path: *const c_char) -> c_int {
     guarded(|| {
-        let path = CStr::from_ptr(path).to_str().map_err(|e| e.to_string())?;
+        // SAFETY: `path` is NUL-terminated (caller's contract).
+        let path = unsafe { CStr::from_ptr(path) }
+            .to_str()
+            .map_err(|e| e.to_string())?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
         let mut capture = Capture::from_json(&text).map_err(|e| e.to_string())?;
         let mut guard = STATE.lock();
         let s = guard.as_mut().ok_or("refhunt was not started")?;
         s.holds.release_all();
-        snapshot::add_holders(s, &mut capture);
+        // SAFETY: the GIL is held and tracking is paused (caller's contract).
+        unsafe { snapshot::add_holders(s, &mut capture) };
         s.holds.clear(Arming::Off);
         // The sites are watched in the first holder run; old objects four at a time.
         s.holder_sites.clear();
@@ -239,11 +248,16 @@ pub extern "C" fn refhunt_clear() -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) -> c_int {
     guarded(|| {
-        let items = cpython::list_items(objects as usize);
-        hooks::mark_before(&items);
+        // SAFETY: `objects` is a live list and the GIL is held (caller's contract).
+        let items = unsafe { cpython::list_items(objects as usize) };
+        // SAFETY: the list's items are live objects while it holds them, GIL held.
+        unsafe { hooks::mark_before(&items) };
         let mut guard = STATE.lock();
         if let Some(s) = guard.as_mut() {
-            s.census = Some(Census::take(&s.api, &s.layout, &items, &[objects as usize]));
+            // SAFETY: the items are live objects, `objects` the list handing them over, and
+            // the GIL is held, as `count` needs.
+            s.census =
+                Some(unsafe { Census::take(&s.api, &s.layout, &items, &[objects as usize]) });
         }
         Ok(())
     })
@@ -253,6 +267,8 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
 /// the parent.
 extern "C" fn after_fork_child() {
     TRACKING.store(false, Ordering::SeqCst);
+    // SAFETY: this runs in a forked child, which has only the forking thread: a holder of
+    // the lock in the parent does not exist here.
     unsafe { STATE.force_unlock() };
     if let Some(s) = STATE.lock().as_mut() {
         s.holds.forget_in_child();
@@ -272,7 +288,7 @@ extern "C" fn after_fork_child() {
 ///
 /// # Safety
 /// `gc_objects` is the list returned by `gc.get_objects()`, `garbage` and `in_flight` lists; the strings
-/// are NUL-terminated.
+/// are NUL-terminated; the GIL is held.
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_snapshot(
     gc_objects: *mut cpython::PyObject,
@@ -282,8 +298,14 @@ pub unsafe extern "C" fn refhunt_snapshot(
     path: *const c_char,
 ) -> c_int {
     guarded(|| {
-        let header = CStr::from_ptr(header).to_str().map_err(|e| e.to_string())?;
-        let path = CStr::from_ptr(path).to_str().map_err(|e| e.to_string())?;
+        // SAFETY: `header` is NUL-terminated (caller's contract).
+        let header = unsafe { CStr::from_ptr(header) }
+            .to_str()
+            .map_err(|e| e.to_string())?;
+        // SAFETY: `path` is NUL-terminated (caller's contract).
+        let path = unsafe { CStr::from_ptr(path) }
+            .to_str()
+            .map_err(|e| e.to_string())?;
         let mut capture =
             Capture::from_json(header).map_err(|e| format!("bad capture header: {e}"))?;
         // Held through the snapshot: whatever it allocates passes the hooks unrecorded.
@@ -296,13 +318,19 @@ pub unsafe extern "C" fn refhunt_snapshot(
         state.holds.release_all();
         let watch_refused = state.holds.refused().map(String::from);
         let state = &*state;
-        let outcome = snapshot::take(
-            state,
-            gc_objects as usize,
-            garbage as usize,
-            in_flight as usize,
-        );
-        if state.creations == Creations::RefTracer && !hooks::tracer_is_ours(&state.api) {
+        // SAFETY: the GIL is held and tracking is paused (caller's contract); the three lists
+        // are live lists.
+        let outcome = unsafe {
+            snapshot::take(
+                state,
+                gc_objects as usize,
+                garbage as usize,
+                in_flight as usize,
+            )
+        };
+        // SAFETY: the GIL is held (caller's contract).
+        if state.creations == Creations::RefTracer && !unsafe { hooks::tracer_is_ours(&state.api) }
+        {
             capture.notes.push(
                 "another tool replaced refhunt's PyRefTracer during the window (tracemalloc \
                  started?), so objects created after that were not all seen"

@@ -43,7 +43,8 @@ impl<'a> Attribution<'a> {
             }
         }
         let class = *self.verdicts.borrow_mut().entry(stack).or_insert_with(|| {
-            if self.user_made(stack) {
+            // SAFETY: the GIL is held (caller's contract), which is all `user_made` needs.
+            if unsafe { self.user_made(stack) } {
                 Class::Leaked
             } else {
                 Class::Interpreter
@@ -53,6 +54,10 @@ impl<'a> Attribution<'a> {
         class
     }
 
+    /// Whether an extension's native frame or program code took part in the stack.
+    ///
+    /// # Safety
+    /// The GIL is held: the stack's innermost code object is read.
     unsafe fn user_made(&self, stack: u32) -> bool {
         let stacks = &self.state.stacks;
         let native = stacks.native(stack).iter().any(|&pc| {
@@ -65,7 +70,10 @@ impl<'a> Attribution<'a> {
         // frames are the interpreter's, whoever asked for the import.
         native
             || stacks.python(stack).next().is_some_and(|f| {
-                !str_attr(&self.state.api, f.code as *mut _, c"co_filename").starts_with("<frozen ")
+                // SAFETY: a stored frame's code object is one the agent holds a reference to
+                // (`State::codes`), so live, and the GIL is held (caller's contract).
+                !unsafe { str_attr(&self.state.api, f.code as *mut _, c"co_filename") }
+                    .starts_with("<frozen ")
             })
     }
 }

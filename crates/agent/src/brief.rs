@@ -14,10 +14,14 @@ const MAX_ITEMS: usize = 4;
 /// # Safety
 /// `op` is a live object; the GIL is held.
 pub unsafe fn describe(api: &Api, layout: &Layout, op: usize) -> String {
-    let tp = type_of(op);
-    match value(api, layout, op, 1) {
-        Some(v) => v,
-        None => format!("<{} object, {} B>", type_name(tp), basicsize(tp)),
+    // SAFETY: `op` is a live object and the GIL is held (caller's contract), which is
+    // `value`'s contract too; its type is live, so its name and size are readable.
+    unsafe {
+        let tp = type_of(op);
+        match value(api, layout, op, 1) {
+            Some(v) => v,
+            None => format!("<{} object, {} B>", type_name(tp), basicsize(tp)),
+        }
     }
 }
 
@@ -26,16 +30,23 @@ pub unsafe fn describe(api: &Api, layout: &Layout, op: usize) -> String {
 /// # Safety
 /// As for [`describe`].
 unsafe fn value(api: &Api, layout: &Layout, op: usize, depth: u32) -> Option<String> {
-    let tp = type_of(op);
+    // SAFETY: `op` is a live object (caller's contract), so its header is readable.
+    let tp = unsafe { type_of(op) };
     let text = if tp == api.unicode_type || tp == api.long_type {
-        repr(api, op)?
+        // SAFETY: `op` is an exact str or int, live, and the GIL is held (caller's contract).
+        unsafe { repr(api, op)? }
     } else if tp == api.tuple_type && depth > 0 {
-        let n = read_usize(op + cpython::OB_SIZE);
+        // SAFETY: `op` is a live exact tuple, whose `ob_size` is readable.
+        let n = unsafe { read_usize(op + cpython::OB_SIZE) };
         let mut items: Vec<String> = (0..n.min(MAX_ITEMS))
             .map(|i| {
-                let item = read_usize(op + layout.tuple_items + 8 * i);
-                value(api, layout, item, depth - 1)
-                    .unwrap_or_else(|| format!("<{}>", type_name(type_of(item))))
+                // SAFETY: `i` is below the tuple's size, so `ob_item[i]` lies inside the live
+                // tuple and holds a live item, which the tuple keeps alive; the GIL is held.
+                unsafe {
+                    let item = read_usize(op + layout.tuple_items + 8 * i);
+                    value(api, layout, item, depth - 1)
+                        .unwrap_or_else(|| format!("<{}>", type_name(type_of(item))))
+                }
             })
             .collect();
         if n > MAX_ITEMS {
@@ -56,19 +67,29 @@ unsafe fn value(api: &Api, layout: &Layout, op: usize, depth: u32) -> Option<Str
 /// # Safety
 /// As for [`describe`].
 unsafe fn repr(api: &Api, op: usize) -> Option<String> {
-    let r = (api.repr)(op as *mut PyObject);
+    // SAFETY: `op` is a live exact str or int and the GIL is held (caller's contract).
+    let r = unsafe { (api.repr)(op as *mut PyObject) };
     if r.is_null() {
-        (api.err_clear)(); // an int too long for its decimal repr
+        // SAFETY: the GIL is held; the failed `repr` set an exception.
+        unsafe { (api.err_clear)() }; // an int too long for its decimal repr
         return None;
     }
-    let utf8 = (api.unicode_utf8)(r);
+    // SAFETY: `r` is the new str reference `repr` returned, live; the GIL is held.
+    let utf8 = unsafe { (api.unicode_utf8)(r) };
     let text = if utf8.is_null() {
-        (api.err_clear)();
+        // SAFETY: the GIL is held; `PyUnicode_AsUTF8` failed and set an exception.
+        unsafe { (api.err_clear)() };
         None
     } else {
-        Some(CStr::from_ptr(utf8).to_string_lossy().into_owned())
+        // SAFETY: a non-null result is `r`'s NUL-terminated UTF-8, alive while `r` is.
+        Some(
+            unsafe { CStr::from_ptr(utf8) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     };
-    (api.decref)(r);
+    // SAFETY: `r` is the new reference `repr` returned, given back once, GIL held.
+    unsafe { (api.decref)(r) };
     text
 }
 

@@ -68,23 +68,33 @@ struct Count<'a> {
     unicode_dicts: bool,
 }
 
+/// The visit function of the census's traversals.
+///
+/// # Safety
+/// `arg` is the `Count` the traversal was started with, borrowed by nothing else during the
+/// call; `op` is what a traversal visits: a live object, or a word
+/// [`cpython::may_be_object`] rejects; the GIL is held.
 unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
-    let c = &mut *(arg as *mut Count);
+    // SAFETY: `arg` is a `*mut Count` that nothing else borrows now (caller's contract).
+    let c = unsafe { &mut *(arg as *mut Count) };
     if cpython::may_be_object(op as usize) {
-        c.reached(op as usize);
+        // SAFETY: a word `may_be_object` lets through is a live object (caller's contract).
+        unsafe { c.reached(op as usize) };
     }
     0
 }
 
 impl Count<'_> {
     /// # Safety
-    /// `op` is a live object.
+    /// `op` is a live object; the GIL is held.
     unsafe fn reached(&mut self, op: usize) {
         match self.found.entry(op) {
             Entry::Occupied(mut e) => *e.get_mut() += 1,
             Entry::Vacant(e) => {
                 e.insert(1);
-                if type_of(op) == self.api.code_type || cpython::is_gc(op) {
+                // SAFETY: `op` is a live object and the GIL is held (caller's contract), as
+                // `type_of` and `is_gc` need.
+                if unsafe { type_of(op) == self.api.code_type || cpython::is_gc(op) } {
                     self.queue.push(op);
                 }
             }
@@ -97,11 +107,15 @@ impl Count<'_> {
     /// crash the host.
     ///
     /// # Safety
-    /// Any word may be given: nothing is read through it before it passes those checks.
+    /// Any word may be given: nothing is read through it before it passes those checks. The
+    /// objects `self.heap` was made from are live, and what was mapped when it was made
+    /// still is.
     unsafe fn probe(&mut self, word: usize) {
         if word.is_multiple_of(8)
             && self.heap.readable(word, 16)
-            && self.heap.is_type(type_of(word))
+            // SAFETY: `word`'s first 16 bytes, its header, were just found mapped; `is_type`
+            // takes any word while `heap`'s objects are live (caller's contract).
+            && unsafe { self.heap.is_type(type_of(word)) }
         {
             self.found.insert(word, 1);
         }
@@ -110,32 +124,39 @@ impl Count<'_> {
     /// # Safety
     /// `op` is a live container or code object; the GIL is held.
     unsafe fn references_of(&mut self, op: usize) {
-        let tp = type_of(op);
-        if tp == self.api.code_type {
-            // Not a container to the collector: its names, constants and file are fields.
-            for &at in self.layout.code_objects {
-                match read_usize(op + at) {
-                    0 => {}
-                    word => self.reached(word),
+        // SAFETY: the whole body relies on the contract above: `op` is a live container or
+        // code object, so its type is live; a code object's fields at the layout's offsets
+        // are objects or null; `traverse`, `unicode_keys` and `cached_keys` are given a live
+        // container of the kind its type's flags say, with the GIL held, and `self` is handed
+        // on only as the traversal's `arg`.
+        unsafe {
+            let tp = type_of(op);
+            if tp == self.api.code_type {
+                // Not a container to the collector: its names, constants and file are fields.
+                for &at in self.layout.code_objects {
+                    match read_usize(op + at) {
+                        0 => {}
+                        word => self.reached(word),
+                    }
                 }
+                return;
             }
-            return;
-        }
-        cpython::traverse(op, visit as VisitProc, self as *mut Count as *mut c_void);
-        if self.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
-            let found = &mut self.found;
-            cpython::unicode_keys(op, self.api.dict_next, |key| {
-                *found.entry(key).or_default() += 1
-            });
-        }
-        // A class holds the keys its instances' dicts share (a mock's new class per mock
-        // showed them as unexplained references to its attribute names).
-        if self.unicode_dicts
-            && type_flags(tp) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
-            && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0
-        {
-            for key in cpython::cached_keys(op, self.layout) {
-                *self.found.entry(key).or_default() += 1;
+            cpython::traverse(op, visit as VisitProc, self as *mut Count as *mut c_void);
+            if self.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
+                let found = &mut self.found;
+                cpython::unicode_keys(op, self.api.dict_next, |key| {
+                    *found.entry(key).or_default() += 1
+                });
+            }
+            // A class holds the keys its instances' dicts share (a mock's new class per mock
+            // showed them as unexplained references to its attribute names).
+            if self.unicode_dicts
+                && type_flags(tp) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
+                && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0
+            {
+                for key in cpython::cached_keys(op, self.layout) {
+                    *self.found.entry(key).or_default() += 1;
+                }
             }
         }
     }
@@ -173,13 +194,18 @@ unsafe fn count(
     for &op in gc_items.iter().chain(extra).chain(lists) {
         c.found.insert(op, 0);
     }
-    pyframes::running_locals(api, layout, |word| c.reached(word));
+    // SAFETY: the GIL is held (caller's contract), so the frame lists stay put, and each
+    // local of a running frame is a live object.
+    unsafe { pyframes::running_locals(api, layout, |word| c.reached(word)) };
     while let Some(op) = c.queue.pop() {
-        c.references_of(op);
+        // SAFETY: only live containers and code objects are queued: the caller's `gc_items`
+        // and `extra`, and objects `reached` found to be one; the GIL is held.
+        unsafe { c.references_of(op) };
     }
     let own = modules::find(modules, count as *const () as usize);
     let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
-        let interp = (api.main_interpreter)() as usize;
+        // SAFETY: `PyInterpreterState_Main` reads the runtime's main interpreter, GIL held.
+        let interp = unsafe { (api.main_interpreter)() } as usize;
         (interp + start, interp + end)
     });
     for (i, m) in modules.iter().enumerate() {
@@ -194,11 +220,15 @@ unsafe fn count(
         if Some(i) == own || !(extension || interpreter) {
             continue;
         }
-        m.static_words(freelists, |word| match c.found.get_mut(&word) {
-            Some(n) => *n += 1,
-            None if extension => c.probe(word),
-            None => {}
-        });
+        // SAFETY: `m` is loaded, so its writable segments are mapped, as `static_words`
+        // needs; `probe` takes any word, and `heap` was made from this census's objects.
+        unsafe {
+            m.static_words(freelists, |word| match c.found.get_mut(&word) {
+                Some(n) => *n += 1,
+                None if extension => c.probe(word),
+                None => {}
+            })
+        };
     }
     for op in lists {
         c.found.remove(op);
@@ -209,12 +239,14 @@ unsafe fn count(
 /// Whether an object's unexplained count means nothing: immortal, static (3.11), or a type.
 ///
 /// # Safety
-/// `op` is a live object.
+/// `op`'s header is readable and its type is a live type (a live object's are).
 unsafe fn left_out(op: usize, layout: &Layout) -> bool {
-    let refcnt = read_usize(op + cpython::OB_REFCNT);
+    // SAFETY: `op`'s header, its refcount and type, is readable (caller's contract).
+    let refcnt = unsafe { read_usize(op + cpython::OB_REFCNT) };
     layout.immortal && (refcnt as i32) < 0
         || refcnt >= cpython::STATIC_REFCNT
-        || type_flags(type_of(op)) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
+        // SAFETY: `op`'s type is a live type (caller's contract).
+        || unsafe { type_flags(type_of(op)) } & cpython::TPFLAGS_TYPE_SUBCLASS != 0
 }
 
 impl Census {
@@ -224,16 +256,22 @@ impl Census {
     /// As for [`count`].
     pub unsafe fn take(api: &Api, layout: &Layout, gc_items: &[usize], lists: &[usize]) -> Census {
         let modules = modules::loaded();
-        let heap = Heap::new(api, &modules, gc_items);
-        let found = count(api, layout, &modules, &heap, gc_items, lists, &[]);
+        // SAFETY: `gc_items` are live objects (caller's contract).
+        let heap = unsafe { Heap::new(api, &modules, gc_items) };
+        // SAFETY: the caller's contract is `count`'s.
+        let found = unsafe { count(api, layout, &modules, &heap, gc_items, lists, &[]) };
         let mut subjects: Vec<Subject> = found
             .into_iter()
-            .filter(|&(op, _)| !left_out(op, layout))
+            // SAFETY: each word found is a live object reached by a traversal, or a probed
+            // word whose 16-byte header is mapped and whose type is a live type.
+            .filter(|&(op, _)| unsafe { !left_out(op, layout) })
             .map(|(op, found)| {
-                let refcnt = read_usize(op + cpython::OB_REFCNT) as i64;
+                // SAFETY: `op` passed the filter, so its header is readable.
+                let refcnt = unsafe { read_usize(op + cpython::OB_REFCNT) } as i64;
                 Subject {
                     op,
-                    tp: type_of(op),
+                    // SAFETY: `op` passed the filter, so its header is readable.
+                    tp: unsafe { type_of(op) },
                     unexplained: refcnt - found,
                     last: refcnt,
                     grew: 0,
@@ -295,8 +333,10 @@ impl Census {
             return Vec::new();
         }
         let modules = modules::loaded();
-        let heap = Heap::new(api, &modules, gc_items);
-        let found = count(api, layout, &modules, &heap, gc_items, lists, containers);
+        // SAFETY: `gc_items` are live objects (caller's contract).
+        let heap = unsafe { Heap::new(api, &modules, gc_items) };
+        // SAFETY: the caller's contract is `count`'s, and `containers` are live objects.
+        let found = unsafe { count(api, layout, &modules, &heap, gc_items, lists, containers) };
         let repeated = runs > 0;
         let mut gains = Vec::new();
         for s in &self.subjects {
@@ -304,10 +344,15 @@ impl Census {
             let Some(&f) = found.get(&s.op) else {
                 continue;
             };
-            if type_of(s.op) != s.tp || is_new(s.op) || left_out(s.op, layout) {
+            // SAFETY: `s.op` was found again at the end, so it is a live object reached by a
+            // traversal, or a probed word whose header is mapped and whose type is a type;
+            // `left_out` is asked only once its type is the one it had at the start.
+            if unsafe { type_of(s.op) } != s.tp || is_new(s.op) || unsafe { left_out(s.op, layout) }
+            {
                 continue;
             }
-            let unexplained = read_usize(s.op + cpython::OB_REFCNT) as i64 - f;
+            // SAFETY: `s.op` was found again at the end, so its header is readable.
+            let unexplained = unsafe { read_usize(s.op + cpython::OB_REFCNT) } as i64 - f;
             let gained = unexplained - s.unexplained;
             let wanted = if repeated {
                 gained >= runs as i64 && s.grew >= runs

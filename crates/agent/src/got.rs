@@ -68,7 +68,8 @@ struct Request<'a> {
 /// at any time (a call in flight on another thread may still reach the old target).
 pub unsafe fn redirect(symbol: &'static CStr, target: usize) -> usize {
     let one = [Redirect { symbol, target }];
-    // SAFETY: as the caller promises.
+    // SAFETY: the one redirect is the caller's, whose `target` has `symbol`'s signature and
+    // may be called from any thread at any time (caller's contract).
     unsafe { redirect_each(&|_| &one) }
 }
 
@@ -92,6 +93,11 @@ pub unsafe fn redirect_each<'a>(plan: &'a dyn Fn(usize) -> &'a [Redirect]) -> us
     request.rewritten
 }
 
+/// Rewrites the slots of one module that `dl_iterate_phdr` lists.
+///
+/// # Safety
+/// Called by `dl_iterate_phdr` with a valid `info`, and with `data` the `Request` that
+/// `redirect_each` passed it, whose redirects meet [`redirect`]'s contract.
 unsafe extern "C" fn visit(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
@@ -126,6 +132,7 @@ unsafe extern "C" fn visit(
 
 /// The agent's own load address.
 fn own_base() -> usize {
+    // SAFETY: `Dl_info` is pointers and integers, for which all zeroes is a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: `dladdr` fills `info` for an address inside a loaded module.
     let found = unsafe { libc::dladdr(own_base as *const libc::c_void, &mut info) };
@@ -217,7 +224,8 @@ unsafe fn write_slot(slot: usize, value: usize, relro: Option<(usize, usize)>) -
     // The loader protects the whole pages of RELRO only (glibc's `_dl_protect_relro`): the
     // last partial page stays writable.
     if relro.is_some_and(|(lo, hi)| page >= lo & !4095 && page + 4096 <= hi & !4095) {
-        // SAFETY: as above; this page was read-only.
+        // SAFETY: the page belongs to the module's RELRO segment, read-only before the store
+        // made it writable; only its protection changes back.
         unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_READ) };
     }
     true

@@ -130,15 +130,21 @@ impl State {
     /// of that size from allocator `alloc`, walked from `regs` unless sampling lets it take
     /// the last one walked for its kind. Python frames are read only on a thread that holds
     /// the GIL (`gil`): on another, the frame list may change under the walk.
+    ///
+    /// # Safety
+    /// `gil` is true only on a thread that holds the GIL; `regs` are this thread's, taken by
+    /// `here!()` in a caller that is still running.
     unsafe fn stack_for(&mut self, regs: Regs, shape: usize, alloc: Alloc, gil: bool) -> u32 {
         let every = sampler::every();
         if every <= 1 {
-            return self.capture(regs, alloc, gil);
+            // SAFETY: the caller's contract is `capture`'s.
+            return unsafe { self.capture(regs, alloc, gil) };
         }
         let top = &mut self.python[..1];
         top[0] = PyFrameRef::default();
         if gil {
-            pyframes::walk(&self.api, &self.layout, self.code_start, top);
+            // SAFETY: this thread holds the GIL (caller's contract).
+            unsafe { pyframes::walk(&self.api, &self.layout, self.code_start, top) };
         }
         let key = Kind {
             code: top[0].code,
@@ -152,7 +158,8 @@ impl State {
             self.sampled_every = Some(every);
             return stack;
         }
-        let stack = self.capture(regs, alloc, gil);
+        // SAFETY: the caller's contract is `capture`'s.
+        let stack = unsafe { self.capture(regs, alloc, gil) };
         self.sampler.remember(key, stack, every);
         stack
     }
@@ -161,9 +168,15 @@ impl State {
     /// (the thread may be inside malloc), so a new stack takes the room reserved for it (see
     /// [`State::reserve_for_traps`]), or is not kept. Also says whether the write came from
     /// inside the measured call (see `StackTable::call_code`).
+    ///
+    /// # Safety
+    /// Called from the SIGTRAP handler of a thread that holds the GIL, with the registers of
+    /// its interrupted code, whose stack stays put while the walk runs.
     unsafe fn capture_in_signal(&mut self, regs: Regs) -> (u32, bool) {
         let n = self.unwinder.walk_in_signal(regs, &mut self.native);
-        let m = pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python);
+        // SAFETY: this thread holds the GIL (caller's contract), so its frame list stays put.
+        let m =
+            unsafe { pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python) };
         let call = self.stacks.call_code;
         let in_call = call == 0 || self.python[..m].iter().any(|f| f.code == call);
         // The Python frames end at the first code object the agent does not hold already:
@@ -195,10 +208,14 @@ impl State {
     }
 
     /// Interns the stack that starts at `regs`, with its Python frames if `gil`.
+    ///
+    /// # Safety
+    /// As for [`State::stack_for`].
     unsafe fn capture(&mut self, regs: Regs, alloc: Alloc, gil: bool) -> u32 {
         let n = self.unwinder.walk(regs, &mut self.native);
         let m = if gil {
-            pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python)
+            // SAFETY: this thread holds the GIL (caller's contract), so its frame list stays put.
+            unsafe { pyframes::walk(&self.api, &self.layout, self.code_start, &mut self.python) }
         } else {
             0
         };
@@ -215,7 +232,9 @@ impl State {
         if is_new {
             for f in &self.python[..m] {
                 if self.codes.insert(f.code) {
-                    (self.api.incref)(f.code as *mut PyObject);
+                    // SAFETY: `f.code` is the code object of a frame this thread runs, live,
+                    // and the GIL is held (`m` is 0 without it).
+                    unsafe { (self.api.incref)(f.code as *mut PyObject) };
                 }
             }
         }
@@ -244,18 +263,31 @@ pub unsafe fn install(mut state: State, native: bool) {
     INTERPRETER.1.store(interpreter.1, Relaxed);
     *STATE.lock() = Some(state);
     STATE_STARTED.store(true, Relaxed);
-    OWNER_PID.store(libc::getpid() as usize, Relaxed);
+    // SAFETY: getpid has no preconditions.
+    OWNER_PID.store(unsafe { libc::getpid() } as usize, Relaxed);
     // SAFETY: the hook has `sigaction`'s signature and calls it.
     unsafe { crate::got::redirect(c"sigaction", hook_sigaction as *const () as usize) };
-    wrap_domain(cpython::DOMAIN_OBJ, Domain::Obj, api_get, api_set);
-    wrap_domain(cpython::DOMAIN_MEM, Domain::Mem, api_get, api_set);
+    // SAFETY: `api_get` and `api_set` are this interpreter's `PyMem_GetAllocator` and
+    // `PyMem_SetAllocator` (the state's `Api`), called with the GIL held (caller's contract);
+    // the state the hooks record into is in place.
+    unsafe {
+        wrap_domain(cpython::DOMAIN_OBJ, Domain::Obj, api_get, api_set);
+        wrap_domain(cpython::DOMAIN_MEM, Domain::Mem, api_get, api_set);
+    }
     if native {
-        wrap_domain(cpython::DOMAIN_RAW, Domain::Raw, api_get, api_set);
-        crate::malloc::install(interpreter);
+        // SAFETY: `api_get` and `api_set` are this interpreter's, called with the GIL held, as
+        // for the OBJ and MEM domains; the RAW domain is wrapped before the malloc family is
+        // redirected, so that the hooks `malloc::install` needs are installed.
+        unsafe {
+            wrap_domain(cpython::DOMAIN_RAW, Domain::Raw, api_get, api_set);
+            crate::malloc::install(interpreter);
+        }
     }
     match (wanted, tracer, new_reference) {
         (Creations::RefTracer, Some(set), _) => {
-            set(Some(hook_reftracer), std::ptr::null_mut());
+            // SAFETY: `set` is `PyRefTracer_SetTracer`, called with the GIL held; the tracer
+            // needs no data.
+            unsafe { set(Some(hook_reftracer), std::ptr::null_mut()) };
         }
         (Creations::NewReference, _, Some(original)) => {
             ORIGINAL_NEW_REFERENCE.store(original as usize, Relaxed);
@@ -269,7 +301,8 @@ pub unsafe fn install(mut state: State, native: bool) {
         _ => {}
     }
     // Extensions imported later, such as `_datetime`, call these from their own GOT.
-    crate::got::redirect(c"dlopen", hook_dlopen as *const () as usize);
+    // SAFETY: the hook has `dlopen`'s signature and calls it, from any thread.
+    unsafe { crate::got::redirect(c"dlopen", hook_dlopen as *const () as usize) };
 }
 
 /// `State::interpreter`, where the hooks read it without the lock.
@@ -280,6 +313,9 @@ static OWNER_PID: AtomicUsize = AtomicUsize::new(0);
 
 /// `sigaction` for the interpreter (`signal.signal`): a program that takes SIGTRAP for itself
 /// gets it with no breakpoint left, so none of refhunt's traps reaches its handler.
+///
+/// # Safety
+/// Called as `sigaction` is, with its arguments.
 unsafe extern "C" fn hook_sigaction(
     sig: c_int,
     act: *const libc::sigaction,
@@ -348,7 +384,8 @@ unsafe fn wrap_domain(
         realloc: refhunt_domain_realloc,
         free: domain_free,
     };
-    // SAFETY: as for `get`; the hooks live for the process.
+    // SAFETY: `set` installs an allocator for a valid domain (caller's contract); the hook it
+    // points to is leaked, so it lives for the process.
     unsafe { set(id, &mut ours) };
 }
 
@@ -414,11 +451,18 @@ unsafe fn hook_of<'a>(ctx: *mut c_void) -> &'a DomainHook {
     } else {
         ctx
     };
-    // SAFETY: as the caller promises; hooks are never freed, and RAW_HOOK is set before the
-    // RAW domain's hooks are installed.
+    // SAFETY: `ctx` is a `DomainHook` that `wrap_domain` made (caller's contract), or null,
+    // replaced by RAW_HOOK, which is set before the RAW domain's hooks are installed; hooks
+    // are leaked, never freed.
     unsafe { &*(ctx as *const DomainHook) }
 }
 
+/// The domain hooks' `malloc`, reached through `refhunt_domain_malloc`.
+///
+/// # Safety
+/// Called by the interpreter as a domain's `malloc`, with the context [`wrap_domain`]
+/// installed (or null, for the RAW domain while it is installed); `caller` is the return
+/// address the entry passes on.
 unsafe extern "C" fn domain_malloc(ctx: *mut c_void, size: usize, caller: usize) -> *mut c_void {
     // SAFETY: the interpreter calls us with the context we installed.
     let h = unsafe { hook_of(ctx) };
@@ -428,32 +472,42 @@ unsafe extern "C" fn domain_malloc(ctx: *mut c_void, size: usize, caller: usize)
     unsafe { allocated(h, p, size, caller, 0) }
 }
 
+/// The domain hooks' `calloc`, reached through `refhunt_domain_calloc`.
+///
+/// # Safety
+/// As for [`domain_malloc`], as a domain's `calloc`.
 unsafe extern "C" fn domain_calloc(
     ctx: *mut c_void,
     n: usize,
     size: usize,
     caller: usize,
 ) -> *mut c_void {
-    // SAFETY: as in `domain_malloc`.
+    // SAFETY: the interpreter calls us with the context we installed (caller's contract).
     let h = unsafe { hook_of(ctx) };
-    // SAFETY: as in `domain_malloc`.
+    // SAFETY: the original allocator, called with its own context as the interpreter would.
     let p = unsafe { (h.original.calloc)(h.original.ctx, n, size) };
-    // SAFETY: as in `domain_malloc`.
+    // SAFETY: `p` was just allocated, for `n * size` bytes, or is null.
     unsafe { allocated(h, p, n.saturating_mul(size), caller, 1) }
 }
 
+/// The domain hooks' `realloc`, reached through `refhunt_domain_realloc`.
+///
+/// # Safety
+/// As for [`domain_malloc`], as a domain's `realloc`: `old` is null or a live block of the
+/// domain.
 unsafe extern "C" fn domain_realloc(
     ctx: *mut c_void,
     old: *mut c_void,
     size: usize,
     caller: usize,
 ) -> *mut c_void {
-    // SAFETY: as in `domain_malloc`.
+    // SAFETY: the interpreter calls us with the context we installed (caller's contract).
     let h = unsafe { hook_of(ctx) };
     if old.is_null() {
-        // SAFETY: as in `domain_malloc`.
+        // SAFETY: the original allocator, called with its own context as the interpreter
+        // would; with a null `old` it allocates.
         let p = unsafe { (h.original.realloc)(h.original.ctx, old, size) };
-        // SAFETY: as in `domain_malloc`.
+        // SAFETY: `p` was just allocated, or is null.
         return unsafe { allocated(h, p, size, caller, 2) };
     }
     // SAFETY: `old` is a live block of this domain, resized by its own allocator.
@@ -478,17 +532,22 @@ unsafe fn allocated(
 ) -> *mut c_void {
     if !p.is_null() && TRACKING.load(Relaxed) {
         let alloc = Alloc::of_domain(h.domain as usize, op);
-        // SAFETY: as the caller promises.
+        // SAFETY: `p` is a block just allocated for `size` bytes by `h`'s domain (caller's
+        // contract).
         unsafe { on_domain_alloc(h.domain, p as usize, size, caller, alloc) };
     }
     p
 }
 
+/// The domain hooks' `free`.
+///
+/// # Safety
+/// As for [`domain_malloc`], as a domain's `free`: `p` is null or a live block of the domain.
 unsafe extern "C" fn domain_free(ctx: *mut c_void, p: *mut c_void) {
     if !p.is_null() {
         on_free(p as usize);
     }
-    // SAFETY: as in `domain_malloc`.
+    // SAFETY: the interpreter calls us with the context we installed (caller's contract).
     let h = unsafe { hook_of(ctx) };
     // SAFETY: the original allocator frees its own block.
     unsafe { (h.original.free)(h.original.ctx, p) }
@@ -581,7 +640,8 @@ impl Deferred {
     /// # Safety
     /// This thread holds `STATE`'s lock.
     unsafe fn clear(&self) {
-        // SAFETY: as the caller promises.
+        // SAFETY: this thread holds `STATE`'s lock (caller's contract), so no other access
+        // to `frees` is under way.
         unsafe { (*self.frees.get()).1 = 0 };
     }
 
@@ -609,6 +669,9 @@ fn redirect_new_reference() -> usize {
 
 /// `dlopen` for the interpreter's imports and ctypes: the new modules' calls to
 /// `_Py_NewReference` and to the malloc family are redirected before their init runs.
+///
+/// # Safety
+/// Called as `dlopen` is, with its arguments.
 unsafe extern "C" fn hook_dlopen(file: *const std::ffi::c_char, flags: c_int) -> *mut c_void {
     // SAFETY: the caller's arguments, passed on unchanged.
     let handle = unsafe { (crate::libc_fns::get().dlopen)(file, flags) };
@@ -621,6 +684,11 @@ unsafe extern "C" fn hook_dlopen(file: *const std::ffi::c_char, flags: c_int) ->
     handle
 }
 
+/// `_Py_NewReference`, as the redirected GOT slots call it.
+///
+/// # Safety
+/// Called as `_Py_NewReference` is: `op` is a new object whose type is set, and the GIL is
+/// held.
 unsafe extern "C" fn hook_new_reference(op: *mut PyObject) {
     // SAFETY: set to the interpreter's `_Py_NewReference` before any call was redirected here.
     let original: unsafe extern "C" fn(*mut PyObject) =
@@ -633,15 +701,26 @@ unsafe extern "C" fn hook_new_reference(op: *mut PyObject) {
     }
 }
 
+/// The reference tracer (3.13+).
+///
+/// # Safety
+/// Called by the interpreter as a `PyRefTracer`, with the GIL held: a CREATE event's `op` is
+/// a new, live object.
 unsafe extern "C" fn hook_reftracer(op: *mut PyObject, event: c_int, _: *mut c_void) -> c_int {
     if event == cpython::REFTRACER_CREATE && TRACKING.load(Relaxed) {
-        on_create(op as usize);
+        // SAFETY: a CREATE event's `op` is a new, live object, and the GIL is held (caller's
+        // contract).
+        unsafe { on_create(op as usize) };
     }
     0
 }
 
 /// A block from one of Python's domains, allocated for `caller`: the interpreter's own
 /// buffers and objects as before, C code's own blocks as native ones.
+///
+/// # Safety
+/// `block` was just allocated, for `size` bytes, by `domain`'s original allocator; for the
+/// MEM and OBJ domains the GIL is held.
 #[inline(never)]
 unsafe fn on_domain_alloc(domain: Domain, block: usize, size: usize, caller: usize, alloc: Alloc) {
     let own = (INTERPRETER.0.load(Relaxed)..INTERPRETER.1.load(Relaxed)).contains(&caller);
@@ -658,16 +737,26 @@ unsafe fn on_domain_alloc(domain: Domain, block: usize, size: usize, caller: usi
                 if s.creations.seen() {
                     NO_STACK
                 } else {
-                    s.stack_for(regs, size, Alloc::Object, true)
+                    // SAFETY: the OBJ domain is called with the GIL held (caller's contract);
+                    // `regs` are this thread's, from `here!()` above.
+                    unsafe { s.stack_for(regs, size, Alloc::Object, true) }
                 }
             }
-            _ => return record_native(s, regs, block, size, alloc, true),
+            // SAFETY: the MEM and OBJ domains are called with the GIL held (caller's
+            // contract); `regs` are this thread's, from `here!()` above. NOTE: the RAW
+            // domain's blocks also come here, from C code that may not hold the GIL, and are
+            // still passed `gil: true`; `stack_for`'s contract is not shown for them.
+            _ => return unsafe { record_native(s, regs, block, size, alloc, true) },
         };
         s.live.insert(block, Block::allocated(stack, size, 0));
     });
 }
 
 /// A native block: C code's own memory, recorded with its stack.
+///
+/// # Safety
+/// As for [`State::stack_for`]: `gil` is true only on a thread that holds the GIL, and `regs`
+/// are this thread's, taken by `here!()` in a caller that is still running.
 pub unsafe fn record_native(
     s: &mut State,
     regs: Regs,
@@ -676,7 +765,8 @@ pub unsafe fn record_native(
     alloc: Alloc,
     gil: bool,
 ) {
-    let stack = s.stack_for(regs, size, alloc, gil);
+    // SAFETY: the caller's contract is `stack_for`'s.
+    let stack = unsafe { s.stack_for(regs, size, alloc, gil) };
     s.native_blocks += 1;
     s.live.insert(block, Block::allocated(stack, size, NATIVE));
 }
@@ -720,16 +810,29 @@ pub unsafe fn on_refcount_write(slot: usize, delta: isize, pc: usize, sp: usize,
     s.holds.on_write(slot, delta, stack, in_call);
 }
 
+/// A new object: its record and creation stack, and a watch if one is wanted.
+///
+/// # Safety
+/// `op` is a new, live object whose type is set; the GIL is held.
 #[inline(never)]
 unsafe fn on_create(op: usize) {
     let regs = here!();
-    with_state(|s| create(s, regs, op));
+    // SAFETY: the caller's contract is `create`'s; `regs` are this thread's, from here.
+    with_state(|s| unsafe { create(s, regs, op) });
 }
 
+/// The body of [`on_create`], under the state's lock.
+///
+/// # Safety
+/// As for [`on_create`]; `regs` are this thread's, taken by `here!()` in a caller that is
+/// still running.
 unsafe fn create(s: &mut State, regs: Regs, op: usize) {
-    let tp = type_of(op);
-    let offset = s.layout.preheader(type_flags(tp));
-    let stack = s.stack_for(regs, tp, Alloc::Object, true);
+    // SAFETY: `op` is a live object (caller's contract), so its type is live and readable.
+    let tp = unsafe { type_of(op) };
+    // SAFETY: `tp` is the type of the live object `op`, so live.
+    let offset = s.layout.preheader(unsafe { type_flags(tp) });
+    // SAFETY: the GIL is held and `regs` are this thread's (caller's contract).
+    let stack = unsafe { s.stack_for(regs, tp, Alloc::Object, true) };
     // A fresh block, or one handed out again by a freelist: either way, created here. A
     // block from before the window, reused from a freelist, is sized from its type.
     let mut allocated = false;
@@ -740,7 +843,8 @@ unsafe fn create(s: &mut State, regs: Regs, op: usize) {
                 allocated = true;
                 b.size
             }
-            _ => sized_from_type(tp, offset),
+            // SAFETY: `tp` is the live type of the live object `op`.
+            _ => unsafe { sized_from_type(tp, offset) },
         },
         state: LIVE,
         object_offset: offset as u8,
@@ -750,25 +854,38 @@ unsafe fn create(s: &mut State, regs: Regs, op: usize) {
     // do in the end): its free is seen, so no breakpoint outlives it on memory that malloc
     // reuses.
     let frees = s.api.standard_frees;
-    let watchable = || allocated || frees.contains(&read_usize(tp + cpython::TP_FREE));
+    // SAFETY: `tp_free` is a slot of the live type `tp`.
+    let watchable = || allocated || frees.contains(&unsafe { read_usize(tp + cpython::TP_FREE) });
     let (holds, stacks) = (&mut s.holds, &s.stacks);
-    if holds.on_create(op - offset, op, stack, watchable, || {
-        stacks.site_hash(stack)
-    }) {
+    // SAFETY: `op` is the new, live object (caller's contract).
+    if unsafe {
+        holds.on_create(op - offset, op, stack, watchable, || {
+            stacks.site_hash(stack)
+        })
+    } {
         s.reserve_for_traps();
     }
 }
 
 /// The bytes of an object whose allocation was not seen: its headers and its type's size.
+///
+/// # Safety
+/// `tp` is a live type object.
 unsafe fn sized_from_type(tp: usize, offset: usize) -> u32 {
-    (offset + *((tp + cpython::TP_BASICSIZE) as *const isize) as usize) as u32
+    // SAFETY: `tp_basicsize` is a field of the live type `tp` (caller's contract).
+    (offset + unsafe { *((tp + cpython::TP_BASICSIZE) as *const isize) } as usize) as u32
 }
 
 /// Whether refhunt's reference tracer is still the installed one.
+///
+/// # Safety
+/// The GIL is held.
 pub unsafe fn tracer_is_ours(api: &Api) -> bool {
     match api.get_reftracer {
         Some(get) => {
-            get(std::ptr::null_mut()).map(|f| f as *const () as usize)
+            // SAFETY: `get` is `PyRefTracer_GetTracer`, called with the GIL held (caller's
+            // contract); it may be passed null for the data it would hand back.
+            unsafe { get(std::ptr::null_mut()) }.map(|f| f as *const () as usize)
                 == Some(hook_reftracer as *const () as usize)
         }
         None => false,
@@ -786,11 +903,13 @@ pub unsafe fn mark_before(objects: &[usize]) {
         return;
     };
     for &op in objects {
-        let offset = s.layout.preheader(type_flags(type_of(op)));
+        // SAFETY: `op` is a live object (caller's contract), so its type is live and readable.
+        let offset = s.layout.preheader(unsafe { type_flags(type_of(op)) });
         s.live.upsert(op - offset, |old| {
             old.unwrap_or(Block {
                 stack: NO_STACK,
-                size: sized_from_type(type_of(op), offset),
+                // SAFETY: `op` is a live object, so its type is a live type.
+                size: unsafe { sized_from_type(type_of(op), offset) },
                 state: BEFORE,
                 object_offset: offset as u8,
             })

@@ -10,6 +10,12 @@
 //! - any failure disables tracking and leaves the host process running.
 //!
 //! Non-goals: free-threaded builds, and architectures other than x86_64 Linux.
+//!
+//! Every unsafe operation sits in an `unsafe` block with a `SAFETY:` comment that states
+//! why it is sound, also inside an `unsafe fn`, whose `# Safety` section states its contract.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod api;
 mod attribution;

@@ -72,7 +72,8 @@ extern "C" {
 /// `F` is a function pointer type, of the signature of the function at `p`.
 unsafe fn func<F: Copy>(p: *mut c_void) -> F {
     const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut c_void>()) };
-    // SAFETY: as the caller promises; both are one pointer wide.
+    // SAFETY: `F` is a function pointer type of the signature of the function at `p`
+    // (caller's contract), and both are one pointer wide (asserted above).
     unsafe { std::mem::transmute_copy(&p) }
 }
 

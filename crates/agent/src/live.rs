@@ -58,6 +58,12 @@ const RECORDS_PER_PAGE: usize = 1 << 16;
 const RECORDS_PER_PIECE: usize = 1024;
 const DIR_BYTES: usize = PAGES_PER_DIR * 16;
 
+/// The table of recorded blocks (see the index above).
+///
+/// Invariant, which every unsafe block here rests on: a non-null `dirs[d]` is a mapping of
+/// `DIR_BYTES` that the table owns, its first `PAGES_PER_DIR` words page pointers and the
+/// next as many words their pieces' bitmaps; a non-null page pointer is a mapping of
+/// `RECORDS_PER_PAGE` records that the table owns. Mappings start zeroed.
 pub struct LiveTable {
     dirs: Box<[*mut *mut u32; DIRS]>,
     /// Sizes of blocks over 512 bytes: few, so a map serves. Keyed by [`large_key`], so that
@@ -65,7 +71,9 @@ pub struct LiveTable {
     large: FxHashMap<usize, u32>,
 }
 
-// The table is only used under the agent's lock.
+// SAFETY: the raw pointers are to mappings the table owns alone (no other reference to them
+// exists), so moving the table to another thread moves sole ownership; and the table is
+// only used under the agent's lock.
 unsafe impl Send for LiveTable {}
 
 impl Default for LiveTable {
@@ -80,6 +88,9 @@ impl Default for LiveTable {
 impl Drop for LiveTable {
     fn drop(&mut self) {
         for &dir in self.dirs.iter().filter(|d| !d.is_null()) {
+            // SAFETY: `dir` is a directory the table owns (the invariant on `LiveTable`), so
+            // its page pointers are readable, and it and its pages are mappings of the sizes
+            // unmapped here, each unmapped once, as the table is dropped.
             unsafe {
                 for i in 0..PAGES_PER_DIR {
                     let page = *dir.add(i);
@@ -101,6 +112,8 @@ fn large_key(addr: usize) -> usize {
 
 /// Zeroed memory from the kernel; null if refused.
 pub fn map<T>(bytes: usize) -> *mut T {
+    // SAFETY: an anonymous private mapping at an address the kernel picks touches no
+    // existing memory.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -118,8 +131,13 @@ pub fn map<T>(bytes: usize) -> *mut T {
     }
 }
 
+/// Gives a mapping back to the kernel.
+///
+/// # Safety
+/// `p` is a mapping of `bytes` from [`map`], which nothing uses any more.
 unsafe fn unmap<T>(p: *mut T, bytes: usize) {
-    libc::munmap(p as *mut libc::c_void, bytes);
+    // SAFETY: `p` is an unused mapping of `bytes` (caller's contract).
+    unsafe { libc::munmap(p as *mut libc::c_void, bytes) };
 }
 
 /// The directory, page and record of an address; `None` for one the table cannot hold.
@@ -187,6 +205,9 @@ impl LiveTable {
         if dir.is_null() {
             return std::ptr::null_mut();
         }
+        // SAFETY: `dir` is a directory the table owns (the invariant on `LiveTable`) and
+        // `p < PAGES_PER_DIR`, so its page pointer is readable; a non-null page holds
+        // `RECORDS_PER_PAGE` records, and `r` is below that.
         unsafe {
             let page = *dir.add(p);
             if page.is_null() {
@@ -203,6 +224,10 @@ impl LiveTable {
         let Some((d, p, r)) = index(addr) else {
             return std::ptr::null_mut();
         };
+        // SAFETY: a directory is mapped here if missing, and then (the invariant on
+        // `LiveTable`) holds `PAGES_PER_DIR` page pointers, `p` below that, and the pieces'
+        // bitmaps after them; a page is mapped if missing, with `RECORDS_PER_PAGE` records,
+        // `r` below that, whose piece `r / RECORDS_PER_PIECE` is below 64.
         unsafe {
             if self.dirs[d].is_null() {
                 self.dirs[d] = map(DIR_BYTES);
@@ -234,12 +259,15 @@ impl LiveTable {
         if slot.is_null() {
             return;
         }
+        // SAFETY: `make` returned a non-null record slot in a page the table owns.
         let old = unsafe { *slot };
         let large = &self.large;
         let block =
             new((old != 0)
                 .then(|| unpack(old, || large.get(&large_key(addr)).copied().unwrap_or(0))));
         let record = pack(block);
+        // SAFETY: `slot` is still the record slot `make` returned: `new` has no access to
+        // the table, so no page was unmapped since.
         unsafe { *slot = record };
         if (record >> SIZE_SHIFT) & 31 == LARGE {
             self.large.insert(large_key(addr), block.size);
@@ -253,6 +281,7 @@ impl LiveTable {
         if slot.is_null() {
             return None;
         }
+        // SAFETY: `find` returned a non-null record slot in a page the table owns.
         let record = unsafe { std::ptr::replace(slot, 0) };
         if record == 0 {
             return None;
@@ -268,6 +297,7 @@ impl LiveTable {
         if slot.is_null() {
             return None;
         }
+        // SAFETY: `find` returned a non-null record slot in a page the table owns.
         let record = unsafe { *slot };
         (record != 0).then(|| {
             unpack(record, || {
@@ -283,13 +313,19 @@ impl LiveTable {
                 continue;
             }
             for p in 0..PAGES_PER_DIR {
+                // SAFETY: `dir` is a directory the table owns (the invariant on `LiveTable`),
+                // with `PAGES_PER_DIR` page pointers.
                 let page = unsafe { *dir.add(p) };
                 if page.is_null() {
                     continue;
                 }
+                // SAFETY: the pieces' bitmaps follow the page pointers in the directory.
                 let pieces = unsafe { *(dir.add(PAGES_PER_DIR + p) as *const u64) };
                 for piece in (0..64).filter(|i| pieces & 1 << i != 0) {
                     let first = piece * RECORDS_PER_PIECE;
+                    // SAFETY: `page` holds `RECORDS_PER_PAGE` (64 pieces of
+                    // `RECORDS_PER_PIECE`) initialized records, and `&self` keeps them from
+                    // being written while the slice lives.
                     let records =
                         unsafe { std::slice::from_raw_parts(page.add(first), RECORDS_PER_PIECE) };
                     for (r, &record) in records.iter().enumerate() {

@@ -95,6 +95,10 @@ impl<T> SpinLock<T> {
     }
 
     /// Only for a forked child, where the holder no longer exists.
+    ///
+    /// # Safety
+    /// No guard of this lock is alive in this process: its holder, if any, was a thread of
+    /// the parent that the fork did not copy.
     pub unsafe fn force_unlock(&self) {
         self.owner.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Release);
@@ -111,7 +115,8 @@ impl<T> std::ops::Deref for Guard<'_, T> {
 
 impl<T> std::ops::DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`.
+        // SAFETY: the guard holds the lock, and `&mut self` keeps this the only reference
+        // to the value.
         unsafe { &mut *self.lock.value.get() }
     }
 }

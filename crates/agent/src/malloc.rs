@@ -95,6 +95,10 @@ fn on_alloc(block: *mut c_void, size: usize, alloc: Alloc) {
     });
 }
 
+/// `malloc` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `malloc` is, with its arguments.
 unsafe extern "C" fn hook_malloc(size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
     let p = unsafe { (libc_fns::get().malloc)(size) };
@@ -102,6 +106,10 @@ unsafe extern "C" fn hook_malloc(size: usize) -> *mut c_void {
     p
 }
 
+/// `calloc` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `calloc` is, with its arguments.
 unsafe extern "C" fn hook_calloc(n: usize, size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
     let p = unsafe { (libc_fns::get().calloc)(n, size) };
@@ -109,6 +117,10 @@ unsafe extern "C" fn hook_calloc(n: usize, size: usize) -> *mut c_void {
     p
 }
 
+/// `realloc` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `realloc` is, with its arguments.
 unsafe extern "C" fn hook_realloc(old: *mut c_void, size: usize) -> *mut c_void {
     if old.is_null() {
         // SAFETY: the caller's call, passed on.
@@ -122,15 +134,22 @@ unsafe extern "C" fn hook_realloc(old: *mut c_void, size: usize) -> *mut c_void 
 
 /// `realloc` for the interpreter: a block already recorded keeps its record, and nothing
 /// new is recorded.
+///
+/// # Safety
+/// Called as `realloc` is, with its arguments.
 unsafe extern "C" fn hook_realloc_follow(old: *mut c_void, size: usize) -> *mut c_void {
     if old.is_null() {
         // SAFETY: the caller's call, passed on.
         return unsafe { (libc_fns::get().realloc)(old, size) };
     }
-    // SAFETY: as in `hook_realloc`.
+    // SAFETY: `old` is the caller's live block, resized by libc.
     unsafe { resize(old as usize, size, || (libc_fns::get().realloc)(old, size)) }
 }
 
+/// `free` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `free` is, with its arguments.
 unsafe extern "C" fn hook_free(p: *mut c_void) {
     if !p.is_null() {
         on_free(p as usize);
@@ -139,6 +158,10 @@ unsafe extern "C" fn hook_free(p: *mut c_void) {
     unsafe { (libc_fns::get().free)(p) }
 }
 
+/// `posix_memalign` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `posix_memalign` is, with its arguments.
 unsafe extern "C" fn hook_posix_memalign(
     out: *mut *mut c_void,
     align: usize,
@@ -153,6 +176,10 @@ unsafe extern "C" fn hook_posix_memalign(
     r
 }
 
+/// `aligned_alloc` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `aligned_alloc` is, with its arguments.
 unsafe extern "C" fn hook_aligned_alloc(align: usize, size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
     let p = unsafe { (libc_fns::get().aligned_alloc)(align, size) };
@@ -160,6 +187,10 @@ unsafe extern "C" fn hook_aligned_alloc(align: usize, size: usize) -> *mut c_voi
     p
 }
 
+/// `memalign` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `memalign` is, with its arguments.
 unsafe extern "C" fn hook_memalign(align: usize, size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
     let p = unsafe { (libc_fns::get().memalign)(align, size) };
@@ -167,6 +198,10 @@ unsafe extern "C" fn hook_memalign(align: usize, size: usize) -> *mut c_void {
     p
 }
 
+/// `valloc` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `valloc` is, with its arguments.
 unsafe extern "C" fn hook_valloc(size: usize) -> *mut c_void {
     // SAFETY: the caller's call, passed on.
     let p = unsafe { (libc_fns::get().valloc)(size) };
@@ -174,6 +209,10 @@ unsafe extern "C" fn hook_valloc(size: usize) -> *mut c_void {
     p
 }
 
+/// `reallocarray` for the modules whose GOT is redirected.
+///
+/// # Safety
+/// Called as `reallocarray` is, with its arguments.
 unsafe extern "C" fn hook_reallocarray(old: *mut c_void, n: usize, size: usize) -> *mut c_void {
     if old.is_null() {
         // SAFETY: the caller's call, passed on.
@@ -181,7 +220,7 @@ unsafe extern "C" fn hook_reallocarray(old: *mut c_void, n: usize, size: usize) 
         on_alloc(p, n.saturating_mul(size), Alloc::Reallocarray);
         return p;
     }
-    // SAFETY: as in `hook_realloc`.
+    // SAFETY: `old` is the caller's live block, resized by libc.
     unsafe {
         resize(old as usize, n.saturating_mul(size), || {
             (libc_fns::get().reallocarray)(old, n, size)

@@ -19,6 +19,8 @@ pub struct LoadedModule {
 /// Every module the loader knows now, sorted by start address.
 pub fn loaded() -> Vec<LoadedModule> {
     let mut out: Vec<LoadedModule> = Vec::new();
+    // SAFETY: `visit` takes `data` as the `Vec<LoadedModule>` passed here, which outlives the
+    // call and is borrowed by nothing else meanwhile.
     unsafe {
         libc::dl_iterate_phdr(Some(visit), &mut out as *mut Vec<LoadedModule> as *mut _);
     }
@@ -26,16 +28,23 @@ pub fn loaded() -> Vec<LoadedModule> {
     out
 }
 
+/// Adds the module that `dl_iterate_phdr` lists to the list.
+///
+/// # Safety
+/// Called by `dl_iterate_phdr` with a valid `info`, and with `data` the `Vec<LoadedModule>`
+/// that `loaded` passed it.
 unsafe extern "C" fn visit(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
     data: *mut libc::c_void,
 ) -> libc::c_int {
-    let out = &mut *(data as *mut Vec<LoadedModule>);
-    let info = &*info;
+    // SAFETY: `data` is the caller's `Vec<LoadedModule>`, borrowed by nothing else now, and
+    // `info` is valid for the call (caller's contract).
+    let (out, info) = unsafe { (&mut *(data as *mut Vec<LoadedModule>), &*info) };
     let bias = info.dlpi_addr as usize;
     let mut module = LoadedModule {
-        path: module_path(info.dlpi_name),
+        // SAFETY: the loader's `dlpi_name` is null or a NUL-terminated path.
+        path: unsafe { module_path(info.dlpi_name) },
         bias,
         start: usize::MAX,
         end: 0,
@@ -43,7 +52,8 @@ unsafe extern "C" fn visit(
         writable: Vec::new(),
     };
     for i in 0..info.dlpi_phnum as usize {
-        let ph = &*info.dlpi_phdr.add(i);
+        // SAFETY: the loader's program headers for this module, `dlpi_phnum` of them.
+        let ph = unsafe { &*info.dlpi_phdr.add(i) };
         let start = bias + ph.p_vaddr as usize;
         let end = start + ph.p_memsz as usize;
         match ph.p_type {
@@ -64,11 +74,18 @@ unsafe extern "C" fn visit(
     0
 }
 
+/// The module's path: the loader's name, or the executable's for the main program.
+///
+/// # Safety
+/// `name` is null or NUL-terminated.
 unsafe fn module_path(name: *const libc::c_char) -> String {
     let name = if name.is_null() {
         String::new()
     } else {
-        CStr::from_ptr(name).to_string_lossy().into_owned()
+        // SAFETY: a non-null `name` is NUL-terminated (caller's contract).
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
     };
     if name.is_empty() {
         // The main executable has no name in the loader's list.
@@ -100,7 +117,9 @@ impl LoadedModule {
                     at = skip.1.next_multiple_of(8);
                     continue;
                 }
-                f(*(at as *const usize));
+                // SAFETY: `at` is an aligned word inside one of the module's writable
+                // segments, which are mapped while it is loaded (caller's contract).
+                f(unsafe { *(at as *const usize) });
                 at += 8;
             }
         }

@@ -12,98 +12,163 @@ use std::ffi::{c_int, c_void, CStr};
 /// Objects visited before the search gives up on the targets left.
 const MAX_VISITED: usize = 4_000_000;
 
+/// The visit function of `children`'s traversal: keeps each word that may be an object.
+///
+/// # Safety
+/// `arg` is the `Vec<usize>` the traversal was started with, borrowed by nothing else during
+/// the call.
 unsafe extern "C" fn collect(op: *mut PyObject, arg: *mut c_void) -> c_int {
     if cpython::may_be_object(op as usize) {
-        (*(arg as *mut Vec<usize>)).push(op as usize);
+        // SAFETY: `arg` is a `*mut Vec<usize>` that nothing else borrows now (caller's
+        // contract).
+        unsafe { (*(arg as *mut Vec<usize>)).push(op as usize) };
     }
     0
 }
 
 /// What `op` refers to, for containers the collector can traverse.
+///
+/// # Safety
+/// `op` is a live object; the GIL is held.
 unsafe fn children(op: usize, out: &mut Vec<usize>) {
     out.clear();
-    let tp = type_of(op);
-    if type_flags(tp) & cpython::TPFLAGS_HAVE_GC == 0 || !cpython::is_gc(op) {
-        return;
-    }
-    let traverse = cpython::read_usize(tp + cpython::TP_TRAVERSE);
+    // SAFETY: `op` is a live object (caller's contract), so its type and the type's
+    // `tp_flags` and `tp_traverse` are readable; `is_gc` needs no more, with the GIL held.
+    let traverse = unsafe {
+        let tp = type_of(op);
+        if type_flags(tp) & cpython::TPFLAGS_HAVE_GC == 0 || !cpython::is_gc(op) {
+            return;
+        }
+        cpython::read_usize(tp + cpython::TP_TRAVERSE)
+    };
     if traverse != 0 {
-        let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
-        traverse(
-            op as *mut PyObject,
-            collect as VisitProc,
-            out as *mut Vec<usize> as *mut c_void,
-        );
+        // SAFETY: a non-null `tp_traverse` is a `traverseproc`, called on a live container of
+        // its type with the GIL held; `collect` is handed `out`, which is borrowed by nothing
+        // else until the call returns.
+        unsafe {
+            let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
+            traverse(
+                op as *mut PyObject,
+                collect as VisitProc,
+                out as *mut Vec<usize> as *mut c_void,
+            );
+        }
     }
 }
 
-fn is_module(op: usize) -> bool {
+/// Whether `op` is a module object.
+///
+/// # Safety
+/// `op` is a live object.
+unsafe fn is_module(op: usize) -> bool {
+    // SAFETY: `op` is a live object (caller's contract), so its type and its `tp_name` are.
     unsafe { type_name(type_of(op)) == "module" }
 }
 
+/// Whether `op` is a dict or a dict subclass's instance.
+///
+/// # Safety
+/// `op` is a live object.
 unsafe fn is_dict(op: usize) -> bool {
-    type_flags(type_of(op)) & cpython::TPFLAGS_DICT_SUBCLASS != 0
+    // SAFETY: `op` is a live object (caller's contract), so its type's `tp_flags` is readable.
+    unsafe { type_flags(type_of(op)) & cpython::TPFLAGS_DICT_SUBCLASS != 0 }
 }
 
+/// The text of the str `s`, or `None` (the error cleared) where it has none or is no str.
+///
+/// # Safety
+/// `s` is a live object; the GIL is held.
 unsafe fn utf8(api: &Api, s: *mut PyObject) -> Option<String> {
-    let p = (api.unicode_utf8)(s);
+    // SAFETY: `s` is a live object and the GIL is held (caller's contract); on anything but a
+    // str `PyUnicode_AsUTF8` fails with an exception.
+    let p = unsafe { (api.unicode_utf8)(s) };
     if p.is_null() {
-        (api.err_clear)();
+        // SAFETY: the GIL is held; `PyUnicode_AsUTF8` failed and set an exception.
+        unsafe { (api.err_clear)() };
         return None;
     }
-    Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+    // SAFETY: a non-null result is `s`'s NUL-terminated UTF-8, alive while `s` is.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
 
 /// The string key under which `dict` holds `value`.
+///
+/// # Safety
+/// `dict` is a live dict (or dict subclass instance); the GIL is held.
 unsafe fn key_of(api: &Api, dict: usize, value: usize) -> Option<String> {
     let mut pos: isize = 0;
     let mut k: *mut PyObject = std::ptr::null_mut();
     let mut v: *mut PyObject = std::ptr::null_mut();
-    while (api.dict_next)(dict as *mut PyObject, &mut pos, &mut k, &mut v) != 0 {
-        if v as usize == value && type_of(k as usize) == api.unicode_type {
-            return utf8(api, k);
+    // SAFETY: `PyDict_Next` on a live dict with the GIL held (caller's contract), with
+    // pointers to these locals; it hands back borrowed references to live keys and values.
+    while unsafe { (api.dict_next)(dict as *mut PyObject, &mut pos, &mut k, &mut v) } != 0 {
+        // SAFETY: `k` is a live key of the dict, and `utf8` is given it once it is a str.
+        unsafe {
+            if v as usize == value && type_of(k as usize) == api.unicode_type {
+                return utf8(api, k);
+            }
         }
     }
     None
 }
 
+/// `module.__name__`, or `?`.
+///
+/// # Safety
+/// `module` is a live module object; the GIL is held.
 unsafe fn module_name(api: &Api, module: usize) -> String {
-    let name = (api.getattr)(module as *mut PyObject, c"__name__".as_ptr());
+    // SAFETY: `module` is live and the GIL is held (caller's contract); the name is
+    // NUL-terminated.
+    let name = unsafe { (api.getattr)(module as *mut PyObject, c"__name__".as_ptr()) };
     if name.is_null() {
-        (api.err_clear)();
+        // SAFETY: the GIL is held; the failed lookup set an exception.
+        unsafe { (api.err_clear)() };
         return "?".into();
     }
-    let text = utf8(api, name).unwrap_or_else(|| "?".into());
-    (api.decref)(name);
-    text
+    // SAFETY: `name` is the new reference `getattr` returned, live, which `utf8` takes; it is
+    // given back once, with the GIL held.
+    unsafe {
+        let text = utf8(api, name).unwrap_or_else(|| "?".into());
+        (api.decref)(name);
+        text
+    }
 }
 
 /// `chain` runs from a module to the target.
+///
+/// # Safety
+/// `chain` is a path of live objects, each referred to by the one before, from a module; the
+/// GIL is held.
 unsafe fn describe(api: &Api, chain: &[usize]) -> String {
-    let mut out = format!("module {}", module_name(api, chain[0]));
-    for (i, pair) in chain.windows(2).enumerate() {
-        let (parent, child) = (pair[0], pair[1]);
-        if is_dict(parent) {
-            if let Some(key) = key_of(api, parent, child) {
-                out.push_str(" . ");
-                out.push_str(&key);
+    // SAFETY: the whole body relies on the contract above: each object of `chain` is live,
+    // the first a module, and the GIL is held, which is all the calls below need.
+    unsafe {
+        let mut out = format!("module {}", module_name(api, chain[0]));
+        for (i, pair) in chain.windows(2).enumerate() {
+            let (parent, child) = (pair[0], pair[1]);
+            if is_dict(parent) {
+                if let Some(key) = key_of(api, parent, child) {
+                    out.push_str(" . ");
+                    out.push_str(&key);
+                }
+            }
+            let name = type_name(type_of(child));
+            if i + 2 == chain.len() {
+                out.push_str(" -> ");
+                out.push_str(&name);
+            } else if !is_dict(child) && !is_module(child) {
+                out.push_str(&format!(" [{name}]"));
             }
         }
-        let name = type_name(type_of(child));
-        if i + 2 == chain.len() {
-            out.push_str(" -> ");
-            out.push_str(&name);
-        } else if !is_dict(child) && !is_module(child) {
-            out.push_str(&format!(" [{name}]"));
-        }
+        out
     }
-    out
 }
 
 /// A path for each target reachable from a module, keyed by target.
 ///
 /// # Safety
-/// `roots_from` holds live objects (the collector's list); targets are live objects.
+/// `roots_from` holds live objects (the collector's list); targets are live objects; the GIL
+/// is held and tracking is paused.
 pub unsafe fn from_modules(
     api: &Api,
     roots_from: &[usize],
@@ -111,7 +176,8 @@ pub unsafe fn from_modules(
 ) -> FxHashMap<usize, String> {
     let mut parent: FxHashMap<usize, usize> = FxHashMap::default();
     let mut queue: VecDeque<usize> = VecDeque::new();
-    for &op in roots_from.iter().filter(|&&op| is_module(op)) {
+    // SAFETY: `roots_from` holds live objects (caller's contract).
+    for &op in roots_from.iter().filter(|&&op| unsafe { is_module(op) }) {
         if parent.insert(op, op).is_none() {
             queue.push_back(op);
         }
@@ -122,7 +188,9 @@ pub unsafe fn from_modules(
         if found.len() == targets.len() || parent.len() > MAX_VISITED {
             break;
         }
-        children(op, &mut buf);
+        // SAFETY: `op` is a root, or a word a live container's traversal visited that
+        // `may_be_object` let through: a live object; the GIL is held (caller's contract).
+        unsafe { children(op, &mut buf) };
         for &child in &buf {
             if child == 0 || parent.contains_key(&child) {
                 continue;
@@ -143,7 +211,9 @@ pub unsafe fn from_modules(
             at = p;
         }
         chain.reverse();
-        paths.insert(target, describe(api, &chain));
+        // SAFETY: `chain` follows the traversal's edges from a module to a live target, with
+        // the GIL still held.
+        paths.insert(target, unsafe { describe(api, &chain) });
     }
     paths
 }

@@ -16,12 +16,20 @@ pub struct PyFrameRef {
 }
 
 /// The innermost frame of thread state `tstate`, or 0.
+///
+/// # Safety
+/// `tstate` is a live thread state of the interpreter whose layout is `layout`; the GIL is
+/// held, so its frame list does not change.
 unsafe fn innermost(layout: &Layout, tstate: usize) -> usize {
-    let frame = read_usize(tstate + layout.tstate_frame);
-    match layout.cframe_current {
-        Some(current) if frame != 0 => read_usize(frame + current),
-        Some(_) => 0,
-        None => frame,
+    // SAFETY: `tstate` is a live thread state laid out as `layout` says (caller's contract);
+    // its frame field (3.11's: its `cframe`, live while the thread runs) is readable.
+    unsafe {
+        let frame = read_usize(tstate + layout.tstate_frame);
+        match layout.cframe_current {
+            Some(current) if frame != 0 => read_usize(frame + current),
+            Some(_) => 0,
+            None => frame,
+        }
     }
 }
 
@@ -35,26 +43,32 @@ pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize
     else {
         return;
     };
-    let mut tstate = (api.thread_head)((api.main_interpreter)()) as usize;
-    while tstate != 0 {
-        let mut frame = innermost(layout, tstate);
-        while frame != 0 {
-            let code = layout.frame_object(read_usize(frame + layout.frame_code));
-            if *((frame + owner) as *const u8) == FRAME_OWNED_BY_THREAD
-                && code != 0
-                && type_of(code) == api.code_type
-            {
-                let n = *((code + nlocalsplus) as *const i32);
-                for i in 0..n.max(0) as usize {
-                    match layout.frame_object(read_usize(frame + localsplus + 8 * i)) {
-                        0 => {}
-                        value => f(value),
+    // SAFETY: the GIL is held (caller's contract), so the main interpreter's thread states
+    // and each one's frame list are live and stay as they are during the walk; every read is
+    // a field of a frame at `layout`'s offset, of a code object once its type says it is
+    // one (`co_nlocalsplus`), or one of the `co_nlocalsplus` locals of a frame its thread owns.
+    unsafe {
+        let mut tstate = (api.thread_head)((api.main_interpreter)()) as usize;
+        while tstate != 0 {
+            let mut frame = innermost(layout, tstate);
+            while frame != 0 {
+                let code = layout.frame_object(read_usize(frame + layout.frame_code));
+                if *((frame + owner) as *const u8) == FRAME_OWNED_BY_THREAD
+                    && code != 0
+                    && type_of(code) == api.code_type
+                {
+                    let n = *((code + nlocalsplus) as *const i32);
+                    for i in 0..n.max(0) as usize {
+                        match layout.frame_object(read_usize(frame + localsplus + 8 * i)) {
+                            0 => {}
+                            value => f(value),
+                        }
                     }
                 }
+                frame = read_usize(frame + layout.frame_previous);
             }
-            frame = read_usize(frame + layout.frame_previous);
+            tstate = (api.thread_next)(tstate as *mut _) as usize;
         }
-        tstate = (api.thread_next)(tstate as *mut _) as usize;
     }
 }
 
@@ -63,41 +77,55 @@ pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize
 /// # Safety
 /// The caller holds the GIL, so the frame list does not change under the walk.
 pub unsafe fn walk(api: &Api, layout: &Layout, code_start: usize, out: &mut [PyFrameRef]) -> usize {
-    let tstate = (api.thread_state)() as usize;
+    // SAFETY: `PyThreadState_GetUnchecked` may be called on any thread.
+    let tstate = unsafe { (api.thread_state)() } as usize;
     if tstate == 0 {
         return 0;
     }
-    let mut frame = innermost(layout, tstate);
-    let mut n = 0;
-    while frame != 0 && n < out.len() {
-        let code = layout.frame_object(read_usize(frame + layout.frame_code));
-        let skip = layout
-            .frame_owner
-            .is_some_and(|o| *((frame + o) as *const u8) >= FRAME_FIRST_SHIM_OWNER);
-        if !skip && code != 0 && type_of(code) == api.code_type {
-            out[n] = PyFrameRef {
-                code,
-                offset: instruction_offset(layout, frame, code, code_start),
-            };
-            n += 1;
+    // SAFETY: the GIL is held (caller's contract), so `tstate` is this thread's live thread
+    // state and its frame list is live and stays as it is during the walk; every read is a
+    // field of a frame at `layout`'s offset, and a code object is used once its type says so.
+    unsafe {
+        let mut frame = innermost(layout, tstate);
+        let mut n = 0;
+        while frame != 0 && n < out.len() {
+            let code = layout.frame_object(read_usize(frame + layout.frame_code));
+            let skip = layout
+                .frame_owner
+                .is_some_and(|o| *((frame + o) as *const u8) >= FRAME_FIRST_SHIM_OWNER);
+            if !skip && code != 0 && type_of(code) == api.code_type {
+                out[n] = PyFrameRef {
+                    code,
+                    offset: instruction_offset(layout, frame, code, code_start),
+                };
+                n += 1;
+            }
+            frame = read_usize(frame + layout.frame_previous);
         }
-        frame = read_usize(frame + layout.frame_previous);
+        n
     }
-    n
 }
 
+/// The byte offset of `frame`'s current instruction in `code`.
+///
+/// # Safety
+/// `frame` is a live frame of the interpreter whose layout is `layout`, running `code`.
 unsafe fn instruction_offset(layout: &Layout, frame: usize, code: usize, code_start: usize) -> i32 {
-    if layout.frame_owner.is_some() {
-        // 3.11+: a pointer into the code's instruction array (`co_code_adaptive`).
-        let instr = read_usize(frame + layout.frame_instr) as isize;
-        let first = (code + code_start) as isize;
-        (instr - first).max(0) as i32
-    } else {
-        let lasti = *((frame + layout.frame_instr) as *const i32);
-        if layout.lasti_in_units {
-            lasti.max(0) * 2
+    // SAFETY: `frame` is a live frame laid out as `layout` says (caller's contract), so its
+    // instruction field (a pointer on 3.11+, `f_lasti` before) is readable.
+    unsafe {
+        if layout.frame_owner.is_some() {
+            // 3.11+: a pointer into the code's instruction array (`co_code_adaptive`).
+            let instr = read_usize(frame + layout.frame_instr) as isize;
+            let first = (code + code_start) as isize;
+            (instr - first).max(0) as i32
         } else {
-            lasti.max(0)
+            let lasti = *((frame + layout.frame_instr) as *const i32);
+            if layout.lasti_in_units {
+                lasti.max(0) * 2
+            } else {
+                lasti.max(0)
+            }
         }
     }
 }

@@ -127,15 +127,29 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Containers hold references; so do code objects, though the collector ignores them.
+    ///
+    /// # Safety
+    /// `op` is a live object; the GIL is held.
     unsafe fn holds_references(&self, op: usize) -> bool {
-        type_of(op) == self.code_type || cpython::is_gc(op)
+        // SAFETY: `op` is a live object and the GIL is held (caller's contract), which is all
+        // `type_of` and `is_gc` need.
+        unsafe { type_of(op) == self.code_type || cpython::is_gc(op) }
     }
 }
 
+/// The visit function of every traversal the snapshot makes.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]): the GIL is held and tracking is paused. `arg` is
+/// the `Walk` the traversal was started with, borrowed by nothing else during the call; `op`
+/// is what a traversal visits: a live object, or a word [`cpython::may_be_object`] rejects.
 unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
-    let walk = &mut *(arg as *mut Walk);
+    // SAFETY: `arg` is a `*mut Walk` that nothing else borrows now (caller's contract).
+    let walk = unsafe { &mut *(arg as *mut Walk) };
     let op = op as usize;
-    if walk.survivors.contains(op) {
+    // SAFETY: `contains` takes any word while the live table is accurate (tracking is
+    // paused); a word `may_be_object` lets through is a live object (caller's contract).
+    if unsafe { walk.survivors.contains(op) } {
         walk.visited.push(op);
         let held = walk.held.entry(op).or_default();
         held.found += 1;
@@ -143,387 +157,446 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
             Some(h) => walk.edges.push((h, op)),
             None => held.outside_holder = true,
         }
-    } else if cpython::may_be_object(op) && walk.holds_references(op) && walk.seen.insert(op) {
+    } else if cpython::may_be_object(op)
+        // SAFETY: a word `may_be_object` lets through is a live object (caller's contract),
+        // and the GIL is held.
+        && unsafe { walk.holds_references(op) }
+        && walk.seen.insert(op)
+    {
         walk.queue.push(op);
     }
     0
 }
 
 /// Visits `word` if it is a survivor; any word may be asked.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]): the GIL is held and tracking is paused.
 unsafe fn visit_survivor(word: usize, walk: &mut Walk) {
-    if walk.survivors.contains(word) {
-        visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+    // SAFETY: `contains` takes any word while the live table is accurate (tracking is
+    // paused); a survivor is a live object, and `walk` is borrowed only through the pointer
+    // for the call.
+    unsafe {
+        if walk.survivors.contains(word) {
+            visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+        }
     }
 }
 
 /// Every instance of a heap type holds its type, which many C types' traversals (and
 /// `type_traverse`, for a class's metaclass) do not visit; counted once, if they did not.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `tp` is a live type.
 unsafe fn visit_heap_type(tp: usize, walk: &mut Walk) {
-    if type_flags(tp) & cpython::TPFLAGS_HEAPTYPE == 0 {
+    // SAFETY: `tp` is a live type (caller's contract).
+    if unsafe { type_flags(tp) } & cpython::TPFLAGS_HEAPTYPE == 0 {
         return;
     }
     match walk.visited.iter().position(|&v| v == tp) {
         Some(i) => {
             walk.visited.swap_remove(i);
         }
-        None => visit_survivor(tp, walk),
+        // SAFETY: the caller's contract is `visit_survivor`'s.
+        None => unsafe { visit_survivor(tp, walk) },
     }
 }
 
 /// Snapshot of the recorded blocks; the caller holds the GIL and has paused tracking.
 ///
 /// # Safety
+/// The snapshot's contract, which every unsafe fn of this module relies on: the GIL is held
+/// and tracking is paused, so no object is freed or made and the live table is accurate.
 /// `in_flight` lists what the program holds where no traversal looks (an exception in
 /// flight).
 /// `gc_objects` is a live `list` from `gc.get_objects()`; `garbage` is a list of the objects
 /// the last collection found unreachable.
 pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: usize) -> Outcome {
-    let in_flight_list = in_flight;
-    let api = &state.api;
-    let layout = &state.layout;
-    let modules = modules::loaded();
-    let gc_items = cpython::list_items(gc_objects);
-    let types = Heap::new(api, &modules, &gc_items);
+    // SAFETY: the whole body relies on the contract above: with the GIL held and tracking paused,
+    // the three lists and their items are live, the live table (hence every survivor) is accurate,
+    // and nothing the walk reaches is freed while it runs; each call below needs no more than that.
+    unsafe {
+        let in_flight_list = in_flight;
+        let api = &state.api;
+        let layout = &state.layout;
+        let modules = modules::loaded();
+        let gc_items = cpython::list_items(gc_objects);
+        let types = Heap::new(api, &modules, &gc_items);
 
-    let survivors = Survivors::new(&state.live, state.creations.seen(), layout, api, &types);
-    let mut walk = Walk {
-        survivors: &survivors,
-        held: FxHashMap::default(),
-        holder: None,
-        edges: Vec::new(),
-        visited: Vec::new(),
-        seen: FxHashSet::default(),
-        queue: Vec::new(),
-        code_type: api.code_type,
-        unicode_type: api.unicode_type,
-        dict_next: api.dict_next,
-        module_type: api.module_type,
-        layout: state.layout,
-        weakref_types: api.weakref_types,
-    };
-    // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
-    // of their items, found here; they hold nothing for the program, so an item they refer
-    // to can still be held only by leaked objects.
-    let garbage_items = cpython::list_items(garbage);
-    for &op in gc_items.iter().chain(&garbage_items) {
-        if survivors.contains(op) {
-            walk.held.entry(op).or_default().ours += 1;
-        }
-    }
-    walk.seen.extend([gc_objects, garbage]);
-    // Survivors are traversed first, each as the holder of what it refers to.
-    for &op in &gc_items {
-        if !survivors.contains(op) && walk.seen.insert(op) {
-            walk.queue.push(op);
-        }
-    }
-    survivors.for_each(|op, _| {
-        walk.holder = Some(op);
-        references_of(op, &mut walk);
-    });
-    walk.holder = None;
-    pyframes::running_locals(api, layout, |word| visit_survivor(word, &mut walk));
-    let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
-        let interp = (api.main_interpreter)() as usize;
-        (interp + start, interp + end)
-    });
-    scan_statics(&modules, &types, &mut walk, freelists);
-    while let Some(op) = walk.queue.pop() {
-        references_of(op, &mut walk);
-    }
-    for &code in &state.codes {
-        // The agent's own reference to each code object in a stored stack.
-        if survivors.contains(code) {
-            walk.held.entry(code).or_default().found += 1;
-        }
-    }
-    let (held, edges) = (walk.held, walk.edges);
-    let attribution = Attribution::new(state, &modules);
-    let in_flight = cpython::list_items(in_flight);
-    let classes = classify(
-        &survivors,
-        &held,
-        &edges,
-        &garbage_items,
-        &in_flight,
-        &attribution,
-    );
-    if std::env::var_os("REFHUNT_DEBUG").is_some() {
-        eprintln!(
-            "refhunt-debug: {} histories, {} traps",
-            state.holds.histories().count(),
-            state.holds.traps
-        );
-        for h in state.holds.histories() {
-            eprintln!(
-                "refhunt-debug: watched {:#x} {} whole={} traps={} survivor={}",
-                h.object,
-                type_name(type_of(h.object)),
-                h.whole,
-                h.traps,
-                survivors.contains(h.object)
-            );
-        }
-        explain(&survivors, &classes, &held, &attribution, api);
-    }
-    let grouped = group(
-        &survivors,
-        &classes,
-        &attribution,
-        state,
-        &gc_items,
-        &|class, op| {
-            let h = held.get(&op);
-            (
-                evidence(class, op, h, &modules, api),
-                held_by_extension(h, &modules),
-            )
-        },
-        &|op| {
-            held.get(&op)
-                .map_or(read_usize(op + cpython::OB_REFCNT) as i64, |h| {
-                    unexplained(op, h)
-                })
-        },
-    );
-    let mut unexplained = grouped.unexplained;
-    let mut stacks = grouped.stacks;
-    let mut native_ids: FxHashMap<u32, u32> = FxHashMap::default();
-    let owners = || {
-        let mut owners = Vec::new();
-        survivors.for_each(|op, b| {
-            if class_of(op, &b, &classes, &attribution).is_leak() {
-                let block = op - b.object_offset as usize;
-                owners.push((block, block + b.size as usize));
+        let survivors = Survivors::new(&state.live, state.creations.seen(), layout, api, &types);
+        let mut walk = Walk {
+            survivors: &survivors,
+            held: FxHashMap::default(),
+            holder: None,
+            edges: Vec::new(),
+            visited: Vec::new(),
+            seen: FxHashSet::default(),
+            queue: Vec::new(),
+            code_type: api.code_type,
+            unicode_type: api.unicode_type,
+            dict_next: api.dict_next,
+            module_type: api.module_type,
+            layout: state.layout,
+            weakref_types: api.weakref_types,
+        };
+        // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
+        // of their items, found here; they hold nothing for the program, so an item they refer
+        // to can still be held only by leaked objects.
+        let garbage_items = cpython::list_items(garbage);
+        for &op in gc_items.iter().chain(&garbage_items) {
+            if survivors.contains(op) {
+                walk.held.entry(op).or_default().ours += 1;
             }
+        }
+        walk.seen.extend([gc_objects, garbage]);
+        // Survivors are traversed first, each as the holder of what it refers to.
+        for &op in &gc_items {
+            if !survivors.contains(op) && walk.seen.insert(op) {
+                walk.queue.push(op);
+            }
+        }
+        survivors.for_each(|op, _| {
+            walk.holder = Some(op);
+            references_of(op, &mut walk);
         });
-        owners
-    };
-    let native = native::groups(
-        state,
-        &modules,
-        &|word| {
-            let b = survivors.get(word)?;
-            (b.stack < BUFFER && class_of(word, &b, &classes, &attribution).is_leak())
-                .then(|| (b.stack, type_name(type_of(word))))
-        },
-        &owners,
-        &mut |stack| {
-            *native_ids.entry(stack).or_insert_with(|| {
-                stacks.push(resolve_stack(state, stack));
-                (stacks.len() - 1) as u32
-            })
-        },
-    );
-    let gains = match &state.census {
-        Some(census) => census.gains(
-            api,
-            layout,
+        walk.holder = None;
+        pyframes::running_locals(api, layout, |word| visit_survivor(word, &mut walk));
+        let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
+            let interp = (api.main_interpreter)() as usize;
+            (interp + start, interp + end)
+        });
+        scan_statics(&modules, &types, &mut walk, freelists);
+        while let Some(op) = walk.queue.pop() {
+            references_of(op, &mut walk);
+        }
+        for &code in &state.codes {
+            // The agent's own reference to each code object in a stored stack.
+            if survivors.contains(code) {
+                walk.held.entry(code).or_default().found += 1;
+            }
+        }
+        let (held, edges) = (walk.held, walk.edges);
+        let attribution = Attribution::new(state, &modules);
+        let in_flight = cpython::list_items(in_flight);
+        let classes = classify(
+            &survivors,
+            &held,
+            &edges,
+            &garbage_items,
+            &in_flight,
+            &attribution,
+        );
+        if std::env::var_os("REFHUNT_DEBUG").is_some() {
+            eprintln!(
+                "refhunt-debug: {} histories, {} traps",
+                state.holds.histories().count(),
+                state.holds.traps
+            );
+            for h in state.holds.histories() {
+                eprintln!(
+                    "refhunt-debug: watched {:#x} {} whole={} traps={} survivor={}",
+                    h.object,
+                    type_name(type_of(h.object)),
+                    h.whole,
+                    h.traps,
+                    survivors.contains(h.object)
+                );
+            }
+            explain(&survivors, &classes, &held, &attribution, api);
+        }
+        let grouped = group(
+            &survivors,
+            &classes,
+            &attribution,
+            state,
             &gc_items,
-            &[gc_objects, garbage, in_flight_list],
-            &|op| survivors.contains(op),
-            &grouped.containers,
-        ),
-        None => Vec::new(),
-    };
-    let holder_objects = gains
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| g.grew.is_some())
-        .map(|(i, g)| HolderObject {
-            op: g.op,
-            tp: type_of(g.op),
-            index: unexplained.len() + i,
-        })
-        .take(HOLDER_OBJECTS)
-        .collect();
-    unexplained.extend(gains.iter().map(|g| Unexplained {
-        type_name: type_name(type_of(g.op)),
-        repr: brief::describe(api, layout, g.op),
-        unexplained: g.unexplained,
-        gained: g.gained,
-        grew: g.grew.map(u32::from),
-        stack: None,
-        watched: Vec::new(),
-    }));
-    Outcome {
-        groups: grouped.groups,
-        stacks,
-        native,
-        holder_sites: grouped.holder_sites,
-        unexplained,
-        holder_objects,
-        modules: modules
+            &|class, op| {
+                let h = held.get(&op);
+                (
+                    evidence(class, op, h, &modules, api),
+                    held_by_extension(h, &modules),
+                )
+            },
+            &|op| {
+                held.get(&op)
+                    .map_or(read_usize(op + cpython::OB_REFCNT) as i64, |h| {
+                        unexplained(op, h)
+                    })
+            },
+        );
+        let mut unexplained = grouped.unexplained;
+        let mut stacks = grouped.stacks;
+        let mut native_ids: FxHashMap<u32, u32> = FxHashMap::default();
+        let owners = || {
+            let mut owners = Vec::new();
+            survivors.for_each(|op, b| {
+                if class_of(op, &b, &classes, &attribution).is_leak() {
+                    let block = op - b.object_offset as usize;
+                    owners.push((block, block + b.size as usize));
+                }
+            });
+            owners
+        };
+        let native = native::groups(
+            state,
+            &modules,
+            &|word| {
+                let b = survivors.get(word)?;
+                (b.stack < BUFFER && class_of(word, &b, &classes, &attribution).is_leak())
+                    .then(|| (b.stack, type_name(type_of(word))))
+            },
+            &owners,
+            &mut |stack| {
+                *native_ids.entry(stack).or_insert_with(|| {
+                    stacks.push(resolve_stack(state, stack));
+                    (stacks.len() - 1) as u32
+                })
+            },
+        );
+        let gains = match &state.census {
+            Some(census) => census.gains(
+                api,
+                layout,
+                &gc_items,
+                &[gc_objects, garbage, in_flight_list],
+                &|op| survivors.contains(op),
+                &grouped.containers,
+            ),
+            None => Vec::new(),
+        };
+        let holder_objects = gains
             .iter()
-            .map(|m| Module {
-                path: m.path.clone(),
-                start: m.start as u64,
-                end: m.end as u64,
-                bias: m.bias as u64,
+            .enumerate()
+            .filter(|(_, g)| g.grew.is_some())
+            .map(|(i, g)| HolderObject {
+                op: g.op,
+                tp: type_of(g.op),
+                index: unexplained.len() + i,
             })
-            .collect(),
-        live_objects: grouped.live_objects,
-        unseen: state
-            .marked_before
-            .then(|| unseen(state, &gc_items, &[gc_objects, garbage])),
+            .take(HOLDER_OBJECTS)
+            .collect();
+        unexplained.extend(gains.iter().map(|g| Unexplained {
+            type_name: type_name(type_of(g.op)),
+            repr: brief::describe(api, layout, g.op),
+            unexplained: g.unexplained,
+            gained: g.gained,
+            grew: g.grew.map(u32::from),
+            stack: None,
+            watched: Vec::new(),
+        }));
+        Outcome {
+            groups: grouped.groups,
+            stacks,
+            native,
+            holder_sites: grouped.holder_sites,
+            unexplained,
+            holder_objects,
+            modules: modules
+                .iter()
+                .map(|m| Module {
+                    path: m.path.clone(),
+                    start: m.start as u64,
+                    end: m.end as u64,
+                    bias: m.bias as u64,
+                })
+                .collect(),
+            live_objects: grouped.live_objects,
+            unseen: state
+                .marked_before
+                .then(|| unseen(state, &gc_items, &[gc_objects, garbage])),
+        }
     }
 }
 
 /// The self-check: tracked objects with no record at their block, neither made in the window
 /// nor alive before it. The lists handed to the snapshot were made after it paused.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `gc_items` are live objects.
 unsafe fn unseen(state: &State, gc_items: &[usize], lists: &[usize]) -> Unseen {
-    let mut by_type: FxHashMap<usize, u64> = FxHashMap::default();
-    for &op in gc_items.iter().filter(|op| !lists.contains(op)) {
-        let tp = type_of(op);
-        // With creation events, an allocation alone was not seen made.
-        let seen = match state.live.get(op - state.layout.preheader(type_flags(tp))) {
-            Some(b) if b.state == ALLOCATED => !state.creations.seen() && b.stack < BUFFER,
-            Some(_) => true,
-            None => false,
-        };
-        if !seen {
-            *by_type.entry(tp).or_default() += 1;
+    // SAFETY: the whole body relies on the contract above: each item is a live object, so its type
+    // is live and readable, and its type's name too.
+    unsafe {
+        let mut by_type: FxHashMap<usize, u64> = FxHashMap::default();
+        for &op in gc_items.iter().filter(|op| !lists.contains(op)) {
+            let tp = type_of(op);
+            // With creation events, an allocation alone was not seen made.
+            let seen = match state.live.get(op - state.layout.preheader(type_flags(tp))) {
+                Some(b) if b.state == ALLOCATED => !state.creations.seen() && b.stack < BUFFER,
+                Some(_) => true,
+                None => false,
+            };
+            if !seen {
+                *by_type.entry(tp).or_default() += 1;
+            }
         }
-    }
-    let mut by_type: Vec<(String, u64)> = by_type
-        .into_iter()
-        .map(|(tp, n)| (type_name(tp), n))
-        .collect();
-    by_type.sort_by_key(|t| std::cmp::Reverse(t.1));
-    Unseen {
-        total: by_type.iter().map(|t| t.1).sum(),
-        by_type: by_type.into_iter().take(5).collect(),
+        let mut by_type: Vec<(String, u64)> = by_type
+            .into_iter()
+            .map(|(tp, n)| (type_name(tp), n))
+            .collect();
+        by_type.sort_by_key(|t| std::cmp::Reverse(t.1));
+        Unseen {
+            total: by_type.iter().map(|t| t.1).sum(),
+            by_type: by_type.into_iter().take(5).collect(),
+        }
     }
 }
 
 /// Visits what `op` refers to: `tp_traverse` for containers; for other objects, which the
 /// collector does not traverse, a code object's object fields or a pointer scan of the fixed
 /// part (a range's).
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `op` is a live object.
 unsafe fn references_of(op: usize, walk: &mut Walk) {
-    let tp = type_of(op);
-    walk.visited.clear();
-    if type_flags(tp) & TPFLAGS_HAVE_GC != 0 {
-        if !cpython::is_gc(op) {
-            return; // a static type: its references live in static data, scanned apart
-        }
-        cpython::traverse(op, visit as VisitProc, walk as *mut Walk as *mut c_void);
-        visit_untraversed(op, tp, walk);
-        scan_c_fields(op, tp, walk);
-        return;
-    }
-    visit_heap_type(tp, walk);
-    if tp == walk.code_type {
-        for &at in walk.layout.code_objects {
-            visit_survivor(read_usize(op + at), walk);
-        }
-        if let Some(at) = walk.layout.code_cached {
-            let cached = read_usize(op + at);
-            for i in (cached != 0)
-                .then_some(0..cpython::CODE_CACHED_OBJECTS)
-                .into_iter()
-                .flatten()
-            {
-                visit_survivor(read_usize(cached + i * 8), walk);
+    // SAFETY: the whole body relies on the contract above: `op` is a live object, so its type is;
+    // every read is in `op`'s fixed part (bounded by `tp_basicsize`), at a code object's field
+    // offsets from the layout, or in a code object's live `_co_cached`; `walk` is handed on only as
+    // the traversal's `arg`, borrowed by nothing else meanwhile.
+    unsafe {
+        let tp = type_of(op);
+        walk.visited.clear();
+        if type_flags(tp) & TPFLAGS_HAVE_GC != 0 {
+            if !cpython::is_gc(op) {
+                return; // a static type: its references live in static data, scanned apart
             }
+            cpython::traverse(op, visit as VisitProc, walk as *mut Walk as *mut c_void);
+            visit_untraversed(op, tp, walk);
+            scan_c_fields(op, tp, walk);
+            return;
         }
-        return;
-    }
-    // A str holds characters, not references, and a compact one ends before its type's
-    // `tp_basicsize`: the next block's words once read like a pointer.
-    if tp == walk.unicode_type {
-        return;
-    }
-    // A variable-size object's first word is its size (an int's, a bytes').
-    let mut at = if read_usize(tp + cpython::TP_ITEMSIZE) != 0 {
-        cpython::OB_SIZE + 8
-    } else {
-        cpython::OB_SIZE
-    };
-    let end = basicsize(tp).min(4096);
-    while at + 8 <= end {
-        let word = read_usize(op + at);
-        if walk.survivors.contains(word) {
-            visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+        visit_heap_type(tp, walk);
+        if tp == walk.code_type {
+            for &at in walk.layout.code_objects {
+                visit_survivor(read_usize(op + at), walk);
+            }
+            if let Some(at) = walk.layout.code_cached {
+                let cached = read_usize(op + at);
+                for i in (cached != 0)
+                    .then_some(0..cpython::CODE_CACHED_OBJECTS)
+                    .into_iter()
+                    .flatten()
+                {
+                    visit_survivor(read_usize(cached + i * 8), walk);
+                }
+            }
+            return;
         }
-        at += 8;
+        // A str holds characters, not references, and a compact one ends before its type's
+        // `tp_basicsize`: the next block's words once read like a pointer.
+        if tp == walk.unicode_type {
+            return;
+        }
+        // A variable-size object's first word is its size (an int's, a bytes').
+        let mut at = if read_usize(tp + cpython::TP_ITEMSIZE) != 0 {
+            cpython::OB_SIZE + 8
+        } else {
+            cpython::OB_SIZE
+        };
+        let end = basicsize(tp).min(4096);
+        while at + 8 <= end {
+            let word = read_usize(op + at);
+            if walk.survivors.contains(word) {
+                visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
+            }
+            at += 8;
+        }
     }
 }
 
 /// References that `tp_traverse` leaves out because they cannot form a cycle, each found by a
 /// false alarm. All but the string keys are visited only when the target is a survivor: the
 /// live table says so without reading through the word.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `op` is a live container and `tp` its type.
 unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
-    let flags = type_flags(tp);
-    // 3.11+: a dict whose keys are all strings does not visit its keys.
-    if walk.layout.unicode_dicts() && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
-        let dict_next = walk.dict_next;
-        cpython::unicode_keys(op, dict_next, |key| {
-            visit(key as *mut PyObject, walk as *mut Walk as *mut c_void);
-        });
-    }
-    // A class holds the dict of its subclasses (weak references only); `import ast` showed it.
-    if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
-        visit_survivor(read_usize(op + cpython::TP_SUBCLASSES), walk);
-    }
-    // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
-    // types on 3.13 and functools' `_HashedSeq` showed them); the three sit side by side.
-    if flags & TPFLAGS_TYPE_SUBCLASS != 0 && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0 {
-        let slots = walk.layout.ht_slots;
-        for at in [slots - 8, slots, slots + 8] {
-            visit_survivor(read_usize(op + at), walk);
+    // SAFETY: the whole body relies on the contract above: `op` is a live container of type `tp`;
+    // each read is one of its fields where its type's flags say there is one (`tp_subclasses`, a
+    // heap type's name and slots, a module's name, the inline values' `valid` flag after
+    // `tp_basicsize`, the managed dict pointer before it), and `visit` is handed only live objects.
+    unsafe {
+        let flags = type_flags(tp);
+        // 3.11+: a dict whose keys are all strings does not visit its keys.
+        if walk.layout.unicode_dicts() && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
+            let dict_next = walk.dict_next;
+            cpython::unicode_keys(op, dict_next, |key| {
+                visit(key as *mut PyObject, walk as *mut Walk as *mut c_void);
+            });
         }
-    }
-    // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
-    if tp == walk.module_type {
-        visit_survivor(read_usize(op + walk.layout.module.name), walk);
-    }
-    // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
-    // made, but `PyObject_VisitManagedDict` then visits only the inline values.
-    let inline = cpython::TPFLAGS_MANAGED_DICT | cpython::TPFLAGS_INLINE_VALUES;
-    if walk.layout.inline_values()
-        && flags & inline == inline
-        && *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8) != 0
-    {
-        visit_survivor(read_usize(op - cpython::MANAGED_DICT_BEFORE), walk);
+        // A class holds the dict of its subclasses (weak references only); `import ast` showed it.
+        if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
+            visit_survivor(read_usize(op + cpython::TP_SUBCLASSES), walk);
+        }
+        // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
+        // types on 3.13 and functools' `_HashedSeq` showed them); the three sit side by side.
+        if flags & TPFLAGS_TYPE_SUBCLASS != 0 && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0 {
+            let slots = walk.layout.ht_slots;
+            for at in [slots - 8, slots, slots + 8] {
+                visit_survivor(read_usize(op + at), walk);
+            }
+        }
+        // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
+        if tp == walk.module_type {
+            visit_survivor(read_usize(op + walk.layout.module.name), walk);
+        }
+        // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
+        // made, but `PyObject_VisitManagedDict` then visits only the inline values.
+        let inline = cpython::TPFLAGS_MANAGED_DICT | cpython::TPFLAGS_INLINE_VALUES;
+        if walk.layout.inline_values()
+            && flags & inline == inline
+            && *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8) != 0
+        {
+            visit_survivor(read_usize(op - cpython::MANAGED_DICT_BEFORE), walk);
+        }
     }
 }
 
 /// Pointers to survivors that C code keeps through `op` and its traversal did not visit: in
 /// the fixed part of its C struct (a C type's own fields, a C metaclass's fields of a class),
 /// and in a module's state. Each counts once more than the traversal already did.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `op` is a live object and `tp` its type.
 unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
-    let owned = |word: usize, owner: Owner, walk: &mut Walk| {
-        let Some(word) = walk.survivors.at_or_text(word) else {
-            return;
+    // SAFETY: the whole body relies on the contract above: `op` is a live object of type `tp`, so
+    // every word of its fixed part up to `tp_basicsize` is readable, and a module's state block is
+    // `module_state`'s size; `at_or_text` and `derives_from` take any word while the live table is
+    // accurate and `tp` is a live type.
+    unsafe {
+        let owned = |word: usize, owner: Owner, walk: &mut Walk| {
+            let Some(word) = walk.survivors.at_or_text(word) else {
+                return;
+            };
+            if let Some(i) = walk.visited.iter().position(|&v| v == word) {
+                walk.visited.swap_remove(i);
+                return;
+            }
+            let held = walk.held.entry(word).or_default();
+            held.owned += 1;
+            held.owner.get_or_insert(owner);
+            match walk.holder {
+                Some(h) => walk.edges.push((h, word)),
+                None => held.outside_holder = true,
+            }
         };
-        if let Some(i) = walk.visited.iter().position(|&v| v == word) {
-            walk.visited.swap_remove(i);
-            return;
+        visit_heap_type(tp, walk);
+        // A weak reference points at its referent without holding it.
+        let weak = walk
+            .weakref_types
+            .iter()
+            .any(|&w| w != 0 && cpython::derives_from(tp, w));
+        for at in (cpython::OB_TYPE + 8..basicsize(tp).min(4096))
+            .step_by(8)
+            .filter(|_| !weak)
+        {
+            owned(read_usize(op + at), Owner::Field(tp), walk);
         }
-        let held = walk.held.entry(word).or_default();
-        held.owned += 1;
-        held.owner.get_or_insert(owner);
-        match walk.holder {
-            Some(h) => walk.edges.push((h, word)),
-            None => held.outside_holder = true,
-        }
-    };
-    visit_heap_type(tp, walk);
-    // A weak reference points at its referent without holding it.
-    let weak = walk
-        .weakref_types
-        .iter()
-        .any(|&w| w != 0 && cpython::derives_from(tp, w));
-    for at in (cpython::OB_TYPE + 8..basicsize(tp).min(4096))
-        .step_by(8)
-        .filter(|_| !weak)
-    {
-        owned(read_usize(op + at), Owner::Field(tp), walk);
-    }
-    if tp == walk.module_type {
-        if let Some((state, size)) = cpython::module_state(op, &walk.layout) {
-            for at in (0..size.min(1 << 20) / 8 * 8).step_by(8) {
-                owned(read_usize(state + at), Owner::ModuleState(op), walk);
+        if tp == walk.module_type {
+            if let Some((state, size)) = cpython::module_state(op, &walk.layout) {
+                for at in (0..size.min(1 << 20) / 8 * 8).step_by(8) {
+                    owned(read_usize(state + at), Owner::ModuleState(op), walk);
+                }
             }
         }
     }
@@ -537,6 +610,10 @@ unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
 /// that the snapshot's own allocations may have unmapped since the maps were read: probing
 /// one for a dict crashed the host one run in three. The interpreter's freelists hold stale
 /// pointers past their counts, to memory that now holds other objects: they are skipped too.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `modules` are loaded, `types` was made from this
+/// snapshot's objects, and `skip` is the interpreter's freelists.
 unsafe fn scan_statics(
     modules: &[LoadedModule],
     types: &Heap,
@@ -553,8 +630,9 @@ unsafe fn scan_statics(
         // as orjson keeps its keys) holds what the buffer points at. The interpreter's own
         // buffers are its objects' (a list's items), which their traversal counts.
         let buffers = probe && !refhunt_core::runtime::is_runtime_library(&m.path);
-        m.static_words(skip, |word| {
-            if let Some(word) = walk.survivors.at_or_text(word) {
+        let on_word = |word| {
+            // SAFETY: `at_or_text` takes any word while the live table is accurate.
+            if let Some(word) = unsafe { walk.survivors.at_or_text(word) } {
                 let held = walk.held.entry(word).or_default();
                 held.statics += 1;
                 held.owner.get_or_insert(Owner::Static(i));
@@ -564,25 +642,41 @@ unsafe fn scan_statics(
                 .filter(|&size| buffers && types.readable(word, size))
             {
                 for at in (word..word + size.min(1 << 22) / 8 * 8).step_by(8) {
-                    let word = read_usize(at);
-                    if walk.survivors.contains(word) {
+                    // SAFETY: `word` starts a block made in the window that is still allocated
+                    // (the live table is accurate) and mapped readable for its `size`, and `at`
+                    // stays inside it.
+                    let word = unsafe { read_usize(at) };
+                    // SAFETY: `contains` takes any word while the live table is accurate.
+                    if unsafe { walk.survivors.contains(word) } {
                         let held = walk.held.entry(word).or_default();
                         held.owned += 1;
                         held.outside_holder = true;
                         held.owner.get_or_insert(Owner::StaticBuffer(i));
                     }
                 }
-            } else if probe && !walk.seen.contains(&word) && types.untracked_dict(word) {
+            } else if probe
+                && !walk.seen.contains(&word)
+                // SAFETY: `untracked_dict` reads only what was mapped readable when the
+                // snapshot began; the C runtime's data, whose pointers may lead to memory
+                // unmapped since, is not probed (`probe` is false for it).
+                && unsafe { types.untracked_dict(word) }
+            {
                 walk.seen.insert(word);
                 walk.queue.push(word);
             }
-        });
+        };
+        // SAFETY: `m` is loaded (caller's contract), so its writable segments are mapped, as
+        // `static_words` needs.
+        unsafe { m.static_words(skip, on_word) };
     }
 }
 
 /// The class of every survivor that something points at, that the collector found to be
 /// garbage, or that holds another survivor. Every other survivor is a leak: nothing explains
 /// any of its references.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `held` is keyed by survivors.
 unsafe fn classify(
     survivors: &Survivors,
     held: &FxHashMap<usize, Held>,
@@ -591,7 +685,9 @@ unsafe fn classify(
     in_flight: &[usize],
     attribution: &Attribution,
 ) -> FxHashMap<usize, Class> {
-    let leak = |op: usize| {
+    // SAFETY: `get` takes any word while the live table is accurate, and `leak_class` reads
+    // a stack's code objects, which the agent holds, with the GIL held.
+    let leak = |op: usize| unsafe {
         survivors
             .get(op)
             .map_or(Class::Leaked, |b| attribution.leak_class(b.stack))
@@ -600,17 +696,26 @@ unsafe fn classify(
     for (&op, h) in held {
         // Pointers from C memory matter only where the references found in objects fall
         // short: a cache's stale or borrowed pointer to a list item changes nothing.
-        let class = if unexplained(op, h) > 0 {
-            leak(op)
-        } else if h.owner.is_some() && h.ours + h.found < read_usize(op + cpython::OB_REFCNT) as i64
-        {
-            Class::HeldOutside
-        } else {
-            Class::Reachable
+        // SAFETY: `op` is a survivor (caller's contract), a live object whose refcount is
+        // readable.
+        let class = unsafe {
+            if unexplained(op, h) > 0 {
+                leak(op)
+            } else if h.owner.is_some()
+                && h.ours + h.found < read_usize(op + cpython::OB_REFCNT) as i64
+            {
+                Class::HeldOutside
+            } else {
+                Class::Reachable
+            }
         };
         classes.insert(op, class);
     }
-    for &op in garbage.iter().filter(|&&op| survivors.contains(op)) {
+    for &op in garbage
+        .iter()
+        // SAFETY: `contains` takes any word while the live table is accurate.
+        .filter(|&&op| unsafe { survivors.contains(op) })
+    {
         classes.insert(op, Class::Garbage);
     }
     // What the program still holds where no traversal looks (the exception a `with` block
@@ -619,7 +724,8 @@ unsafe fn classify(
     let mut queue: Vec<usize> = in_flight
         .iter()
         .copied()
-        .filter(|&op| survivors.contains(op))
+        // SAFETY: `contains` takes any word while the live table is accurate.
+        .filter(|&op| unsafe { survivors.contains(op) })
         .collect();
     if !queue.is_empty() {
         let mut held_by: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
@@ -673,11 +779,18 @@ unsafe fn classify(
 }
 
 /// References to `op` that nothing found accounts for.
+///
+/// # Safety
+/// `op` is a live object.
 unsafe fn unexplained(op: usize, h: &Held) -> i64 {
-    read_usize(op + cpython::OB_REFCNT) as i64 - h.ours - h.found - h.statics - h.owned
+    // SAFETY: `op` is a live object (caller's contract), so its refcount is readable.
+    unsafe { read_usize(op + cpython::OB_REFCNT) as i64 - h.ours - h.found - h.statics - h.owned }
 }
 
 /// A survivor's class: the one `classify` gave it, else a leak of its creation site's owner.
+///
+/// # Safety
+/// The GIL is held (as for [`Attribution::leak_class`]).
 unsafe fn class_of(
     op: usize,
     b: &Block,
@@ -686,11 +799,15 @@ unsafe fn class_of(
 ) -> Class {
     match classes.get(&op) {
         Some(&class) => class,
-        None => attribution.leak_class(b.stack),
+        // SAFETY: the GIL is held (caller's contract), which is all `leak_class` needs.
+        None => unsafe { attribution.leak_class(b.stack) },
     }
 }
 
 /// `REFHUNT_DEBUG`: each leaked object's accounting, to triage a false alarm.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]).
 unsafe fn explain(
     survivors: &Survivors,
     classes: &FxHashMap<usize, Class>,
@@ -698,37 +815,45 @@ unsafe fn explain(
     attribution: &Attribution,
     api: &Api,
 ) {
-    survivors.for_each(|op, b| {
-        if class_of(op, &b, classes, attribution) != Class::Leaked {
-            return;
-        }
-        let h = held.get(&op).copied().unwrap_or_default();
-        let repr = (api.repr)(op as *mut PyObject);
-        let text = if repr.is_null() {
-            (api.err_clear)();
-            String::from("?")
-        } else {
-            let t = CStr::from_ptr((api.unicode_utf8)(repr))
-                .to_string_lossy()
-                .into_owned();
-            (api.decref)(repr);
-            t
-        };
-        eprintln!(
-            "refhunt-debug: {:#x} {} refcnt={} found={} statics={} {:.120}",
-            op,
-            type_name(type_of(op)),
-            read_usize(op + cpython::OB_REFCNT),
-            h.found,
-            h.statics,
-            text
-        );
-    });
+    // SAFETY: the whole body relies on the contract above: `for_each` hands over live survivors
+    // (the live table is accurate); `repr`, `PyUnicode_AsUTF8` and `Py_DecRef` run with the GIL
+    // held on a live object and the new reference `repr` returned, given back once.
+    unsafe {
+        survivors.for_each(|op, b| {
+            if class_of(op, &b, classes, attribution) != Class::Leaked {
+                return;
+            }
+            let h = held.get(&op).copied().unwrap_or_default();
+            let repr = (api.repr)(op as *mut PyObject);
+            let text = if repr.is_null() {
+                (api.err_clear)();
+                String::from("?")
+            } else {
+                let t = CStr::from_ptr((api.unicode_utf8)(repr))
+                    .to_string_lossy()
+                    .into_owned();
+                (api.decref)(repr);
+                t
+            };
+            eprintln!(
+                "refhunt-debug: {:#x} {} refcnt={} found={} statics={} {:.120}",
+                op,
+                type_name(type_of(op)),
+                read_usize(op + cpython::OB_REFCNT),
+                h.found,
+                h.statics,
+                text
+            );
+        });
+    }
 }
 
 /// Survivors grouped by (class, type, creation stack), with their count in each measured run,
 /// and how many survivors there are. Reachable groups that grew in every run get a path from
 /// a module, as the report lists them.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `gc_items` are live objects.
 unsafe fn group(
     survivors: &Survivors,
     classes: &FxHashMap<usize, Class>,
@@ -765,27 +890,33 @@ unsafe fn group(
     // whose references the census counts.
     let mut many = Vec::new();
     let mut containers = Vec::new();
-    survivors.for_each(|op, b| {
-        live_objects += 1;
-        if read_usize(op + cpython::OB_REFCNT) as i64 >= PLAIN_GAIN {
-            many.push((op, b.stack));
-        }
-        if state.census.is_some() && (cpython::is_gc(op) || type_of(op) == state.api.code_type) {
-            containers.push(op);
-        }
-        let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
-        let mut bytes = b.size.div_ceil(16) as u64 * 16;
-        if key.0.is_leak() {
-            bytes += buffers_of(op, survivors, state);
-        }
-        match &mut current {
-            Some((k, run)) if *k == key => {
-                run.0 += 1;
-                run.1 += bytes;
+    // SAFETY: the live table is accurate (tracking is paused), as `for_each` needs; each `op`
+    // it hands over is a live object, whose header and type are readable, and the GIL is held,
+    // as `is_gc`, `class_of` and `buffers_of` need.
+    unsafe {
+        survivors.for_each(|op, b| {
+            live_objects += 1;
+            if read_usize(op + cpython::OB_REFCNT) as i64 >= PLAIN_GAIN {
+                many.push((op, b.stack));
             }
-            _ => flush(current.replace((key, (1, bytes, op)))),
-        }
-    });
+            if state.census.is_some() && (cpython::is_gc(op) || type_of(op) == state.api.code_type)
+            {
+                containers.push(op);
+            }
+            let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
+            let mut bytes = b.size.div_ceil(16) as u64 * 16;
+            if key.0.is_leak() {
+                bytes += buffers_of(op, survivors, state);
+            }
+            match &mut current {
+                Some((k, run)) if *k == key => {
+                    run.0 += 1;
+                    run.1 += bytes;
+                }
+                _ => flush(current.replace((key, (1, bytes, op)))),
+            }
+        });
+    }
     flush(current);
     let mut groups: FxHashMap<(Class, usize, &[u64]), (u32, Tally)> = FxHashMap::default();
     let mut runs = 0;
@@ -838,20 +969,25 @@ unsafe fn group(
     let mut paths = if wanted.is_empty() {
         FxHashMap::default()
     } else {
-        paths::from_modules(&state.api, gc_items, &wanted)
+        // SAFETY: the GIL is held and the objects are live (caller's contract); `wanted` are
+        // survivors, live too.
+        unsafe { paths::from_modules(&state.api, gc_items, &wanted) }
     };
     // Each watched survivor's history goes with its group; the whole ones first, the
     // longest first.
     let mut watched: FxHashMap<(Class, usize, &[u64]), Vec<&History>> = FxHashMap::default();
     for h in state.holds.histories() {
-        let Some(b) = survivors.get(h.object) else {
+        // SAFETY: `get` takes any word while the live table is accurate.
+        let Some(b) = (unsafe { survivors.get(h.object) }) else {
             continue;
         };
-        let class = class_of(h.object, &b, classes, attribution);
+        // SAFETY: the GIL is held (caller's contract), as `class_of` needs.
+        let class = unsafe { class_of(h.object, &b, classes, attribution) };
         if class != Class::Reachable && b.stack < BUFFER {
             let site = state.stacks.site(b.stack);
             watched
-                .entry((class, type_of(h.object), site))
+                // SAFETY: `h.object` is a survivor, a live object.
+                .entry((class, unsafe { type_of(h.object) }, site))
                 .or_default()
                 .push(h);
         }
@@ -867,7 +1003,8 @@ unsafe fn group(
             stacks.push(if stack == NO_STACK {
                 Stack::default()
             } else {
-                resolve_stack(state, stack)
+                // SAFETY: the GIL is held (caller's contract), as `resolve_stack` needs.
+                unsafe { resolve_stack(state, stack) }
             });
             (stacks.len() - 1) as u32
         })
@@ -882,8 +1019,11 @@ unsafe fn group(
             continue;
         }
         extra.push(Unexplained {
-            type_name: type_name(type_of(op)),
-            repr: brief::describe(&state.api, &state.layout, op),
+            // SAFETY: `op` is a survivor, a live object, and the GIL is held (caller's
+            // contract), as `describe` needs.
+            type_name: unsafe { type_name(type_of(op)) },
+            // SAFETY: `op` is a live survivor and the GIL is held, as `describe` needs.
+            repr: unsafe { brief::describe(&state.api, &state.layout, op) },
             unexplained: n,
             gained: n,
             grew: None,
@@ -920,7 +1060,8 @@ unsafe fn group(
             .collect();
         out.push(Group {
             class,
-            type_name: type_name(tp),
+            // SAFETY: `tp` is the type of a survivor, live as it is.
+            type_name: unsafe { type_name(tp) },
             count: tally.count,
             bytes: tally.bytes,
             stack: id,
@@ -945,14 +1086,19 @@ unsafe fn group(
 /// The bytes of the blocks made in the window that leaked object `op` points to from its
 /// fixed part and that hold no object: a list's items, a dict's keys, a bytearray's bytes,
 /// a C type's malloc'd buffer. They go with the object's leak.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `op` is a survivor.
 unsafe fn buffers_of(op: usize, survivors: &Survivors, state: &State) -> u64 {
     let mut counted = [0usize; 4];
     let mut n = 0;
     let mut bytes = 0;
     // Past the refcount and the type, within the type's fixed size.
-    let end = op + basicsize(type_of(op)).min(512);
+    // SAFETY: `op` is a survivor (caller's contract), a live object with a live type.
+    let end = op + unsafe { basicsize(type_of(op)) }.min(512);
     for at in (op + cpython::OB_TYPE + 8..end).step_by(8) {
-        let word = read_usize(at);
+        // SAFETY: `at` lies in the fixed part of the live object `op`.
+        let word = unsafe { read_usize(at) };
         if word == 0 || !word.is_multiple_of(16) || counted[..n].contains(&word) {
             continue;
         }
@@ -961,7 +1107,8 @@ unsafe fn buffers_of(op: usize, survivors: &Survivors, state: &State) -> u64 {
         };
         // Without creation events, a block with a stack may hold an object.
         let buffer = b.stack == BUFFER || b.is_native() || state.creations.seen();
-        if b.state == ALLOCATED && buffer && !survivors.contains(word) {
+        // SAFETY: `contains` takes any word while the live table is accurate.
+        if b.state == ALLOCATED && buffer && !unsafe { survivors.contains(word) } {
             bytes += b.size as u64;
             if n < counted.len() {
                 counted[n] = word;
@@ -1027,12 +1174,20 @@ pub unsafe fn add_holders(state: &State, capture: &mut Capture) {
         );
     }
     for h in state.holds.histories() {
-        let alive = read_usize(h.object + cpython::OB_REFCNT) as isize > 0;
+        // SAFETY: a history is forgotten when its block is freed or made into another object
+        // (`Holds::forget`, from the hooks), so `h.object`'s block is still allocated and its
+        // object's header readable.
+        let alive = unsafe { read_usize(h.object + cpython::OB_REFCNT) } as isize > 0;
         let old = state.holder_chunk.iter().find(|o| o.op == h.object);
         let group = if old.is_some() {
             None
         } else {
-            let block = h.object - state.layout.preheader(type_flags(type_of(h.object)));
+            // SAFETY: `h.object`'s block is still allocated (its history was not forgotten),
+            // so its header is readable, and its type is live while the object is.
+            let block = h.object
+                - state
+                    .layout
+                    .preheader(unsafe { type_flags(type_of(h.object)) });
             state
                 .live
                 .get(block)
@@ -1051,7 +1206,8 @@ pub unsafe fn add_holders(state: &State, capture: &mut Capture) {
         let stacks = &mut capture.stacks;
         let mut id_of = |stack: u32| {
             *resolved.entry(stack).or_insert_with(|| {
-                stacks.push(resolve_stack(state, stack));
+                // SAFETY: the GIL is held (caller's contract), as `resolve_stack` needs.
+                stacks.push(unsafe { resolve_stack(state, stack) });
                 (stacks.len() - 1) as u32
             })
         };
@@ -1080,6 +1236,10 @@ fn held_by_extension(held: Option<&Held>, modules: &[LoadedModule]) -> bool {
 }
 
 /// What the class of survivor `op` rests on, in words.
+///
+/// # Safety
+/// The snapshot's contract (see [`take`]); `op` is a survivor and `held` what was found of
+/// it, whose owners are live.
 unsafe fn evidence(
     class: Class,
     op: usize,
@@ -1095,7 +1255,8 @@ unsafe fn evidence(
             "referenced by nothing".into()
         }
         (Class::Leaked | Class::Interpreter, Some(h)) => {
-            let missing = unexplained(op, h);
+            // SAFETY: `op` is a survivor, a live object (caller's contract).
+            let missing = unsafe { unexplained(op, h) };
             format!(
                 "{missing} {} more than the {} found",
                 if missing == 1 {
@@ -1114,9 +1275,14 @@ unsafe fn evidence(
             }
             Owner::ModuleState(m) => format!(
                 "a pointer in the state of module {}",
-                str_attr(api, m as *mut PyObject, c"__name__")
+                // SAFETY: `m` is a module the walk reached, live, and the GIL is held.
+                unsafe { str_attr(api, m as *mut PyObject, c"__name__") }
             ),
-            Owner::Field(tp) => format!("a pointer in a C field of a {} object", type_name(tp)),
+            Owner::Field(tp) => format!(
+                "a pointer in a C field of a {} object",
+                // SAFETY: `tp` is the type of an object the walk reached, live as it is.
+                unsafe { type_name(tp) }
+            ),
             Owner::StaticBuffer(i) => format!(
                 "a pointer in a buffer that the static data of {} points to",
                 file(&modules[i].path)
@@ -1126,47 +1292,73 @@ unsafe fn evidence(
     })
 }
 
+/// The stored stack `id`, its Python frames named.
+///
+/// # Safety
+/// The GIL is held.
 unsafe fn resolve_stack(state: &State, id: u32) -> Stack {
     Stack {
         native: state.stacks.native(id).to_vec(),
         python: state
             .stacks
             .python(id)
-            .map(|f| python_frame(&state.api, f))
+            // SAFETY: a stored frame's code object is one the agent holds a reference to
+            // (`State::codes`), so live, and the GIL is held (caller's contract).
+            .map(|f| unsafe { python_frame(&state.api, f) })
             .collect(),
     }
 }
 
+/// A stored Python frame's file, function and line.
+///
+/// # Safety
+/// `f.code` is a live code object; the GIL is held.
 unsafe fn python_frame(api: &Api, f: PyFrameRef) -> PyFrame {
     let code = f.code as *mut PyObject;
-    let line = (api.code_addr2line)(code, f.offset);
-    PyFrame {
-        file: str_attr(api, code, c"co_filename"),
-        function: {
-            let q = str_attr(api, code, c"co_qualname");
-            if q.is_empty() {
-                str_attr(api, code, c"co_name")
-            } else {
-                q
-            }
-        },
-        line: line.max(0) as u32,
+    // SAFETY: the whole body relies on the contract above: `PyCode_Addr2Line` and
+    // `str_attr` are given a live code object with the GIL held.
+    unsafe {
+        let line = (api.code_addr2line)(code, f.offset);
+        PyFrame {
+            file: str_attr(api, code, c"co_filename"),
+            function: {
+                let q = str_attr(api, code, c"co_qualname");
+                if q.is_empty() {
+                    str_attr(api, code, c"co_name")
+                } else {
+                    q
+                }
+            },
+            line: line.max(0) as u32,
+        }
     }
 }
 
+/// The text of the str attribute `name` of `op`; empty where it is missing or not a str.
+///
+/// # Safety
+/// `op` is a live object; the GIL is held.
 pub(crate) unsafe fn str_attr(api: &Api, op: *mut PyObject, name: &CStr) -> String {
-    let value = (api.getattr)(op, name.as_ptr());
+    // SAFETY: `op` is live and the GIL is held (caller's contract); `name` is NUL-terminated.
+    let value = unsafe { (api.getattr)(op, name.as_ptr()) };
     if value.is_null() {
-        (api.err_clear)();
+        // SAFETY: the GIL is held; the failed lookup left an exception to clear.
+        unsafe { (api.err_clear)() };
         return String::new();
     }
-    let utf8 = (api.unicode_utf8)(value);
+    // SAFETY: `value` is a new reference, live; the GIL is held.
+    let utf8 = unsafe { (api.unicode_utf8)(value) };
     let text = if utf8.is_null() {
-        (api.err_clear)();
+        // SAFETY: the GIL is held; `PyUnicode_AsUTF8` failed and set an exception.
+        unsafe { (api.err_clear)() };
         String::new()
     } else {
-        CStr::from_ptr(utf8).to_string_lossy().into_owned()
+        // SAFETY: a non-null result is `value`'s NUL-terminated UTF-8, alive while `value` is.
+        unsafe { CStr::from_ptr(utf8) }
+            .to_string_lossy()
+            .into_owned()
     };
-    (api.decref)(value);
+    // SAFETY: `value` is the new reference `getattr` returned, given back once, GIL held.
+    unsafe { (api.decref)(value) };
     text
 }

@@ -36,6 +36,8 @@ macro_rules! here {
         let pc: usize;
         let sp: usize;
         let bp: usize;
+        // SAFETY: the asm only copies rip, rsp and rbp into three output registers: it reads
+        // and writes no memory, uses no stack and keeps the flags, as its options say.
         unsafe {
             core::arch::asm!(
                 "lea {0}, [rip]",
@@ -130,6 +132,10 @@ pub fn reset_thread_bounds() {
 }
 
 fn query_stack_bounds() -> (usize, usize) {
+    // SAFETY: `pthread_attr_t` is plain data, for which zeroes are a valid value to be
+    // overwritten; `pthread_getattr_np` fills it for this thread, `pthread_attr_getstack`
+    // writes only through the pointers to these locals, and the attributes are destroyed
+    // once, after their last use, only if they were filled.
     unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
         if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
@@ -148,15 +154,23 @@ fn query_stack_bounds() -> (usize, usize) {
 }
 
 fn loader_generation() -> u64 {
+    /// Stores the loader's count of objects loaded so far, from the first module, and stops.
+    ///
+    /// # Safety
+    /// Called by `dl_iterate_phdr` with a valid `info`, and with `data` the `*mut u64` that
+    /// `loader_generation` passed it.
     unsafe extern "C" fn adds(
         info: *mut libc::dl_phdr_info,
         _: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        *(data as *mut u64) = (*info).dlpi_adds;
+        // SAFETY: `info` is valid for the call and `data` points to the caller's `u64`
+        // (caller's contract).
+        unsafe { *(data as *mut u64) = (*info).dlpi_adds };
         1
     }
     let mut n = 0u64;
+    // SAFETY: `adds` takes `data` as the `*mut u64` passed here, which outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(adds), &mut n as *mut u64 as *mut _) };
     n
 }
@@ -193,6 +207,9 @@ impl Unwinder {
             if same_start
                 && m.reads
                     .iter()
+                    // SAFETY: each `at` was read as a word of a thread's stack, inside its
+                    // bounds, by the walk that recorded the memo, and a walk that starts at the
+                    // same `sp` runs on that same stack, which stays mapped while it runs.
                     .all(|&(at, v)| unsafe { *(at as *const usize) } == v ^ HIDDEN)
             {
                 let n = m.frames.len().min(out.len());
@@ -272,6 +289,9 @@ impl Unwinder {
             if cfa <= sp || cfa < lo + 8 || cfa > hi {
                 break;
             }
+            // SAFETY: both words read lie inside this thread's stack, `[lo, hi)` from its
+            // pthread attributes: `cfa - 8` as just checked, the saved rbp's slot as checked
+            // below before the read; a thread's own stack is mapped while it runs.
             unsafe {
                 if rule.rbp_offset != NO_RBP {
                     let slot = cfa.wrapping_add(rule.rbp_offset as isize as usize);
@@ -390,6 +410,9 @@ impl Unwinder {
 
 fn eh_table(module: &LoadedModule) -> Option<EhTable> {
     let (hdr_addr, hdr_len) = module.eh_frame_hdr?;
+    // SAFETY: `PT_GNU_EH_FRAME` is a read-only part of a `PT_LOAD` segment that the loader
+    // mapped, `hdr_len` bytes long. NOTE: taken as `'static`, which holds only while the
+    // module is not unloaded (`dlclose`); nothing here shows that it never is.
     let hdr_bytes: &'static [u8] =
         unsafe { std::slice::from_raw_parts(hdr_addr as *const u8, hdr_len) };
     let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_addr as u64);
@@ -403,6 +426,10 @@ fn eh_table(module: &LoadedModule) -> Option<EhTable> {
     if eh_frame_addr < module.start || eh_frame_addr >= module.end {
         return None;
     }
+    // SAFETY: `.eh_frame` starts inside the module's loaded span, checked just above, and is
+    // read only at the offsets its header and entries give, inside the section. NOTE: the
+    // slice runs on to the end of the span, past the section, over any gap between segments,
+    // which is not shown to be mapped; and it is `'static` as the header is.
     let eh_bytes: &'static [u8] = unsafe {
         std::slice::from_raw_parts(eh_frame_addr as *const u8, module.end - eh_frame_addr)
     };

@@ -173,7 +173,8 @@ pub unsafe fn check(layout: &Layout, code_start: usize) -> Result<(), String> {
     let Some(positions) = layout.debug_offsets else {
         return Ok(());
     };
-    let Some(table) = sym(c"_PyRuntime").map(|p| p as usize) else {
+    // SAFETY: the address is only read below as `_PyRuntime`, the static struct it names.
+    let Some(table) = unsafe { sym(c"_PyRuntime") }.map(|p| p as usize) else {
         return Err("missing CPython symbol _PyRuntime".into());
     };
     // SAFETY: `_PyRuntime` is a static struct far larger than its first 8 bytes.

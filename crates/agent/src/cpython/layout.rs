@@ -98,7 +98,8 @@ impl Layout {
             .ok_or_else(|| format!("CPython {major}.{minor} is not supported (3.9 to 3.15 are)"))?;
         // Only free-threaded builds export it (`Py_GIL_DISABLED`, refcount.h): their objects
         // have two refcounts and no GIL orders the hooks.
-        if sym(c"_Py_MergeZeroLocalRefcount").is_some() {
+        // SAFETY: only whether the symbol exists is used, never its address.
+        if unsafe { sym(c"_Py_MergeZeroLocalRefcount") }.is_some() {
             return Err(format!(
                 "free-threaded CPython (python3.{minor}t) is not supported; use the default \
                  build, python3.{minor}"

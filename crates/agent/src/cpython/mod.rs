@@ -78,17 +78,23 @@ pub const HT_CACHED_KEYS_AFTER_SLOTS: usize = 16;
 /// # Safety
 /// `op` is a live dict; the GIL is held; `dict_next` is `PyDict_Next` (`Api::dict_next`).
 pub unsafe fn unicode_keys(op: usize, dict_next: DictNext, mut f: impl FnMut(usize)) {
-    let keys = read_usize(op + DICT_KEYS);
-    if keys == 0 || read_usize(op + DICT_VALUES) != 0 {
-        return;
-    }
-    if *((keys + DICT_KEYS_KIND) as *const u8) != DICT_KEYS_UNICODE {
-        return;
+    // SAFETY: `op` is a live dict (caller's contract), so its `ma_keys` and `ma_values` words
+    // are readable, and a non-null `ma_keys` is its live keys object, whose `dk_kind` is too.
+    unsafe {
+        let keys = read_usize(op + DICT_KEYS);
+        if keys == 0 || read_usize(op + DICT_VALUES) != 0 {
+            return;
+        }
+        if *((keys + DICT_KEYS_KIND) as *const u8) != DICT_KEYS_UNICODE {
+            return;
+        }
     }
     let mut pos: isize = 0;
     let mut key: *mut PyObject = std::ptr::null_mut();
     let mut value: *mut PyObject = std::ptr::null_mut();
-    while dict_next(op as *mut PyObject, &mut pos, &mut key, &mut value) != 0 {
+    // SAFETY: `dict_next` is `PyDict_Next` (caller's contract), called with the GIL held on a
+    // live dict, with pointers to these locals.
+    while unsafe { dict_next(op as *mut PyObject, &mut pos, &mut key, &mut value) } != 0 {
         f(key as usize);
     }
 }
@@ -98,10 +104,16 @@ pub unsafe fn unicode_keys(op: usize, dict_next: DictNext, mut f: impl FnMut(usi
 /// # Safety
 /// `op` is a live container; `visit` accepts `arg`; the GIL is held.
 pub unsafe fn traverse(op: usize, visit: VisitProc, arg: *mut c_void) {
-    let traverse = read_usize(type_of(op) + TP_TRAVERSE);
+    // SAFETY: `op` is a live object (caller's contract), so its type and that type's
+    // `tp_traverse` slot are readable.
+    let traverse = unsafe { read_usize(type_of(op) + TP_TRAVERSE) };
     if traverse != 0 {
-        let traverse: TraverseProc = std::mem::transmute(traverse);
-        traverse(op as *mut PyObject, visit, arg);
+        // SAFETY: a non-null `tp_traverse` is a `traverseproc`; it is called on a live container
+        // of its type, with the GIL held and a `visit` that accepts `arg` (caller's contract).
+        unsafe {
+            let traverse: TraverseProc = std::mem::transmute(traverse);
+            traverse(op as *mut PyObject, visit, arg);
+        }
     }
 }
 
@@ -118,19 +130,26 @@ pub type DictNext = unsafe extern "C" fn(
 /// # Safety
 /// `tp` is a live heap type; `layout` is its interpreter's, 3.11 or newer.
 pub unsafe fn cached_keys(tp: usize, layout: &Layout) -> impl Iterator<Item = usize> {
-    let keys = read_usize(tp + layout.ht_slots + HT_CACHED_KEYS_AFTER_SLOTS);
-    // None, or a general table (not a string-keyed split one): no entries to read.
-    let (n, entries) = if keys == 0 || *((keys + DICT_KEYS_KIND) as *const u8) == 0 {
-        (0, 0)
-    } else {
-        let indices = 1usize << *((keys + DICT_KEYS_LOG2_INDEX_BYTES) as *const u8);
-        (
-            read_usize(keys + DICT_KEYS_NENTRIES),
-            keys + DICT_KEYS_INDICES + indices,
-        )
+    // SAFETY: `tp` is a live heap type of a 3.11+ interpreter whose layout is `layout` (caller's
+    // contract), so `ht_cached_keys` is readable, and when non-null it is a live keys object
+    // whose header fields are.
+    let (n, entries) = unsafe {
+        let keys = read_usize(tp + layout.ht_slots + HT_CACHED_KEYS_AFTER_SLOTS);
+        // None, or a general table (not a string-keyed split one): no entries to read.
+        if keys == 0 || *((keys + DICT_KEYS_KIND) as *const u8) == 0 {
+            (0, 0)
+        } else {
+            let indices = 1usize << *((keys + DICT_KEYS_LOG2_INDEX_BYTES) as *const u8);
+            (
+                read_usize(keys + DICT_KEYS_NENTRIES),
+                keys + DICT_KEYS_INDICES + indices,
+            )
+        }
     };
     (0..n)
-        .map(move |i| read_usize(entries + i * DICT_UNICODE_ENTRY))
+        // SAFETY: the first `dk_nentries` entries of a string-keyed table follow its indices,
+        // inside the keys object, which the caller keeps alive while the iterator is used.
+        .map(move |i| unsafe { read_usize(entries + i * DICT_UNICODE_ENTRY) })
         .filter(|&key| key != 0)
 }
 
@@ -174,9 +193,13 @@ const LIST_ITEMS: usize = 24;
 /// # Safety
 /// `list` is a live list; the GIL is held.
 pub unsafe fn list_items(list: usize) -> Vec<usize> {
-    let n = read_usize(list + OB_SIZE);
-    let items = read_usize(list + LIST_ITEMS) as *const usize;
-    (0..n).map(|i| *items.add(i)).collect()
+    // SAFETY: `list` is a live list and the GIL is held (caller's contract), so its `ob_size`
+    // and `ob_item` are readable and stable, and `ob_item` holds `ob_size` item pointers.
+    unsafe {
+        let n = read_usize(list + OB_SIZE);
+        let items = read_usize(list + LIST_ITEMS) as *const usize;
+        (0..n).map(|i| *items.add(i)).collect()
+    }
 }
 
 /// `PyModuleDef.m_size`.
@@ -196,11 +219,13 @@ const UNICODE_KIND_SHIFT: u32 = 2;
 /// # Safety
 /// `op` is a readable str object.
 pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
-    let state = *((op + UNICODE_STATE) as *const u32);
+    // SAFETY: `op` is a readable str object (caller's contract), so its `state` word is.
+    let state = unsafe { *((op + UNICODE_STATE) as *const u32) };
     if state & UNICODE_COMPACT == 0 {
         return None;
     }
-    let length = read_usize(op + UNICODE_LENGTH);
+    // SAFETY: `length` is in the same `PyASCIIObject` header of the readable str `op`.
+    let length = unsafe { read_usize(op + UNICODE_LENGTH) };
     let kind = ((state >> UNICODE_KIND_SHIFT) & 7) as usize;
     let (header, width) = if state & UNICODE_ASCII != 0 {
         (layout.ascii_size, 1)
@@ -218,14 +243,20 @@ pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
 /// # Safety
 /// `op` is a live object of exactly `PyModule_Type`; `layout` is its interpreter's.
 pub unsafe fn module_state(op: usize, layout: &Layout) -> Option<(usize, usize)> {
-    let state = read_usize(op + layout.module.state);
-    let size = match layout.module.state_size {
-        StateSize::InDef(def) => match read_usize(op + def) {
-            0 => return None,
-            def => read_usize(def + MODULEDEF_SIZE),
-        },
-        StateSize::InModule(at) => read_usize(op + at),
-    } as isize;
+    // SAFETY: `op` is a live module object and `layout` its interpreter's (caller's contract),
+    // so `md_state`, `md_def` (or the module's own state size) are readable, and a non-null
+    // `md_def` is the module's `PyModuleDef`, which lives as long as the module.
+    let (state, size) = unsafe {
+        let state = read_usize(op + layout.module.state);
+        let size = match layout.module.state_size {
+            StateSize::InDef(def) => match read_usize(op + def) {
+                0 => return None,
+                def => read_usize(def + MODULEDEF_SIZE),
+            },
+            StateSize::InModule(at) => read_usize(op + at),
+        } as isize;
+        (state, size)
+    };
     (state != 0 && size > 0).then_some((state, size as usize))
 }
 
@@ -234,7 +265,8 @@ pub unsafe fn module_state(op: usize, layout: &Layout) -> Option<(usize, usize)>
 /// # Safety
 /// `op` is a readable str object.
 pub unsafe fn str_text_offset(op: usize, layout: &Layout) -> Option<usize> {
-    let state = *((op + UNICODE_STATE) as *const u32);
+    // SAFETY: `op` is a readable str object (caller's contract), so its `state` word is.
+    let state = unsafe { *((op + UNICODE_STATE) as *const u32) };
     if state & UNICODE_COMPACT == 0 {
         None
     } else if state & UNICODE_ASCII != 0 {
@@ -285,11 +317,20 @@ pub struct Api {
     pub eval_loop: (usize, usize),
 }
 
+/// The address of the global symbol `name`, if the process has one.
+///
+/// # Safety
+/// `dlsym` only needs a NUL-terminated name, which `&CStr` is; the caller must use the
+/// address only as what the symbol is in the CPython it runs in (a function of a known
+/// signature, or a static object).
 unsafe fn sym(name: &CStr) -> Option<*mut c_void> {
-    let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    // SAFETY: `name` is NUL-terminated; `RTLD_DEFAULT` searches the global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     (!p.is_null()).then_some(p)
 }
 
+/// Used only inside `Api::resolve`'s body, which is one unsafe block: the transmute gives the
+/// symbol the type of the `Api` field it is stored in, which is its C signature.
 macro_rules! func {
     ($name:literal) => {
         match sym($name) {
@@ -303,49 +344,58 @@ impl Api {
     /// # Safety
     /// Must run inside a CPython process.
     pub unsafe fn resolve() -> Result<Api, &'static str> {
-        let thread_state = match sym(c"PyThreadState_GetUnchecked")
-            .or_else(|| sym(c"_PyThreadState_UncheckedGet"))
-        {
-            Some(p) => std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> *mut c_void>(p),
-            None => return Err("missing CPython symbol PyThreadState_GetUnchecked"),
-        };
-        let eval = sym(c"_PyEval_EvalFrameDefault").ok_or("missing _PyEval_EvalFrameDefault")?;
-        Ok(Api {
-            get_allocator: func!(c"PyMem_GetAllocator"),
-            set_allocator: func!(c"PyMem_SetAllocator"),
-            set_reftracer: sym(c"PyRefTracer_SetTracer").map(|p| std::mem::transmute(p)),
-            get_reftracer: sym(c"PyRefTracer_GetTracer").map(|p| std::mem::transmute(p)),
-            thread_state,
-            gil_check: func!(c"PyGILState_Check"),
-            main_interpreter: func!(c"PyInterpreterState_Main"),
-            thread_head: func!(c"PyInterpreterState_ThreadHead"),
-            thread_next: func!(c"PyThreadState_Next"),
-            new_reference: sym(c"_Py_NewReference").map(|p| std::mem::transmute(p)),
-            code_addr2line: func!(c"PyCode_Addr2Line"),
-            incref: func!(c"Py_IncRef"),
-            decref: func!(c"Py_DecRef"),
-            getattr: func!(c"PyObject_GetAttrString"),
-            repr: func!(c"PyObject_Repr"),
-            unicode_utf8: func!(c"PyUnicode_AsUTF8"),
-            err_clear: func!(c"PyErr_Clear"),
-            dict_next: func!(c"PyDict_Next"),
-            type_type: sym(c"PyType_Type").ok_or("missing PyType_Type")? as usize,
-            code_type: sym(c"PyCode_Type").ok_or("missing PyCode_Type")? as usize,
-            unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,
-            dict_type: sym(c"PyDict_Type").ok_or("missing PyDict_Type")? as usize,
-            module_type: sym(c"PyModule_Type").ok_or("missing PyModule_Type")? as usize,
-            long_type: sym(c"PyLong_Type").ok_or("missing PyLong_Type")? as usize,
-            tuple_type: sym(c"PyTuple_Type").ok_or("missing PyTuple_Type")? as usize,
-            standard_frees: [c"PyObject_Free", c"PyObject_GC_Del"]
+        // SAFETY: the whole body relies on the contract above: in a CPython process each
+        // symbol named here is the CPython function or type object of that name, so each
+        // transmute gives a function the C signature of the `Api` field it goes in, and each
+        // type's address is its static type object.
+        unsafe {
+            let thread_state = match sym(c"PyThreadState_GetUnchecked")
+                .or_else(|| sym(c"_PyThreadState_UncheckedGet"))
+            {
+                Some(p) => {
+                    std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> *mut c_void>(p)
+                }
+                None => return Err("missing CPython symbol PyThreadState_GetUnchecked"),
+            };
+            let eval =
+                sym(c"_PyEval_EvalFrameDefault").ok_or("missing _PyEval_EvalFrameDefault")?;
+            Ok(Api {
+                get_allocator: func!(c"PyMem_GetAllocator"),
+                set_allocator: func!(c"PyMem_SetAllocator"),
+                set_reftracer: sym(c"PyRefTracer_SetTracer").map(|p| std::mem::transmute(p)),
+                get_reftracer: sym(c"PyRefTracer_GetTracer").map(|p| std::mem::transmute(p)),
+                thread_state,
+                gil_check: func!(c"PyGILState_Check"),
+                main_interpreter: func!(c"PyInterpreterState_Main"),
+                thread_head: func!(c"PyInterpreterState_ThreadHead"),
+                thread_next: func!(c"PyThreadState_Next"),
+                new_reference: sym(c"_Py_NewReference").map(|p| std::mem::transmute(p)),
+                code_addr2line: func!(c"PyCode_Addr2Line"),
+                incref: func!(c"Py_IncRef"),
+                decref: func!(c"Py_DecRef"),
+                getattr: func!(c"PyObject_GetAttrString"),
+                repr: func!(c"PyObject_Repr"),
+                unicode_utf8: func!(c"PyUnicode_AsUTF8"),
+                err_clear: func!(c"PyErr_Clear"),
+                dict_next: func!(c"PyDict_Next"),
+                type_type: sym(c"PyType_Type").ok_or("missing PyType_Type")? as usize,
+                code_type: sym(c"PyCode_Type").ok_or("missing PyCode_Type")? as usize,
+                unicode_type: sym(c"PyUnicode_Type").ok_or("missing PyUnicode_Type")? as usize,
+                dict_type: sym(c"PyDict_Type").ok_or("missing PyDict_Type")? as usize,
+                module_type: sym(c"PyModule_Type").ok_or("missing PyModule_Type")? as usize,
+                long_type: sym(c"PyLong_Type").ok_or("missing PyLong_Type")? as usize,
+                tuple_type: sym(c"PyTuple_Type").ok_or("missing PyTuple_Type")? as usize,
+                standard_frees: [c"PyObject_Free", c"PyObject_GC_Del"]
+                    .map(|name| sym(name).map_or(0, |p| p as usize)),
+                weakref_types: [
+                    c"_PyWeakref_RefType",
+                    c"_PyWeakref_ProxyType",
+                    c"_PyWeakref_CallableProxyType",
+                ]
                 .map(|name| sym(name).map_or(0, |p| p as usize)),
-            weakref_types: [
-                c"_PyWeakref_RefType",
-                c"_PyWeakref_ProxyType",
-                c"_PyWeakref_CallableProxyType",
-            ]
-            .map(|name| sym(name).map_or(0, |p| p as usize)),
-            eval_loop: symbol_extent(eval),
-        })
+                eval_loop: symbol_extent(eval),
+            })
+        }
     }
 }
 
@@ -353,17 +403,27 @@ impl Api {
 const RTLD_DL_SYMENT: libc::c_int = 1;
 
 /// The address range of the function at `p`, from its ELF symbol's size.
+///
+/// # Safety
+/// `p` is an address inside a loaded object (a symbol `dlsym` returned), which stays loaded.
 unsafe fn symbol_extent(p: *mut c_void) -> (usize, usize) {
-    let mut info: libc::Dl_info = std::mem::zeroed();
+    // SAFETY: `Dl_info` is pointers and integers, for which all zeroes is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     let mut sym: *const libc::Elf64_Sym = std::ptr::null();
-    let ok = libc::dladdr1(
-        p,
-        &mut info,
-        &mut sym as *mut _ as *mut *mut c_void,
-        RTLD_DL_SYMENT,
-    );
+    // SAFETY: `dladdr1` only writes through the two pointers to these locals, and with
+    // `RTLD_DL_SYMENT` it stores in `sym` a pointer to an `Elf64_Sym`.
+    let ok = unsafe {
+        libc::dladdr1(
+            p,
+            &mut info,
+            &mut sym as *mut _ as *mut *mut c_void,
+            RTLD_DL_SYMENT,
+        )
+    };
     let size = if ok != 0 && !sym.is_null() {
-        (*sym).st_size as usize
+        // SAFETY: on success `sym` points into the symbol table of the object holding `p`,
+        // which stays loaded (caller's contract).
+        unsafe { (*sym).st_size as usize }
     } else {
         0
     };
@@ -380,35 +440,57 @@ pub fn may_be_object(word: usize) -> bool {
 }
 
 /// Raw reads of interpreter memory. Callers guarantee the address is a live object or struct.
+///
+/// # Safety
+/// `addr` is 8-aligned and readable for 8 bytes: a field of a live object or struct.
 #[inline(always)]
 pub unsafe fn read_usize(addr: usize) -> usize {
-    *(addr as *const usize)
+    // SAFETY: `addr` is aligned and readable (caller's contract).
+    unsafe { *(addr as *const usize) }
 }
 
+/// `Py_TYPE(op)`.
+///
+/// # Safety
+/// `op` is a readable object header (a live object).
 #[inline(always)]
 pub unsafe fn type_of(op: usize) -> usize {
-    read_usize(op + OB_TYPE)
+    // SAFETY: `ob_type` is in the header that the caller guarantees readable.
+    unsafe { read_usize(op + OB_TYPE) }
 }
 
+/// `tp->tp_flags`.
+///
+/// # Safety
+/// `tp` is a readable type object.
 #[inline(always)]
 pub unsafe fn type_flags(tp: usize) -> u64 {
-    *((tp + TP_FLAGS) as *const u64)
+    // SAFETY: `tp_flags` is a field of the type object the caller guarantees readable.
+    unsafe { *((tp + TP_FLAGS) as *const u64) }
 }
 
 /// `PyObject_IS_GC`: a container the collector may traverse. Static types carry the GC flag
 /// but say no through `tp_is_gc`, and traversing one aborts the interpreter.
+///
+/// # Safety
+/// `op` is a live object, whose type is live; the GIL is held (`tp_is_gc` may be called).
 pub unsafe fn is_gc(op: usize) -> bool {
-    let tp = type_of(op);
-    if type_flags(tp) & TPFLAGS_HAVE_GC == 0 {
+    // SAFETY: `op` is a live object (caller's contract), so its type's `tp_flags` is readable.
+    let tp = unsafe { type_of(op) };
+    // SAFETY: `tp` is the live type of a live object.
+    if unsafe { type_flags(tp) } & TPFLAGS_HAVE_GC == 0 {
         return false;
     }
-    match read_usize(tp + TP_IS_GC) {
+    // SAFETY: `tp_is_gc` is a slot of the live type `tp`.
+    match unsafe { read_usize(tp + TP_IS_GC) } {
         0 => true,
-        f => {
+        // SAFETY: a non-null `tp_is_gc` is an `inquiry`, called on an object of its type with
+        // the GIL held (caller's contract).
+        f => unsafe {
             std::mem::transmute::<usize, unsafe extern "C" fn(*mut PyObject) -> c_int>(f)(
                 op as *mut PyObject,
             ) != 0
-        }
+        },
     }
 }
 
@@ -421,15 +503,23 @@ pub unsafe fn derives_from(mut tp: usize, base: usize) -> bool {
         if tp == base {
             return true;
         }
-        tp = read_usize(tp + TP_BASE);
+        // SAFETY: `tp` is a live type (caller's contract, then each live type's `tp_base`,
+        // which it holds a reference to, is a live type or null).
+        tp = unsafe { read_usize(tp + TP_BASE) };
     }
     false
 }
 
+/// `tp->tp_name`, or `?` where it is null.
+///
+/// # Safety
+/// `tp` is a live type object.
 pub unsafe fn type_name(tp: usize) -> String {
-    let p = read_usize(tp + TP_NAME) as *const c_char;
+    // SAFETY: `tp_name` is a field of the live type `tp` (caller's contract).
+    let p = unsafe { read_usize(tp + TP_NAME) } as *const c_char;
     if p.is_null() {
         return "?".into();
     }
-    CStr::from_ptr(p).to_string_lossy().into_owned()
+    // SAFETY: a type's non-null `tp_name` is a NUL-terminated string that lives as long as it.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
