@@ -2,7 +2,7 @@
 //!
 //! It links against nothing from Python. Every CPython function it needs is looked up with
 //! `dlsym` when tracking starts, and every internal layout it reads is chosen by the running
-//! interpreter's version (see [`cpython`]), so one build serves CPython 3.9 to 3.13.
+//! interpreter's version (see [`cpython`]), so one build serves CPython 3.9 to 3.15.
 //!
 //! Rules for everything reachable from the hooks:
 //! - no allocation through Python's allocators, and no Python calls (`Py_IncRef` aside);

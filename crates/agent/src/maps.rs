@@ -1,6 +1,75 @@
 //! Readable memory of this process, from `/proc/self/maps`, so that a word that might be a
 //! pointer is followed only when it points into mapped memory.
 
+/// The mapping that holds an address, and the end of the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub lo: usize,
+    pub hi: usize,
+    pub previous_end: usize,
+    /// The main thread's stack, which grows down as far as its rlimit.
+    pub main_stack: bool,
+}
+
+/// The mapping that holds `addr`, read from `/proc/self/maps` without allocating or taking a
+/// lock: a hook may run inside any libc function (glibc's `pthread_getattr_np` reallocates
+/// with its thread's lock held, so asking it for a stack from a hook deadlocked 3.14).
+pub fn mapping_of(addr: usize) -> Option<Mapping> {
+    // SAFETY: a constant NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    let (mut filled, mut previous_end, mut found) = (0, 0, None);
+    loop {
+        // SAFETY: reads into the unfilled rest of the local buffer.
+        let n = unsafe { libc::read(fd, buf[filled..].as_mut_ptr().cast(), buf.len() - filled) };
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+        let mut start = 0;
+        while let Some(end) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            if let Some(m) = parse_line(&buf[start..start + end], previous_end) {
+                if (m.lo..m.hi).contains(&addr) {
+                    found = Some(m);
+                }
+                previous_end = m.hi;
+            }
+            start += end + 1;
+        }
+        if found.is_some() {
+            break;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if filled == buf.len() {
+            break; // a line longer than the buffer: no maps line is
+        }
+    }
+    // SAFETY: the descriptor opened above, closed once.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// One line of `/proc/self/maps`: `lo-hi perms offset dev inode [path]`.
+fn parse_line(line: &[u8], previous_end: usize) -> Option<Mapping> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (lo, hi) = line.split_ascii_whitespace().next()?.split_once('-')?;
+    Some(Mapping {
+        lo: usize::from_str_radix(lo, 16).ok()?,
+        hi: usize::from_str_radix(hi, 16).ok()?,
+        previous_end,
+        main_stack: line.ends_with("[stack]"),
+    })
+}
+
 pub struct Readable {
     ranges: Vec<(usize, usize)>,
 }
@@ -63,6 +132,38 @@ mod tests {
         assert!(!r.contains(0x7ffd1c100000, 8));
         assert!(!r.contains(0x7ffd1c200000, 8));
         assert!(!r.contains(0x10, 8));
+    }
+
+    #[test]
+    fn the_mapping_of_an_address_comes_with_the_end_of_the_previous_one() {
+        let mut previous = 0;
+        let lines: Vec<Mapping> = SAMPLE
+            .lines()
+            .filter_map(|l| {
+                let m = parse_line(l.as_bytes(), previous)?;
+                previous = m.hi;
+                Some(m)
+            })
+            .collect();
+        assert_eq!(
+            lines[2],
+            Mapping {
+                lo: 0x7ffd1c000000,
+                hi: 0x7ffd1c021000,
+                previous_end: 0x55d0c0a02000,
+                main_stack: true
+            }
+        );
+        assert!(!lines[3].main_stack);
+    }
+
+    #[test]
+    fn this_threads_stack_is_found_without_allocating() {
+        let local = 0u64;
+        let at = &local as *const u64 as usize;
+        let m = mapping_of(at).expect("the stack is mapped");
+        assert!(m.lo <= at && at < m.hi);
+        assert!(m.previous_end <= m.lo);
     }
 
     #[test]

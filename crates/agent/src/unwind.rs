@@ -131,26 +131,29 @@ pub fn reset_thread_bounds() {
     STACK_BOUNDS.with(|b| b.set((0, 0)));
 }
 
+/// The mapping that holds this thread's stack pointer; the main thread's reaches down as far
+/// as its rlimit lets it grow, short of the mapping below (as glibc computes it).
 fn query_stack_bounds() -> (usize, usize) {
-    // SAFETY: `pthread_attr_t` is plain data, for which zeroes are a valid value to be
-    // overwritten; `pthread_getattr_np` fills it for this thread, `pthread_attr_getstack`
-    // writes only through the pointers to these locals, and the attributes are destroyed
-    // once, after their last use, only if they were filled.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return (0, 0);
-        }
-        let mut addr: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
-        libc::pthread_attr_destroy(&mut attr);
-        if ok {
-            (addr as usize, addr as usize + size)
-        } else {
-            (0, 0)
-        }
+    let here = 0u8;
+    let Some(m) = crate::maps::mapping_of(&here as *const u8 as usize) else {
+        return (0, 0);
+    };
+    if !m.main_stack {
+        return (m.lo, m.hi);
     }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the local struct.
+    let grows = match unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } {
+        0 if limit.rlim_cur != libc::RLIM_INFINITY => limit.rlim_cur as usize,
+        _ => 8 << 20,
+    };
+    (
+        m.hi.saturating_sub(grows).max(m.previous_end).min(m.lo),
+        m.hi,
+    )
 }
 
 fn loader_generation() -> u64 {
