@@ -8,6 +8,7 @@
 //! reader must know when a name is a guess.
 
 mod debug_file;
+mod symbols;
 
 use addr2line::Loader;
 use refhunt_core::capture::Module;
@@ -19,13 +20,25 @@ use std::path::Path;
 /// debug file's first, if it has one. Reading libpython's takes about 10 ms, so `refhunt run`
 /// reads it while the program runs.
 #[derive(Default)]
-pub struct Loaders(HashMap<String, Vec<Loader>>);
+pub struct Loaders(HashMap<String, Debug>);
+
+/// What one file and its debug file tell: DWARF, debug file first, and function symbols.
+pub struct Debug {
+    dwarf: Vec<Loader>,
+    symbols: symbols::Symbols,
+}
 
 impl Loaders {
-    pub fn load(&mut self, path: &str) -> &[Loader] {
+    pub fn load(&mut self, path: &str) -> &Debug {
         self.0.entry(path.to_string()).or_insert_with(|| {
-            let debug = debug_file::find(Path::new(path)).and_then(|d| Loader::new(d).ok());
-            debug.into_iter().chain(Loader::new(path).ok()).collect()
+            let files: Vec<_> = debug_file::find(Path::new(path))
+                .into_iter()
+                .chain([Path::new(path).to_path_buf()])
+                .collect();
+            Debug {
+                dwarf: files.iter().filter_map(|f| Loader::new(f).ok()).collect(),
+                symbols: symbols::Symbols::of(files.iter().map(|f| f.as_path())),
+            }
         })
     }
 }
@@ -73,7 +86,7 @@ impl Symbolizer for ElfSymbolizer {
         // A return address follows its call; the call's line is the one before it.
         let probe = pc.wrapping_sub(module.bias).wrapping_sub(1);
         let offset = pc.wrapping_sub(module.start);
-        let loaders = self.loaders.load(&module.path);
+        let debug = self.loaders.load(&module.path);
         let frame = |function: Option<String>, file, line, source, inlined| NativeFrame {
             pc,
             function,
@@ -85,13 +98,13 @@ impl Symbolizer for ElfSymbolizer {
             inlined,
             interpreter,
         };
-        for loader in loaders {
+        for loader in &debug.dwarf {
             let out = dwarf_frames(loader, probe, &frame);
             if out.iter().any(|f| f.function.is_some()) {
                 return out;
             }
         }
-        if let Some(symbol) = loaders.iter().find_map(|l| l.find_symbol(probe)) {
+        if let Some(symbol) = debug.symbols.find(probe) {
             return vec![frame(
                 Some(symbol.to_string()),
                 None,
