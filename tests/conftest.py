@@ -140,6 +140,11 @@ class Env:
         report = json.loads(report_path.read_text()) if json_report and report_path.exists() and report_path.stat().st_size else None
         return Result(completed, report)
 
+    def python_output(self, code):
+        """What this venv's python prints for `code`, run without refhunt."""
+        return subprocess.run([self.python, "-c", code], check=True, capture_output=True,
+                              text=True).stdout
+
     def script(self, name, text):
         path = self.tmp / name
         path.write_text(text)
