@@ -958,12 +958,34 @@ unsafe fn group(
             runs = runs.max(epoch);
         }
     }
-    let wanted: FxHashSet<usize> = groups
-        .iter()
-        .filter(|((class, _, _), (_, t))| {
-            *class == Class::Reachable && runs > 0 && t.runs.len() == runs && !t.runs.contains(&0)
-        })
-        .map(|(_, (_, t))| t.example)
+    // Whether a reachable group grew in every run is judged on its creation site, as the
+    // report merges groups: one Python line reaches the same C line by other interpreter
+    // paths once the interpreter has specialized its call (3.14 switched after two runs).
+    let (lo, hi) = state.interpreter;
+    // (type, creation pc, Python frames) -> (count per run, an example).
+    type Site = (usize, Option<u64>, Vec<u64>);
+    let mut by_site: FxHashMap<Site, (Vec<u64>, usize)> = FxHashMap::default();
+    for ((class, tp, site), (stack, t)) in &groups {
+        if *class != Class::Reachable || runs == 0 {
+            continue;
+        }
+        let native = state.stacks.native(*stack);
+        let creation = native
+            .iter()
+            .copied()
+            .find(|&pc| !(lo..hi).contains(&(pc as usize)));
+        let python = site[native.len()..].to_vec();
+        let (sum, _) = by_site
+            .entry((*tp, creation, python))
+            .or_insert_with(|| (vec![0; runs], t.example));
+        for (s, n) in sum.iter_mut().zip(&t.runs) {
+            *s += n;
+        }
+    }
+    let wanted: FxHashSet<usize> = by_site
+        .into_values()
+        .filter(|(sum, _)| !sum.contains(&0))
+        .map(|(_, example)| example)
         .take(MAX_PATHS)
         .collect();
     let mut paths = if wanted.is_empty() {
