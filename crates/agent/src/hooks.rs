@@ -109,7 +109,7 @@ impl State {
             layout,
             code_start,
             unwinder,
-            stacks: StackTable::default(),
+            stacks: StackTable::new(interpreter),
             live: LiveTable::default(),
             codes: FxHashSet::default(),
             creations,

@@ -958,25 +958,16 @@ unsafe fn group(
             runs = runs.max(epoch);
         }
     }
-    // Whether a reachable group grew in every run is judged on its creation site, as the
-    // report merges groups: one Python line reaches the same C line by other interpreter
-    // paths once the interpreter has specialized its call (3.14 switched after two runs).
-    let (lo, hi) = state.interpreter;
-    // (type, creation pc, Python frames) -> (count per run, an example).
-    type Site = (usize, Option<u64>, Vec<u64>);
-    let mut by_site: FxHashMap<Site, (Vec<u64>, usize)> = FxHashMap::default();
-    for ((class, tp, site), (stack, t)) in &groups {
+    // Whether a reachable group grew in every run is judged on its creation site (see
+    // `StackTable::site_hash`), as the report merges groups: one Python line reaches the same
+    // C line by other interpreter paths once the interpreter has specialized its call.
+    let mut by_site: FxHashMap<(usize, u64), (Vec<u64>, usize)> = FxHashMap::default();
+    for ((class, tp, _), (stack, t)) in &groups {
         if *class != Class::Reachable || runs == 0 {
             continue;
         }
-        let native = state.stacks.native(*stack);
-        let creation = native
-            .iter()
-            .copied()
-            .find(|&pc| !(lo..hi).contains(&(pc as usize)));
-        let python = site[native.len()..].to_vec();
         let (sum, _) = by_site
-            .entry((*tp, creation, python))
+            .entry((*tp, state.stacks.site_hash(*stack)))
             .or_insert_with(|| (vec![0; runs], t.example));
         for (s, n) in sum.iter_mut().zip(&t.runs) {
             *s += n;

@@ -16,7 +16,8 @@ struct Entry {
     /// object's: the same C path makes a different group for each.
     alloc: u8,
     hash: u64,
-    /// The hash of the stack's words alone, the same in every run.
+    /// The hash of its creation site alone, the same in every run (see
+    /// [`StackTable::site_hash`]).
     site_hash: u64,
 }
 
@@ -33,9 +34,18 @@ pub struct StackTable {
     /// a site's hash leaves out the frames from there outward, which differ between the
     /// measured runs and the holder run that makes the same call from elsewhere.
     pub call_code: usize,
+    /// `[start, end)` of the interpreter's module: a site is named by the first frame outside.
+    pub interpreter: (usize, usize),
 }
 
 impl StackTable {
+    pub fn new(interpreter: (usize, usize)) -> StackTable {
+        StackTable {
+            interpreter,
+            ..StackTable::default()
+        }
+    }
+
     /// The id of this stack, adding it if new; `is_new` reports whether it was.
     pub fn intern(
         &mut self,
@@ -92,8 +102,12 @@ impl StackTable {
             .iter()
             .position(|f| f.code == self.call_code)
             .unwrap_or(python.len());
-        let site_hash = site_hash(native, &python[..inner]);
-        let hash = site_hash
+        let (lo, hi) = self.interpreter;
+        let creation = native
+            .iter()
+            .find(|&&pc| !(lo..hi).contains(&(pc as usize)));
+        let site_hash = words_hash(creation.into_iter(), &python[..inner]);
+        let hash = words_hash(native.iter(), &python[..inner])
             ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ (alloc as u64) << 56;
         let found = self.index.find(hash, |&id| {
@@ -161,7 +175,9 @@ impl StackTable {
         self.entries[id as usize].alloc
     }
 
-    /// A hash of [`StackTable::site`] up to the measured call.
+    /// A hash of the stack's creation site: its first native frame outside the interpreter
+    /// and its Python frames up to the measured call. The interpreter's own frames between
+    /// them change once it specializes a call (3.14 did after two runs), the site does not.
     pub fn site_hash(&self, id: u32) -> u64 {
         self.entries[id as usize].site_hash
     }
@@ -189,7 +205,7 @@ impl StackTable {
     }
 }
 
-fn site_hash(native: &[u64], python: &[PyFrameRef]) -> u64 {
+fn words_hash<'a>(native: impl Iterator<Item = &'a u64>, python: &[PyFrameRef]) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     for pc in native {
         h.write_u64(*pc);
