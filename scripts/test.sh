@@ -30,6 +30,18 @@ fi
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
+# The folder first: the layout probe among the unit tests reads its 3.14 and 3.15 headers.
+if [ -n "$sid_versions" ]; then
+    sid_build "$sid"
+    # Unmounted on every way out; the mount namespace (sid_prepare) covers SIGKILL.
+    trap 'sid_unmount "$sid"' EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    sid_mount "$sid" "$PWD"
+    export REFHUNT_SID=$sid
+fi
+
 if [ "${REFHUNT_TEST_CARGO:-1}" != 0 ]; then
     echo "== cargo fmt, clippy and unit tests"
     cargo fmt --all --check
@@ -74,13 +86,6 @@ for version in ${REFHUNT_TEST_DEBUG-3.11}; do
 done
 
 if [ -n "$sid_versions" ]; then
-    sid_build "$sid"
-    # Unmounted on every way out; the mount namespace (sid_prepare) covers SIGKILL.
-    trap 'sid_unmount "$sid"' EXIT
-    trap 'exit 129' HUP
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    sid_mount "$sid" "$PWD"
     started=$(date +%s)
     echo "== building refhunt's wheel for the sid folder"
     wheel=$(sid_wheel "$sid" "$driver")
