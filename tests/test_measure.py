@@ -20,8 +20,9 @@ def _call(env, target, *args, runs=4, warmup=5):
 def test_seed_case_counters_on_a_release_build(env):
     r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(5000, 1000000)")
     counters = r.report["counters"]
-    # The window is the whole program: the import of zoo adds a few dozen objects.
-    assert 1_000_000 <= counters["live_objects"] <= 1_000_200, counters
+    # The window is the whole program: the import of zoo adds a few dozen objects, and the
+    # interpreter's own startup a few hundred (233 on 3.14).
+    assert 1_000_000 <= counters["live_objects"] <= 1_000_400, counters
     assert counters["gc_freed"] == 0
     assert "total_refcount" not in counters  # a release build has no total refcount
     blocks = counters["allocated_blocks"]["after"] - counters["allocated_blocks"]["before"]

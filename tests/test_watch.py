@@ -211,6 +211,8 @@ def test_the_duration_ends_the_watch_inside_a_long_interval(one_env):
 def test_a_process_the_user_may_not_read(one_env):
     refhunt = one_env.refhunt
     prefix = []
+    if (one_env.venv / "chroot").is_file():
+        pytest.skip("%s is entered through chroot, which an unprivileged user may not call" % one_env)
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if not setpriv:

@@ -141,8 +141,9 @@ static int make_bytearray(long i, PyObject **out) {
     return *out == NULL ? -1 : 0;
 }
 
+/* Past the small ints 3.15 caches (-5..1024): each call makes a new int. */
 static int make_int_medium(long i, PyObject **out) {
-    *out = PyLong_FromLong(1000 + i); /* zoo_matrix:int_medium */
+    *out = PyLong_FromLong(5000 + i); /* zoo_matrix:int_medium */
     return *out == NULL ? -1 : 0;
 }
 
@@ -282,10 +283,10 @@ static int make_slice(long i, PyObject **out) {
     return *out == NULL ? -1 : 0;
 }
 
-/* range(1000 + i): it holds two new ints made on this line, its stop (the argument that
+/* range(5000 + i): it holds two new ints made on this line, its stop (the argument that
  * PyObject_CallFunction builds) and its length. A range has no tp_traverse. */
 static int make_range(long i, PyObject **out) {
-    *out = PyObject_CallFunction((PyObject *)&PyRange_Type, "l", 1000 + i); /* zoo_matrix:range */
+    *out = PyObject_CallFunction((PyObject *)&PyRange_Type, "l", 5000 + i); /* zoo_matrix:range */
     return *out == NULL ? -1 : 0;
 }
 
