@@ -102,11 +102,6 @@ impl StackTable {
             .iter()
             .position(|f| f.code == self.call_code)
             .unwrap_or(python.len());
-        let (lo, hi) = self.interpreter;
-        let creation = native
-            .iter()
-            .find(|&&pc| !(lo..hi).contains(&(pc as usize)));
-        let site_hash = words_hash(creation.into_iter(), &python[..inner]);
         let hash = words_hash(native.iter(), &python[..inner])
             ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ (alloc as u64) << 56;
@@ -129,6 +124,12 @@ impl StackTable {
             return None;
         }
         *is_new = true;
+        // Needed only by a new entry: most walks find their stack interned already.
+        let (lo, hi) = self.interpreter;
+        let creation = native
+            .iter()
+            .find(|&&pc| !(lo..hi).contains(&(pc as usize)));
+        let site_hash = words_hash(creation.into_iter(), &python[..inner]);
         let id = self.entries.len() as u32;
         let start = self.words.len() as u32;
         self.words.extend_from_slice(native);
@@ -244,5 +245,28 @@ mod tests {
         assert_eq!(t.site_hash(d), t.site_hash(a));
         assert_eq!(t.native(a), &[1, 2, 3]);
         assert_eq!(t.python(a).collect::<Vec<_>>(), py.to_vec());
+    }
+
+    #[test]
+    fn a_site_is_its_first_frame_outside_the_interpreter_and_its_python_stack() {
+        // The interpreter spans [100, 200): 150 and 160 are its frames, 5 the extension's.
+        let mut t = StackTable::new((100, 200));
+        let py = [PyFrameRef {
+            code: 7,
+            offset: 12,
+        }];
+        let mut new = false;
+        let generic = t.intern(&[150, 5, 160, 170], &py, (1, 0), &mut new);
+        let specialized = t.intern(&[150, 5, 180], &py, (1, 0), &mut new);
+        assert_ne!(generic, specialized);
+        assert_eq!(t.site_hash(generic), t.site_hash(specialized));
+        let other_c_line = t.intern(&[150, 6, 160, 170], &py, (1, 0), &mut new);
+        assert_ne!(t.site_hash(other_c_line), t.site_hash(generic));
+        let other_python_line = [PyFrameRef {
+            code: 7,
+            offset: 14,
+        }];
+        let elsewhere = t.intern(&[150, 5, 160, 170], &other_python_line, (1, 0), &mut new);
+        assert_ne!(t.site_hash(elsewhere), t.site_hash(generic));
     }
 }
