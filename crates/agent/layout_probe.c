@@ -96,6 +96,7 @@ int main(void) {
     SHOW("unicode_compact_bit", STATE_WORD(compact, 1));
     SHOW("unicode_ascii_bit", STATE_WORD(ascii, 1));
     SHOW("unicode_kind_one", STATE_WORD(kind, 1));
+    SHOW("unicode_interned_bits", STATE_WORD(interned, 3));
     SHOW("compact_size", sizeof(PyCompactUnicodeObject));
     SHOW("dict_keys", offsetof(PyDictObject, ma_keys));
     SHOW("dict_values", offsetof(PyDictObject, ma_values));
@@ -130,6 +131,11 @@ int main(void) {
     SHOW("tpflags_have_gc", Py_TPFLAGS_HAVE_GC);
     SHOW("tpflags_dict_subclass", Py_TPFLAGS_DICT_SUBCLASS);
     SHOW("tpflags_type_subclass", Py_TPFLAGS_TYPE_SUBCLASS);
+    SHOW("tpflags_list_subclass", Py_TPFLAGS_LIST_SUBCLASS);
+    SHOW("tpflags_tuple_subclass", Py_TPFLAGS_TUPLE_SUBCLASS);
+    SHOW("tpflags_unicode_subclass", Py_TPFLAGS_UNICODE_SUBCLASS);
+    SHOW("dict_used", offsetof(PyDictObject, ma_used));
+    SHOW("type_fields_end", offsetof(PyTypeObject, tp_subclasses) + sizeof(void *));
     SHOW("domain_raw", PYMEM_DOMAIN_RAW);
     SHOW("domain_mem", PYMEM_DOMAIN_MEM);
     SHOW("domain_obj", PYMEM_DOMAIN_OBJ);

@@ -60,7 +60,7 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
         if !crate::libc_fns::init() {
             return Err("the C library's malloc family was not found".into());
         }
-        let code_start = *((api.code_type + cpython::TP_BASICSIZE) as *const isize) as usize;
+        let code_start = cpython::Type::new(api.code_type).basicsize();
         cpython::debug_offsets::check(&layout, code_start)?;
         let other_tracer = match api.get_reftracer {
             Some(get) => get(std::ptr::null_mut()).is_some(),
@@ -160,18 +160,19 @@ pub extern "C" fn refhunt_watch(mode: u32) -> c_int {
             let take = s.holder_objects.len().min(crate::breakpoints::SLOTS);
             s.holder_chunk = s.holder_objects.drain(..take).collect();
             for o in &s.holder_chunk {
-                // SAFETY: `op` is mapped; a live object of type `tp` there is watched.
-                unsafe {
-                    let frees = cpython::read_usize(o.tp + cpython::TP_FREE);
-                    let freed_by_hooks = s.api.standard_frees.contains(&frees)
-                        || crate::modules::find(&modules, o.op).is_some();
-                    if readable.contains(o.op, 16)
-                        && cpython::type_of(o.op) == o.tp
-                        && freed_by_hooks
-                    {
-                        let block = o.op - s.layout.preheader(cpython::type_flags(o.tp));
-                        s.holds.watch(block, o.op, false);
-                    }
+                // SAFETY: `o.tp` was a live type at the snapshot and the objects of the holder
+                // run keep it (its instances, old and alive, are what is watched).
+                let tp = unsafe { cpython::Type::new(o.tp) };
+                let freed_by_hooks = s.api.standard_frees.contains(&tp.free())
+                    || crate::modules::find(&modules, o.op).is_some();
+                if readable.contains(o.op, 16)
+                    // SAFETY: the header is read only once its 16 bytes are found mapped.
+                    && unsafe { cpython::Header::new(o.op) }.type_addr() == o.tp
+                    && freed_by_hooks
+                {
+                    let block = o.op - tp.preheader(&s.layout);
+                    // SAFETY: a mapped object of its type, as it was at the snapshot: live.
+                    unsafe { s.holds.watch(block, o.op, false) };
                 }
             }
         }
@@ -249,7 +250,8 @@ pub extern "C" fn refhunt_clear() -> c_int {
 pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) -> c_int {
     guarded(|| {
         // SAFETY: `objects` is a live list and the GIL is held (caller's contract).
-        let items = unsafe { cpython::list_items(objects as usize) };
+        let items = unsafe { cpython::Object::new(objects as usize).as_list() }
+            .map_or_else(Vec::new, |list| unsafe { list.items() });
         // SAFETY: the list's items are live objects while it holds them, GIL held.
         unsafe { hooks::mark_before(&items) };
         let mut guard = STATE.lock();

@@ -2,9 +2,10 @@
 //! the interpreter's: no native frame outside the runtime, and the innermost Python frame in
 //! the import system.
 
+use crate::cpython::Object;
 use crate::hooks::State;
 use crate::modules::LoadedModule;
-use crate::snapshot::str_attr;
+use crate::snapshot::str_text;
 use refhunt_core::capture::Class;
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
@@ -72,8 +73,12 @@ impl<'a> Attribution<'a> {
             || stacks.python(stack).next().is_some_and(|f| {
                 // SAFETY: a stored frame's code object is one the agent holds a reference to
                 // (`State::codes`), so live, and the GIL is held (caller's contract).
-                !unsafe { str_attr(&self.state.api, f.code as *mut _, c"co_filename") }
-                    .starts_with("<frozen ")
+                let api = &self.state.api;
+                // SAFETY: as above; a code object's file name is a live str it holds.
+                let file = unsafe { Object::new(f.code) }
+                    .as_code(api.code_type)
+                    .map(|code| unsafe { str_text(api, code.filename(&self.state.layout)) });
+                !file.is_some_and(|file| file.starts_with("<frozen "))
             })
     }
 }

@@ -259,8 +259,9 @@ impl Breakpoints {
     /// # Safety
     /// `object` is a live object, whose first word is its refcount.
     pub unsafe fn arm(&mut self, slot: usize, object: usize) -> bool {
-        // SAFETY: the caller's object is live.
-        let (now, tp) = unsafe { (*(object as *const isize), crate::cpython::type_of(object)) };
+        // SAFETY: the caller's object is live, so its header is readable.
+        let header = unsafe { crate::cpython::Header::new(object) };
+        let (now, tp) = (header.refcnt(), header.type_addr());
         WATCHES[slot].last.store(now, Relaxed);
         WATCHES[slot].tp.store(tp, Relaxed);
         WATCHES[slot].object.store(object, Relaxed);
@@ -417,11 +418,12 @@ extern "C" fn on_trap(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) 
         }
         let gregs = &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs;
         let pc = gregs[libc::REG_RIP as usize] as usize;
-        let now = *(object as *const isize);
+        let header = crate::cpython::Header::new(object);
+        let now = header.refcnt();
         let delta = now - watch.last.swap(now, Relaxed);
         if !(-MAX_STEP..=MAX_STEP).contains(&delta)
             || in_c_runtime(pc)
-            || crate::cpython::type_of(object) != watch.tp.load(Relaxed)
+            || header.type_addr() != watch.tp.load(Relaxed)
         {
             watch.object.store(0, Relaxed);
             return;

@@ -2,8 +2,7 @@
 //! an exact `str`, `int` or `tuple` of those, its value, truncated. A `__repr__` could run
 //! anything inside the program at its snapshot.
 
-use crate::cpython::{self, read_usize, type_name, type_of, Api, Layout, PyObject};
-use crate::survivors::basicsize;
+use crate::cpython::{Api, Layout, Object, PyObject};
 use std::ffi::CStr;
 
 /// Characters of a value kept.
@@ -12,16 +11,12 @@ const MAX_CHARS: usize = 60;
 const MAX_ITEMS: usize = 4;
 
 /// # Safety
-/// `op` is a live object; the GIL is held.
-pub unsafe fn describe(api: &Api, layout: &Layout, op: usize) -> String {
-    // SAFETY: `op` is a live object and the GIL is held (caller's contract), which is
-    // `value`'s contract too; its type is live, so its name and size are readable.
-    unsafe {
-        let tp = type_of(op);
-        match value(api, layout, op, 1) {
-            Some(v) => v,
-            None => format!("<{} object, {} B>", type_name(tp), basicsize(tp)),
-        }
+/// The GIL is held (`repr` is called).
+pub unsafe fn describe(api: &Api, layout: &Layout, op: Object) -> String {
+    // SAFETY: the GIL is held (caller's contract).
+    match unsafe { value(api, layout, op, 1) } {
+        Some(v) => v,
+        None => format!("<{} object, {} B>", op.tp().name(), op.tp().basicsize()),
     }
 }
 
@@ -29,24 +24,19 @@ pub unsafe fn describe(api: &Api, layout: &Layout, op: usize) -> String {
 ///
 /// # Safety
 /// As for [`describe`].
-unsafe fn value(api: &Api, layout: &Layout, op: usize, depth: u32) -> Option<String> {
-    // SAFETY: `op` is a live object (caller's contract), so its header is readable.
-    let tp = unsafe { type_of(op) };
+unsafe fn value(api: &Api, layout: &Layout, op: Object, depth: u32) -> Option<String> {
+    let tp = op.tp().addr();
     let text = if tp == api.unicode_type || tp == api.long_type {
         // SAFETY: `op` is an exact str or int, live, and the GIL is held (caller's contract).
         unsafe { repr(api, op)? }
-    } else if tp == api.tuple_type && depth > 0 {
-        // SAFETY: `op` is a live exact tuple, whose `ob_size` is readable.
-        let n = unsafe { read_usize(op + cpython::OB_SIZE) };
+    } else if let Some(tuple) = op.as_tuple().filter(|_| tp == api.tuple_type && depth > 0) {
+        let n = tuple.len();
         let mut items: Vec<String> = (0..n.min(MAX_ITEMS))
-            .map(|i| {
-                // SAFETY: `i` is below the tuple's size, so `ob_item[i]` lies inside the live
-                // tuple and holds a live item, which the tuple keeps alive; the GIL is held.
-                unsafe {
-                    let item = read_usize(op + layout.tuple_items + 8 * i);
-                    value(api, layout, item, depth - 1)
-                        .unwrap_or_else(|| format!("<{}>", type_name(type_of(item))))
-                }
+            .filter_map(|i| tuple.item(i, layout))
+            .map(|item| {
+                // SAFETY: the GIL is held (caller's contract).
+                unsafe { value(api, layout, item, depth - 1) }
+                    .unwrap_or_else(|| format!("<{}>", item.tp().name()))
             })
             .collect();
         if n > MAX_ITEMS {
@@ -66,9 +56,9 @@ unsafe fn value(api: &Api, layout: &Layout, op: usize, depth: u32) -> Option<Str
 ///
 /// # Safety
 /// As for [`describe`].
-unsafe fn repr(api: &Api, op: usize) -> Option<String> {
+unsafe fn repr(api: &Api, op: Object) -> Option<String> {
     // SAFETY: `op` is a live exact str or int and the GIL is held (caller's contract).
-    let r = unsafe { (api.repr)(op as *mut PyObject) };
+    let r = unsafe { (api.repr)(op.addr() as *mut PyObject) };
     if r.is_null() {
         // SAFETY: the GIL is held; the failed `repr` set an exception.
         unsafe { (api.err_clear)() }; // an int too long for its decimal repr

@@ -16,7 +16,7 @@
 //! objects and types are left out: an immortal refcount means nothing, and a type's
 //! instances hold it in ways no traversal of theirs reports.
 
-use crate::cpython::{self, read_usize, type_flags, type_of, Api, Layout, PyObject, VisitProc};
+use crate::cpython::{self, Api, Header, Layout, Object, PyObject, Type, VisitProc};
 use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
 use crate::pyframes;
@@ -93,8 +93,10 @@ impl Count<'_> {
             Entry::Vacant(e) => {
                 e.insert(1);
                 // SAFETY: `op` is a live object and the GIL is held (caller's contract), as
-                // `type_of` and `is_gc` need.
-                if unsafe { type_of(op) == self.api.code_type || cpython::is_gc(op) } {
+                // `is_gc` needs.
+                let object = unsafe { Object::new(op) };
+                // SAFETY: as above.
+                if object.as_code(self.api.code_type).is_some() || unsafe { object.is_gc() } {
                     self.queue.push(op);
                 }
             }
@@ -115,7 +117,7 @@ impl Count<'_> {
             && self.heap.readable(word, 16)
             // SAFETY: `word`'s first 16 bytes, its header, were just found mapped; `is_type`
             // takes any word while `heap`'s objects are live (caller's contract).
-            && unsafe { self.heap.is_type(type_of(word)) }
+            && unsafe { self.heap.is_type(Header::new(word).type_addr()) }
         {
             self.found.insert(word, 1);
         }
@@ -124,39 +126,33 @@ impl Count<'_> {
     /// # Safety
     /// `op` is a live container or code object; the GIL is held.
     unsafe fn references_of(&mut self, op: usize) {
-        // SAFETY: the whole body relies on the contract above: `op` is a live container or
-        // code object, so its type is live; a code object's fields at the layout's offsets
-        // are objects or null; `traverse`, `unicode_keys` and `cached_keys` are given a live
-        // container of the kind its type's flags say, with the GIL held, and `self` is handed
-        // on only as the traversal's `arg`.
-        unsafe {
-            let tp = type_of(op);
-            if tp == self.api.code_type {
-                // Not a container to the collector: its names, constants and file are fields.
-                for &at in self.layout.code_objects {
-                    match read_usize(op + at) {
-                        0 => {}
-                        word => self.reached(word),
-                    }
-                }
-                return;
+        // SAFETY: `op` is a live object (caller's contract).
+        let op = unsafe { Object::new(op) };
+        if let Some(code) = op.as_code(self.api.code_type) {
+            // Not a container to the collector: its names, constants and file are fields.
+            for word in code.object_fields(self.layout) {
+                // SAFETY: a live code object's object fields hold live objects; the GIL is held.
+                unsafe { self.reached(word) };
             }
-            cpython::traverse(op, visit as VisitProc, self as *mut Count as *mut c_void);
-            if self.unicode_dicts && type_flags(tp) & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
-                let found = &mut self.found;
-                cpython::unicode_keys(op, self.api.dict_next, |key| {
+            return;
+        }
+        // SAFETY: `op` is a live container (caller's contract) and the GIL is held; `self` is
+        // handed on only as the traversal's `arg`.
+        unsafe { op.traverse(visit as VisitProc, self as *mut Count as *mut c_void) };
+        if let Some(dict) = op.as_dict().filter(|_| self.unicode_dicts) {
+            let found = &mut self.found;
+            // SAFETY: the GIL is held; `dict_next` is `PyDict_Next`.
+            unsafe {
+                dict.unicode_keys(self.api.dict_next, |key| {
                     *found.entry(key).or_default() += 1
-                });
-            }
-            // A class holds the keys its instances' dicts share (a mock's new class per mock
-            // showed them as unexplained references to its attribute names).
-            if self.unicode_dicts
-                && type_flags(tp) & cpython::TPFLAGS_TYPE_SUBCLASS != 0
-                && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0
-            {
-                for key in cpython::cached_keys(op, self.layout) {
-                    *self.found.entry(key).or_default() += 1;
-                }
+                })
+            };
+        }
+        // A class holds the keys its instances' dicts share (a mock's new class per mock
+        // showed them as unexplained references to its attribute names).
+        if let Some(tp) = op.as_type() {
+            for key in tp.cached_keys(self.layout) {
+                *self.found.entry(key).or_default() += 1;
             }
         }
     }
@@ -203,11 +199,8 @@ unsafe fn count(
         unsafe { c.references_of(op) };
     }
     let own = modules::find(modules, count as *const () as usize);
-    let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
-        // SAFETY: `PyInterpreterState_Main` reads the runtime's main interpreter, GIL held.
-        let interp = unsafe { (api.main_interpreter)() } as usize;
-        (interp + start, interp + end)
-    });
+    // SAFETY: `PyInterpreterState_Main` reads the runtime's main interpreter, GIL held.
+    let freelists = layout.freelists_at(unsafe { (api.main_interpreter)() } as usize);
     for (i, m) in modules.iter().enumerate() {
         // An extension's statics may hold an object nothing else does; the interpreter's
         // hold objects reached already, some of them taken and dropped as the program runs
@@ -241,12 +234,12 @@ unsafe fn count(
 /// # Safety
 /// `op`'s header is readable and its type is a live type (a live object's are).
 unsafe fn left_out(op: usize, layout: &Layout) -> bool {
-    // SAFETY: `op`'s header, its refcount and type, is readable (caller's contract).
-    let refcnt = unsafe { read_usize(op + cpython::OB_REFCNT) };
-    layout.immortal && (refcnt as i32) < 0
-        || refcnt >= cpython::STATIC_REFCNT
+    // SAFETY: `op`'s header is readable (caller's contract).
+    let header = unsafe { Header::new(op) };
+    header.immortal(layout)
+        || header.static_count()
         // SAFETY: `op`'s type is a live type (caller's contract).
-        || unsafe { type_flags(type_of(op)) } & cpython::TPFLAGS_TYPE_SUBCLASS != 0
+        || unsafe { Type::new(header.type_addr()) }.is_metatype()
 }
 
 impl Census {
@@ -267,11 +260,11 @@ impl Census {
             .filter(|&(op, _)| unsafe { !left_out(op, layout) })
             .map(|(op, found)| {
                 // SAFETY: `op` passed the filter, so its header is readable.
-                let refcnt = unsafe { read_usize(op + cpython::OB_REFCNT) } as i64;
+                let header = unsafe { Header::new(op) };
+                let refcnt = header.refcnt() as i64;
                 Subject {
                     op,
-                    // SAFETY: `op` passed the filter, so its header is readable.
-                    tp: unsafe { type_of(op) },
+                    tp: header.type_addr(),
                     unexplained: refcnt - found,
                     last: refcnt,
                     grew: 0,
@@ -299,8 +292,8 @@ impl Census {
             if !readable.contains(s.op, 16) {
                 continue;
             }
-            // SAFETY: mapped memory, read as a word.
-            let now = unsafe { read_usize(s.op + cpython::OB_REFCNT) } as i64;
+            // SAFETY: the header's 16 bytes are mapped, read as words.
+            let now = unsafe { Header::new(s.op) }.refcnt() as i64;
             if !first && now > s.last {
                 s.grew += 1;
             }
@@ -347,12 +340,12 @@ impl Census {
             // SAFETY: `s.op` was found again at the end, so it is a live object reached by a
             // traversal, or a probed word whose header is mapped and whose type is a type;
             // `left_out` is asked only once its type is the one it had at the start.
-            if unsafe { type_of(s.op) } != s.tp || is_new(s.op) || unsafe { left_out(s.op, layout) }
-            {
+            let header = unsafe { Header::new(s.op) };
+            // SAFETY: as above.
+            if header.type_addr() != s.tp || is_new(s.op) || unsafe { left_out(s.op, layout) } {
                 continue;
             }
-            // SAFETY: `s.op` was found again at the end, so its header is readable.
-            let unexplained = unsafe { read_usize(s.op + cpython::OB_REFCNT) } as i64 - f;
+            let unexplained = header.refcnt() as i64 - f;
             let gained = unexplained - s.unexplained;
             let wanted = if repeated {
                 gained >= runs as i64 && s.grew >= runs

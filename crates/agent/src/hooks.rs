@@ -14,7 +14,7 @@
 //! object's end.
 
 use crate::census::Census;
-use crate::cpython::{self, read_usize, type_flags, type_of, Allocator, Api, Layout, PyObject};
+use crate::cpython::{self, Allocator, Api, Layout, Object, PyObject, Type};
 use crate::holds::Holds;
 use crate::live::{Block, LiveTable, BEFORE, BUFFER, LIVE, NATIVE, NO_STACK};
 use crate::lock::{Hooked, SpinLock};
@@ -827,12 +827,11 @@ unsafe fn on_create(op: usize) {
 /// As for [`on_create`]; `regs` are this thread's, taken by `here!()` in a caller that is
 /// still running.
 unsafe fn create(s: &mut State, regs: Regs, op: usize) {
-    // SAFETY: `op` is a live object (caller's contract), so its type is live and readable.
-    let tp = unsafe { type_of(op) };
-    // SAFETY: `tp` is the type of the live object `op`, so live.
-    let offset = s.layout.preheader(unsafe { type_flags(tp) });
+    // SAFETY: `op` is a live object (caller's contract).
+    let tp = unsafe { Object::new(op) }.tp();
+    let offset = tp.preheader(&s.layout);
     // SAFETY: the GIL is held and `regs` are this thread's (caller's contract).
-    let stack = unsafe { s.stack_for(regs, tp, Alloc::Object, true) };
+    let stack = unsafe { s.stack_for(regs, tp.addr(), Alloc::Object, true) };
     // A fresh block, or one handed out again by a freelist: either way, created here. A
     // block from before the window, reused from a freelist, is sized from its type.
     let mut allocated = false;
@@ -843,8 +842,7 @@ unsafe fn create(s: &mut State, regs: Regs, op: usize) {
                 allocated = true;
                 b.size
             }
-            // SAFETY: `tp` is the live type of the live object `op`.
-            _ => unsafe { sized_from_type(tp, offset) },
+            _ => sized_from_type(tp, offset),
         },
         state: LIVE,
         object_offset: offset as u8,
@@ -854,8 +852,7 @@ unsafe fn create(s: &mut State, regs: Regs, op: usize) {
     // do in the end): its free is seen, so no breakpoint outlives it on memory that malloc
     // reuses.
     let frees = s.api.standard_frees;
-    // SAFETY: `tp_free` is a slot of the live type `tp`.
-    let watchable = || allocated || frees.contains(&unsafe { read_usize(tp + cpython::TP_FREE) });
+    let watchable = || allocated || frees.contains(&tp.free());
     let (holds, stacks) = (&mut s.holds, &s.stacks);
     // SAFETY: `op` is the new, live object (caller's contract).
     if unsafe {
@@ -868,12 +865,8 @@ unsafe fn create(s: &mut State, regs: Regs, op: usize) {
 }
 
 /// The bytes of an object whose allocation was not seen: its headers and its type's size.
-///
-/// # Safety
-/// `tp` is a live type object.
-unsafe fn sized_from_type(tp: usize, offset: usize) -> u32 {
-    // SAFETY: `tp_basicsize` is a field of the live type `tp` (caller's contract).
-    (offset + unsafe { *((tp + cpython::TP_BASICSIZE) as *const isize) } as usize) as u32
+fn sized_from_type(tp: Type, offset: usize) -> u32 {
+    (offset + tp.basicsize()) as u32
 }
 
 /// Whether refhunt's reference tracer is still the installed one.
@@ -903,13 +896,13 @@ pub unsafe fn mark_before(objects: &[usize]) {
         return;
     };
     for &op in objects {
-        // SAFETY: `op` is a live object (caller's contract), so its type is live and readable.
-        let offset = s.layout.preheader(unsafe { type_flags(type_of(op)) });
+        // SAFETY: `op` is a live object (caller's contract).
+        let tp = unsafe { Object::new(op) }.tp();
+        let offset = tp.preheader(&s.layout);
         s.live.upsert(op - offset, |old| {
             old.unwrap_or(Block {
                 stack: NO_STACK,
-                // SAFETY: `op` is a live object, so its type is a live type.
-                size: unsafe { sized_from_type(type_of(op), offset) },
+                size: sized_from_type(tp, offset),
                 state: BEFORE,
                 object_offset: offset as u8,
             })

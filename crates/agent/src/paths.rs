@@ -4,7 +4,8 @@
 //! A breadth-first search from every module object over `tp_traverse` edges, which stops once
 //! every target is reached. Runs at snapshot time, with the GIL held and tracking paused.
 
-use crate::cpython::{self, type_flags, type_name, type_of, Api, PyObject, VisitProc};
+use crate::cpython::{self, Api, Object, PyObject, VisitProc};
+use crate::snapshot::module_name;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_void, CStr};
@@ -32,26 +33,13 @@ unsafe extern "C" fn collect(op: *mut PyObject, arg: *mut c_void) -> c_int {
 /// `op` is a live object; the GIL is held.
 unsafe fn children(op: usize, out: &mut Vec<usize>) {
     out.clear();
-    // SAFETY: `op` is a live object (caller's contract), so its type and the type's
-    // `tp_flags` and `tp_traverse` are readable; `is_gc` needs no more, with the GIL held.
-    let traverse = unsafe {
-        let tp = type_of(op);
-        if type_flags(tp) & cpython::TPFLAGS_HAVE_GC == 0 || !cpython::is_gc(op) {
-            return;
-        }
-        cpython::read_usize(tp + cpython::TP_TRAVERSE)
-    };
-    if traverse != 0 {
-        // SAFETY: a non-null `tp_traverse` is a `traverseproc`, called on a live container of
-        // its type with the GIL held; `collect` is handed `out`, which is borrowed by nothing
-        // else until the call returns.
-        unsafe {
-            let traverse: cpython::TraverseProc = std::mem::transmute(traverse);
-            traverse(
-                op as *mut PyObject,
-                collect as VisitProc,
-                out as *mut Vec<usize> as *mut c_void,
-            );
+    // SAFETY: `op` is a live object (caller's contract).
+    let op = unsafe { Object::new(op) };
+    // SAFETY: the GIL is held (caller's contract); a container is traversed with `collect`,
+    // handed `out`, which is borrowed by nothing else until the call returns.
+    unsafe {
+        if op.is_gc() {
+            op.traverse(collect as VisitProc, out as *mut Vec<usize> as *mut c_void);
         }
     }
 }
@@ -61,8 +49,8 @@ unsafe fn children(op: usize, out: &mut Vec<usize>) {
 /// # Safety
 /// `op` is a live object.
 unsafe fn is_module(op: usize) -> bool {
-    // SAFETY: `op` is a live object (caller's contract), so its type and its `tp_name` are.
-    unsafe { type_name(type_of(op)) == "module" }
+    // SAFETY: `op` is a live object (caller's contract).
+    unsafe { Object::new(op) }.tp().name() == "module"
 }
 
 /// Whether `op` is a dict or a dict subclass's instance.
@@ -70,8 +58,8 @@ unsafe fn is_module(op: usize) -> bool {
 /// # Safety
 /// `op` is a live object.
 unsafe fn is_dict(op: usize) -> bool {
-    // SAFETY: `op` is a live object (caller's contract), so its type's `tp_flags` is readable.
-    unsafe { type_flags(type_of(op)) & cpython::TPFLAGS_DICT_SUBCLASS != 0 }
+    // SAFETY: `op` is a live object (caller's contract).
+    unsafe { Object::new(op) }.as_dict().is_some()
 }
 
 /// The text of the str `s`, or `None` (the error cleared) where it has none or is no str.
@@ -102,36 +90,14 @@ unsafe fn key_of(api: &Api, dict: usize, value: usize) -> Option<String> {
     // SAFETY: `PyDict_Next` on a live dict with the GIL held (caller's contract), with
     // pointers to these locals; it hands back borrowed references to live keys and values.
     while unsafe { (api.dict_next)(dict as *mut PyObject, &mut pos, &mut k, &mut v) } != 0 {
-        // SAFETY: `k` is a live key of the dict, and `utf8` is given it once it is a str.
+        // SAFETY: `k` is a live key of the dict, and `utf8` is given it, with the GIL held.
         unsafe {
-            if v as usize == value && type_of(k as usize) == api.unicode_type {
+            if v as usize == value && Object::new(k as usize).tp().addr() == api.unicode_type {
                 return utf8(api, k);
             }
         }
     }
     None
-}
-
-/// `module.__name__`, or `?`.
-///
-/// # Safety
-/// `module` is a live module object; the GIL is held.
-unsafe fn module_name(api: &Api, module: usize) -> String {
-    // SAFETY: `module` is live and the GIL is held (caller's contract); the name is
-    // NUL-terminated.
-    let name = unsafe { (api.getattr)(module as *mut PyObject, c"__name__".as_ptr()) };
-    if name.is_null() {
-        // SAFETY: the GIL is held; the failed lookup set an exception.
-        unsafe { (api.err_clear)() };
-        return "?".into();
-    }
-    // SAFETY: `name` is the new reference `getattr` returned, live, which `utf8` takes; it is
-    // given back once, with the GIL held.
-    unsafe {
-        let text = utf8(api, name).unwrap_or_else(|| "?".into());
-        (api.decref)(name);
-        text
-    }
 }
 
 /// `chain` runs from a module to the target.
@@ -152,7 +118,7 @@ unsafe fn describe(api: &Api, chain: &[usize]) -> String {
                     out.push_str(&key);
                 }
             }
-            let name = type_name(type_of(child));
+            let name = Object::new(child).tp().name();
             if i + 2 == chain.len() {
                 out.push_str(" -> ");
                 out.push_str(&name);

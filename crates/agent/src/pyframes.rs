@@ -5,32 +5,12 @@
 //! stores `(code object, byte offset of the instruction)`; lines are looked up only when a
 //! report is written.
 
-use crate::cpython::{
-    read_usize, type_of, Api, Layout, FRAME_FIRST_SHIM_OWNER, FRAME_OWNED_BY_THREAD,
-};
+use crate::cpython::{Api, Frame, Layout, ThreadState};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PyFrameRef {
     pub code: usize,
     pub offset: i32,
-}
-
-/// The innermost frame of thread state `tstate`, or 0.
-///
-/// # Safety
-/// `tstate` is a live thread state of the interpreter whose layout is `layout`; the GIL is
-/// held, so its frame list does not change.
-unsafe fn innermost(layout: &Layout, tstate: usize) -> usize {
-    // SAFETY: `tstate` is a live thread state laid out as `layout` says (caller's contract);
-    // its frame field (3.11's: its `cframe`, live while the thread runs) is readable.
-    unsafe {
-        let frame = read_usize(tstate + layout.tstate_frame);
-        match layout.cframe_current {
-            Some(current) if frame != 0 => read_usize(frame + current),
-            Some(_) => 0,
-            None => frame,
-        }
-    }
 }
 
 /// Every object that the locals of a running frame refer to, on every thread (3.11+, where
@@ -39,36 +19,22 @@ unsafe fn innermost(layout: &Layout, tstate: usize) -> usize {
 /// # Safety
 /// The caller holds the GIL, so no frame list changes under the walk.
 pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize)) {
-    let (Some((localsplus, nlocalsplus)), Some(owner)) = (layout.frame_locals, layout.frame_owner)
-    else {
-        return;
-    };
-    // SAFETY: the GIL is held (caller's contract), so the main interpreter's thread states
-    // and each one's frame list are live and stay as they are during the walk; every read is
-    // a field of a frame at `layout`'s offset, of a code object once its type says it is
-    // one (`co_nlocalsplus`), or one of the `co_nlocalsplus` locals of a frame its thread owns.
-    unsafe {
-        let mut tstate = (api.thread_head)((api.main_interpreter)()) as usize;
-        while tstate != 0 {
-            let mut frame = innermost(layout, tstate);
-            while frame != 0 {
-                let code = layout.frame_object(read_usize(frame + layout.frame_code));
-                if *((frame + owner) as *const u8) == FRAME_OWNED_BY_THREAD
-                    && code != 0
-                    && type_of(code) == api.code_type
-                {
-                    let n = *((code + nlocalsplus) as *const i32);
-                    for i in 0..n.max(0) as usize {
-                        match layout.frame_object(read_usize(frame + localsplus + 8 * i)) {
-                            0 => {}
-                            value => f(value),
-                        }
-                    }
-                }
-                frame = read_usize(frame + layout.frame_previous);
+    // SAFETY: the GIL is held (caller's contract), so the main interpreter's thread states are
+    // live and stay as they are during the walk.
+    let mut tstate = unsafe { (api.thread_head)((api.main_interpreter)()) } as usize;
+    while tstate != 0 {
+        // SAFETY: `tstate` is a live thread state of this interpreter, whose layout is
+        // `layout`, and the GIL is held for the walk.
+        let thread = unsafe { ThreadState::new(tstate, layout) };
+        let mut frame = thread.innermost();
+        while let Some(fr) = frame {
+            if let Some(code) = fr.code(api.code_type) {
+                fr.running_locals(code).for_each(&mut f);
             }
-            tstate = (api.thread_next)(tstate as *mut _) as usize;
+            frame = fr.previous();
         }
+        // SAFETY: `tstate` is a live thread state, and the GIL is held.
+        tstate = unsafe { (api.thread_next)(tstate as *mut _) } as usize;
     }
 }
 
@@ -82,50 +48,19 @@ pub unsafe fn walk(api: &Api, layout: &Layout, code_start: usize, out: &mut [PyF
     if tstate == 0 {
         return 0;
     }
-    // SAFETY: the GIL is held (caller's contract), so `tstate` is this thread's live thread
-    // state and its frame list is live and stays as it is during the walk; every read is a
-    // field of a frame at `layout`'s offset, and a code object is used once its type says so.
-    unsafe {
-        let mut frame = innermost(layout, tstate);
-        let mut n = 0;
-        while frame != 0 && n < out.len() {
-            let code = layout.frame_object(read_usize(frame + layout.frame_code));
-            let skip = layout
-                .frame_owner
-                .is_some_and(|o| *((frame + o) as *const u8) >= FRAME_FIRST_SHIM_OWNER);
-            if !skip && code != 0 && type_of(code) == api.code_type {
-                out[n] = PyFrameRef {
-                    code,
-                    offset: instruction_offset(layout, frame, code, code_start),
-                };
-                n += 1;
-            }
-            frame = read_usize(frame + layout.frame_previous);
+    // SAFETY: with the GIL held (caller's contract), `tstate` is this thread's live thread
+    // state, of an interpreter whose layout is `layout`.
+    let mut frame: Option<Frame> = unsafe { ThreadState::new(tstate, layout) }.innermost();
+    let mut n = 0;
+    while let Some(fr) = frame.filter(|_| n < out.len()) {
+        if let Some(code) = fr.code(api.code_type).filter(|_| !fr.is_shim()) {
+            out[n] = PyFrameRef {
+                code: code.object().addr(),
+                offset: fr.instruction_offset(code, code_start),
+            };
+            n += 1;
         }
-        n
+        frame = fr.previous();
     }
-}
-
-/// The byte offset of `frame`'s current instruction in `code`.
-///
-/// # Safety
-/// `frame` is a live frame of the interpreter whose layout is `layout`, running `code`.
-unsafe fn instruction_offset(layout: &Layout, frame: usize, code: usize, code_start: usize) -> i32 {
-    // SAFETY: `frame` is a live frame laid out as `layout` says (caller's contract), so its
-    // instruction field (a pointer on 3.11+, `f_lasti` before) is readable.
-    unsafe {
-        if layout.frame_owner.is_some() {
-            // 3.11+: a pointer into the code's instruction array (`co_code_adaptive`).
-            let instr = read_usize(frame + layout.frame_instr) as isize;
-            let first = (code + code_start) as isize;
-            (instr - first).max(0) as i32
-        } else {
-            let lasti = *((frame + layout.frame_instr) as *const i32);
-            if layout.lasti_in_units {
-                lasti.max(0) * 2
-            } else {
-                lasti.max(0)
-            }
-        }
-    }
+    n
 }

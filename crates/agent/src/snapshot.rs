@@ -12,10 +12,7 @@
 use crate::attribution::{self, Attribution};
 use crate::brief;
 use crate::census::PLAIN_GAIN;
-use crate::cpython::{
-    self, read_usize, type_flags, type_name, type_of, Api, PyObject, VisitProc, TPFLAGS_HAVE_GC,
-    TPFLAGS_TYPE_SUBCLASS,
-};
+use crate::cpython::{self, read_usize, Api, Header, Object, PyObject, Type, VisitProc};
 use crate::holds::History;
 use crate::hooks::State;
 use crate::live::{Block, ALLOCATED, BUFFER, NO_STACK};
@@ -23,7 +20,7 @@ use crate::modules::{self, LoadedModule};
 use crate::native;
 use crate::paths;
 use crate::pyframes::{self, PyFrameRef};
-use crate::survivors::{basicsize, Heap, Survivors};
+use crate::survivors::{Heap, Survivors};
 use refhunt_core::capture::{
     Capture, Class, Group, Module, NativeGroup, PyFrame, RefWrites, Stack, Unexplained, Watched,
 };
@@ -132,8 +129,11 @@ impl Walk<'_> {
     /// `op` is a live object; the GIL is held.
     unsafe fn holds_references(&self, op: usize) -> bool {
         // SAFETY: `op` is a live object and the GIL is held (caller's contract), which is all
-        // `type_of` and `is_gc` need.
-        unsafe { type_of(op) == self.code_type || cpython::is_gc(op) }
+        // `is_gc` needs.
+        unsafe {
+            let op = Object::new(op);
+            op.as_code(self.code_type).is_some() || op.is_gc()
+        }
     }
 }
 
@@ -187,12 +187,12 @@ unsafe fn visit_survivor(word: usize, walk: &mut Walk) {
 /// `type_traverse`, for a class's metaclass) do not visit; counted once, if they did not.
 ///
 /// # Safety
-/// The snapshot's contract (see [`take`]); `tp` is a live type.
-unsafe fn visit_heap_type(tp: usize, walk: &mut Walk) {
-    // SAFETY: `tp` is a live type (caller's contract).
-    if unsafe { type_flags(tp) } & cpython::TPFLAGS_HEAPTYPE == 0 {
+/// The snapshot's contract (see [`take`]).
+unsafe fn visit_heap_type(tp: Type, walk: &mut Walk) {
+    if !tp.is_heap() {
         return;
     }
+    let tp = tp.addr();
     match walk.visited.iter().position(|&v| v == tp) {
         Some(i) => {
             walk.visited.swap_remove(i);
@@ -220,7 +220,12 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         let api = &state.api;
         let layout = &state.layout;
         let modules = modules::loaded();
-        let gc_items = cpython::list_items(gc_objects);
+        let items = |list: usize| {
+            Object::new(list)
+                .as_list()
+                .map_or_else(Vec::new, |l| l.items())
+        };
+        let gc_items = items(gc_objects);
         let types = Heap::new(api, &modules, &gc_items);
 
         let survivors = Survivors::new(&state.live, state.creations.seen(), layout, api, &types);
@@ -242,7 +247,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
         // of their items, found here; they hold nothing for the program, so an item they refer
         // to can still be held only by leaked objects.
-        let garbage_items = cpython::list_items(garbage);
+        let garbage_items = items(garbage);
         for &op in gc_items.iter().chain(&garbage_items) {
             if survivors.contains(op) {
                 walk.held.entry(op).or_default().ours += 1;
@@ -261,10 +266,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         });
         walk.holder = None;
         pyframes::running_locals(api, layout, |word| visit_survivor(word, &mut walk));
-        let freelists = layout.freelists.map_or((0, 0), |(start, end)| {
-            let interp = (api.main_interpreter)() as usize;
-            (interp + start, interp + end)
-        });
+        let freelists = layout.freelists_at((api.main_interpreter)() as usize);
         scan_statics(&modules, &types, &mut walk, freelists);
         while let Some(op) = walk.queue.pop() {
             references_of(op, &mut walk);
@@ -277,7 +279,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         }
         let (held, edges) = (walk.held, walk.edges);
         let attribution = Attribution::new(state, &modules);
-        let in_flight = cpython::list_items(in_flight);
+        let in_flight = items(in_flight);
         let classes = classify(
             &survivors,
             &held,
@@ -296,7 +298,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
                 eprintln!(
                     "refhunt-debug: watched {:#x} {} whole={} traps={} survivor={}",
                     h.object,
-                    type_name(type_of(h.object)),
+                    Object::new(h.object).tp().name(),
                     h.whole,
                     h.traps,
                     survivors.contains(h.object)
@@ -319,9 +321,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             },
             &|op| {
                 held.get(&op)
-                    .map_or(read_usize(op + cpython::OB_REFCNT) as i64, |h| {
-                        unexplained(op, h)
-                    })
+                    .map_or(Object::new(op).refcnt() as i64, |h| unexplained(op, h))
             },
         );
         let mut unexplained = grouped.unexplained;
@@ -343,7 +343,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             &|word| {
                 let b = survivors.get(word)?;
                 (b.stack < BUFFER && class_of(word, &b, &classes, &attribution).is_leak())
-                    .then(|| (b.stack, type_name(type_of(word))))
+                    .then(|| (b.stack, Object::new(word).tp().name()))
             },
             &owners,
             &mut |stack| {
@@ -370,14 +370,14 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             .filter(|(_, g)| g.grew.is_some())
             .map(|(i, g)| HolderObject {
                 op: g.op,
-                tp: type_of(g.op),
+                tp: Object::new(g.op).tp().addr(),
                 index: unexplained.len() + i,
             })
             .take(HOLDER_OBJECTS)
             .collect();
         unexplained.extend(gains.iter().map(|g| Unexplained {
-            type_name: type_name(type_of(g.op)),
-            repr: brief::describe(api, layout, g.op),
+            type_name: Object::new(g.op).tp().name(),
+            repr: brief::describe(api, layout, Object::new(g.op)),
             unexplained: g.unexplained,
             gained: g.gained,
             grew: g.grew.map(u32::from),
@@ -419,20 +419,20 @@ unsafe fn unseen(state: &State, gc_items: &[usize], lists: &[usize]) -> Unseen {
     unsafe {
         let mut by_type: FxHashMap<usize, u64> = FxHashMap::default();
         for &op in gc_items.iter().filter(|op| !lists.contains(op)) {
-            let tp = type_of(op);
+            let tp = Object::new(op).tp();
             // With creation events, an allocation alone was not seen made.
-            let seen = match state.live.get(op - state.layout.preheader(type_flags(tp))) {
+            let seen = match state.live.get(op - tp.preheader(&state.layout)) {
                 Some(b) if b.state == ALLOCATED => !state.creations.seen() && b.stack < BUFFER,
                 Some(_) => true,
                 None => false,
             };
             if !seen {
-                *by_type.entry(tp).or_default() += 1;
+                *by_type.entry(tp.addr()).or_default() += 1;
             }
         }
         let mut by_type: Vec<(String, u64)> = by_type
             .into_iter()
-            .map(|(tp, n)| (type_name(tp), n))
+            .map(|(tp, n)| (Type::new(tp).name(), n))
             .collect();
         by_type.sort_by_key(|t| std::cmp::Reverse(t.1));
         Unseen {
@@ -449,57 +449,48 @@ unsafe fn unseen(state: &State, gc_items: &[usize], lists: &[usize]) -> Unseen {
 /// # Safety
 /// The snapshot's contract (see [`take`]); `op` is a live object.
 unsafe fn references_of(op: usize, walk: &mut Walk) {
-    // SAFETY: the whole body relies on the contract above: `op` is a live object, so its type is;
-    // every read is in `op`'s fixed part (bounded by `tp_basicsize`), at a code object's field
-    // offsets from the layout, or in a code object's live `_co_cached`; `walk` is handed on only as
-    // the traversal's `arg`, borrowed by nothing else meanwhile.
-    unsafe {
-        let tp = type_of(op);
-        walk.visited.clear();
-        if type_flags(tp) & TPFLAGS_HAVE_GC != 0 {
-            if !cpython::is_gc(op) {
+    // SAFETY: `op` is a live object (caller's contract).
+    let op = unsafe { Object::new(op) };
+    let tp = op.tp();
+    walk.visited.clear();
+    if tp.has_gc() {
+        // SAFETY: the GIL is held (the snapshot's contract); a container is traversed with
+        // `walk` handed on only as the traversal's `arg`, borrowed by nothing else meanwhile.
+        unsafe {
+            if !op.is_gc() {
                 return; // a static type: its references live in static data, scanned apart
             }
-            cpython::traverse(op, visit as VisitProc, walk as *mut Walk as *mut c_void);
-            visit_untraversed(op, tp, walk);
-            scan_c_fields(op, tp, walk);
-            return;
+            op.traverse(visit as VisitProc, walk as *mut Walk as *mut c_void);
+            visit_untraversed(op, walk);
+            scan_c_fields(op, walk);
         }
-        visit_heap_type(tp, walk);
-        if tp == walk.code_type {
-            for &at in walk.layout.code_objects {
-                visit_survivor(read_usize(op + at), walk);
-            }
-            if let Some(at) = walk.layout.code_cached {
-                let cached = read_usize(op + at);
-                for i in (cached != 0)
-                    .then_some(0..cpython::CODE_CACHED_OBJECTS)
-                    .into_iter()
-                    .flatten()
-                {
-                    visit_survivor(read_usize(cached + i * 8), walk);
-                }
-            }
-            return;
+        return;
+    }
+    // SAFETY: the snapshot's contract is theirs.
+    unsafe { visit_heap_type(tp, walk) };
+    if let Some(code) = op.as_code(walk.code_type) {
+        let layout = walk.layout;
+        for word in code
+            .object_fields(&layout)
+            .chain(code.cached_objects(&layout))
+        {
+            // SAFETY: the snapshot's contract is `visit_survivor`'s.
+            unsafe { visit_survivor(word, walk) };
         }
-        // A str holds characters, not references, and a compact one ends before its type's
-        // `tp_basicsize`: the next block's words once read like a pointer.
-        if tp == walk.unicode_type {
-            return;
-        }
-        // A variable-size object's first word is its size (an int's, a bytes').
-        let mut at = if read_usize(tp + cpython::TP_ITEMSIZE) != 0 {
-            cpython::OB_SIZE + 8
-        } else {
-            cpython::OB_SIZE
-        };
-        let end = basicsize(tp).min(4096);
-        while at + 8 <= end {
-            let word = read_usize(op + at);
+        return;
+    }
+    // A str holds characters, not references, and a compact one ends before its type's
+    // `tp_basicsize`: the next block's words once read like a pointer.
+    if tp.addr() == walk.unicode_type {
+        return;
+    }
+    // A variable-size object's first word is its size (an int's, a bytes').
+    for word in op.fixed_words() {
+        // SAFETY: the snapshot's contract is `contains`' and `visit`'s; a survivor is live.
+        unsafe {
             if walk.survivors.contains(word) {
                 visit(word as *mut PyObject, walk as *mut Walk as *mut c_void);
             }
-            at += 8;
         }
     }
 }
@@ -509,46 +500,39 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
 /// live table says so without reading through the word.
 ///
 /// # Safety
-/// The snapshot's contract (see [`take`]); `op` is a live container and `tp` its type.
-unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
-    // SAFETY: the whole body relies on the contract above: `op` is a live container of type `tp`;
-    // each read is one of its fields where its type's flags say there is one (`tp_subclasses`, a
-    // heap type's name and slots, a module's name, the inline values' `valid` flag after
-    // `tp_basicsize`, the managed dict pointer before it), and `visit` is handed only live objects.
-    unsafe {
-        let flags = type_flags(tp);
-        // 3.11+: a dict whose keys are all strings does not visit its keys.
-        if walk.layout.unicode_dicts() && flags & cpython::TPFLAGS_DICT_SUBCLASS != 0 {
-            let dict_next = walk.dict_next;
-            cpython::unicode_keys(op, dict_next, |key| {
+/// The snapshot's contract (see [`take`]); `op` is a live container.
+unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
+    let layout = walk.layout;
+    // 3.11+: a dict whose keys are all strings does not visit its keys.
+    if let Some(dict) = op.as_dict().filter(|_| layout.unicode_dicts()) {
+        let dict_next = walk.dict_next;
+        // SAFETY: `op` is a live dict and the GIL is held (the snapshot's contract); `walk` is
+        // borrowed only through the pointer for each call.
+        unsafe {
+            dict.unicode_keys(dict_next, |key| {
                 visit(key as *mut PyObject, walk as *mut Walk as *mut c_void);
-            });
-        }
-        // A class holds the dict of its subclasses (weak references only); `import ast` showed it.
-        if flags & TPFLAGS_TYPE_SUBCLASS != 0 {
-            visit_survivor(read_usize(op + cpython::TP_SUBCLASSES), walk);
-        }
+            })
+        };
+    }
+    let mut words = Vec::new();
+    if let Some(tp) = op.as_type() {
+        // A class holds the dict of its subclasses (weak references only); `import ast`
+        // showed it.
+        words.push(tp.subclasses());
         // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
-        // types on 3.13 and functools' `_HashedSeq` showed them); the three sit side by side.
-        if flags & TPFLAGS_TYPE_SUBCLASS != 0 && type_flags(op) & cpython::TPFLAGS_HEAPTYPE != 0 {
-            let slots = walk.layout.ht_slots;
-            for at in [slots - 8, slots, slots + 8] {
-                visit_survivor(read_usize(op + at), walk);
-            }
-        }
-        // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
-        if tp == walk.module_type {
-            visit_survivor(read_usize(op + walk.layout.module.name), walk);
-        }
-        // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
-        // made, but `PyObject_VisitManagedDict` then visits only the inline values.
-        let inline = cpython::TPFLAGS_MANAGED_DICT | cpython::TPFLAGS_INLINE_VALUES;
-        if walk.layout.inline_values()
-            && flags & inline == inline
-            && *((op + basicsize(tp) + cpython::INLINE_VALUES_VALID) as *const u8) != 0
-        {
-            visit_survivor(read_usize(op - cpython::MANAGED_DICT_BEFORE), walk);
-        }
+        // types on 3.13 and functools' `_HashedSeq` showed them).
+        words.extend(tp.heap_names(&layout).into_iter().flatten());
+    }
+    // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
+    if let Some(module) = op.as_module(walk.module_type) {
+        words.push(module.name_word(&layout));
+    }
+    // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
+    // made, but `PyObject_VisitManagedDict` then visits only the inline values.
+    words.extend(op.materialized_dict(&layout));
+    for word in words {
+        // SAFETY: the snapshot's contract is `visit_survivor`'s.
+        unsafe { visit_survivor(word, walk) };
     }
 }
 
@@ -557,47 +541,40 @@ unsafe fn visit_untraversed(op: usize, tp: usize, walk: &mut Walk) {
 /// and in a module's state. Each counts once more than the traversal already did.
 ///
 /// # Safety
-/// The snapshot's contract (see [`take`]); `op` is a live object and `tp` its type.
-unsafe fn scan_c_fields(op: usize, tp: usize, walk: &mut Walk) {
-    // SAFETY: the whole body relies on the contract above: `op` is a live object of type `tp`, so
-    // every word of its fixed part up to `tp_basicsize` is readable, and a module's state block is
-    // `module_state`'s size; `at_or_text` and `derives_from` take any word while the live table is
-    // accurate and `tp` is a live type.
-    unsafe {
-        let owned = |word: usize, owner: Owner, walk: &mut Walk| {
-            let Some(word) = walk.survivors.at_or_text(word) else {
-                return;
-            };
-            if let Some(i) = walk.visited.iter().position(|&v| v == word) {
-                walk.visited.swap_remove(i);
-                return;
-            }
-            let held = walk.held.entry(word).or_default();
-            held.owned += 1;
-            held.owner.get_or_insert(owner);
-            match walk.holder {
-                Some(h) => walk.edges.push((h, word)),
-                None => held.outside_holder = true,
-            }
+/// The snapshot's contract (see [`take`]); `op` is a live object.
+unsafe fn scan_c_fields(op: Object, walk: &mut Walk) {
+    // SAFETY: `at_or_text` takes any word while the live table is accurate (the snapshot's
+    // contract).
+    let owned = |word: usize, owner: Owner, walk: &mut Walk| unsafe {
+        let Some(word) = walk.survivors.at_or_text(word) else {
+            return;
         };
-        visit_heap_type(tp, walk);
-        // A weak reference points at its referent without holding it.
-        let weak = walk
-            .weakref_types
-            .iter()
-            .any(|&w| w != 0 && cpython::derives_from(tp, w));
-        for at in (cpython::OB_TYPE + 8..basicsize(tp).min(4096))
-            .step_by(8)
-            .filter(|_| !weak)
-        {
-            owned(read_usize(op + at), Owner::Field(tp), walk);
+        if let Some(i) = walk.visited.iter().position(|&v| v == word) {
+            walk.visited.swap_remove(i);
+            return;
         }
-        if tp == walk.module_type {
-            if let Some((state, size)) = cpython::module_state(op, &walk.layout) {
-                for at in (0..size.min(1 << 20) / 8 * 8).step_by(8) {
-                    owned(read_usize(state + at), Owner::ModuleState(op), walk);
-                }
-            }
+        let held = walk.held.entry(word).or_default();
+        held.owned += 1;
+        held.owner.get_or_insert(owner);
+        match walk.holder {
+            Some(h) => walk.edges.push((h, word)),
+            None => held.outside_holder = true,
+        }
+    };
+    let tp = op.tp();
+    // SAFETY: the snapshot's contract is theirs.
+    unsafe { visit_heap_type(tp, walk) };
+    // A weak reference points at its referent without holding it.
+    let weak = walk
+        .weakref_types
+        .iter()
+        .any(|&w| w != 0 && tp.derives_from(w));
+    for word in op.fields().filter(|_| !weak) {
+        owned(word, Owner::Field(tp.addr()), walk);
+    }
+    if let Some(module) = op.as_module(walk.module_type) {
+        for word in module.state_words(&walk.layout, 1 << 20) {
+            owned(word, Owner::ModuleState(op.addr()), walk);
         }
     }
 }
@@ -701,9 +678,7 @@ unsafe fn classify(
         let class = unsafe {
             if unexplained(op, h) > 0 {
                 leak(op)
-            } else if h.owner.is_some()
-                && h.ours + h.found < read_usize(op + cpython::OB_REFCNT) as i64
-            {
+            } else if h.owner.is_some() && h.ours + h.found < Object::new(op).refcnt() as i64 {
                 Class::HeldOutside
             } else {
                 Class::Reachable
@@ -783,8 +758,9 @@ unsafe fn classify(
 /// # Safety
 /// `op` is a live object.
 unsafe fn unexplained(op: usize, h: &Held) -> i64 {
-    // SAFETY: `op` is a live object (caller's contract), so its refcount is readable.
-    unsafe { read_usize(op + cpython::OB_REFCNT) as i64 - h.ours - h.found - h.statics - h.owned }
+    // SAFETY: `op` is a live object (caller's contract).
+    let refcnt = unsafe { Object::new(op) }.refcnt() as i64;
+    refcnt - h.ours - h.found - h.statics - h.owned
 }
 
 /// A survivor's class: the one `classify` gave it, else a leak of its creation site's owner.
@@ -838,8 +814,8 @@ unsafe fn explain(
             eprintln!(
                 "refhunt-debug: {:#x} {} refcnt={} found={} statics={} {:.120}",
                 op,
-                type_name(type_of(op)),
-                read_usize(op + cpython::OB_REFCNT),
+                Object::new(op).tp().name(),
+                Object::new(op).refcnt(),
                 h.found,
                 h.statics,
                 text
@@ -896,14 +872,17 @@ unsafe fn group(
     unsafe {
         survivors.for_each(|op, b| {
             live_objects += 1;
-            if read_usize(op + cpython::OB_REFCNT) as i64 >= PLAIN_GAIN {
+            let object = Object::new(op);
+            if object.refcnt() as i64 >= PLAIN_GAIN {
                 many.push((op, b.stack));
             }
-            if state.census.is_some() && (cpython::is_gc(op) || type_of(op) == state.api.code_type)
+            if state.census.is_some()
+                && (object.is_gc() || object.as_code(state.api.code_type).is_some())
             {
                 containers.push(op);
             }
-            let key = (class_of(op, &b, classes, attribution), type_of(op), b.stack);
+            let tp = object.tp().addr();
+            let key = (class_of(op, &b, classes, attribution), tp, b.stack);
             let mut bytes = b.size.div_ceil(16) as u64 * 16;
             if key.0.is_leak() {
                 bytes += buffers_of(op, survivors, state);
@@ -1000,7 +979,7 @@ unsafe fn group(
             let site = state.stacks.site(b.stack);
             watched
                 // SAFETY: `h.object` is a survivor, a live object.
-                .entry((class, unsafe { type_of(h.object) }, site))
+                .entry((class, unsafe { Object::new(h.object) }.tp().addr(), site))
                 .or_default()
                 .push(h);
         }
@@ -1034,9 +1013,9 @@ unsafe fn group(
         extra.push(Unexplained {
             // SAFETY: `op` is a survivor, a live object, and the GIL is held (caller's
             // contract), as `describe` needs.
-            type_name: unsafe { type_name(type_of(op)) },
+            type_name: unsafe { Object::new(op) }.tp().name(),
             // SAFETY: `op` is a live survivor and the GIL is held, as `describe` needs.
-            repr: unsafe { brief::describe(&state.api, &state.layout, op) },
+            repr: unsafe { brief::describe(&state.api, &state.layout, Object::new(op)) },
             unexplained: n,
             gained: n,
             grew: None,
@@ -1074,7 +1053,7 @@ unsafe fn group(
         out.push(Group {
             class,
             // SAFETY: `tp` is the type of a survivor, live as it is.
-            type_name: unsafe { type_name(tp) },
+            type_name: unsafe { Type::new(tp) }.name(),
             count: tally.count,
             bytes: tally.bytes,
             stack: id,
@@ -1096,6 +1075,10 @@ unsafe fn group(
     }
 }
 
+/// The fields of a leaked object where its buffers are looked for: those of its first 512
+/// bytes, past its refcount and type.
+const BUFFER_FIELDS: usize = 62;
+
 /// The bytes of the blocks made in the window that leaked object `op` points to from its
 /// fixed part and that hold no object: a list's items, a dict's keys, a bytearray's bytes,
 /// a C type's malloc'd buffer. They go with the object's leak.
@@ -1107,11 +1090,8 @@ unsafe fn buffers_of(op: usize, survivors: &Survivors, state: &State) -> u64 {
     let mut n = 0;
     let mut bytes = 0;
     // Past the refcount and the type, within the type's fixed size.
-    // SAFETY: `op` is a survivor (caller's contract), a live object with a live type.
-    let end = op + unsafe { basicsize(type_of(op)) }.min(512);
-    for at in (op + cpython::OB_TYPE + 8..end).step_by(8) {
-        // SAFETY: `at` lies in the fixed part of the live object `op`.
-        let word = unsafe { read_usize(at) };
+    // SAFETY: `op` is a survivor (caller's contract), a live object.
+    for word in unsafe { Object::new(op) }.fields().take(BUFFER_FIELDS) {
         if word == 0 || !word.is_multiple_of(16) || counted[..n].contains(&word) {
             continue;
         }
@@ -1190,17 +1170,15 @@ pub unsafe fn add_holders(state: &State, capture: &mut Capture) {
         // SAFETY: a history is forgotten when its block is freed or made into another object
         // (`Holds::forget`, from the hooks), so `h.object`'s block is still allocated and its
         // object's header readable.
-        let alive = unsafe { read_usize(h.object + cpython::OB_REFCNT) } as isize > 0;
+        let alive = unsafe { Header::new(h.object) }.refcnt() > 0;
         let old = state.holder_chunk.iter().find(|o| o.op == h.object);
         let group = if old.is_some() {
             None
         } else {
             // SAFETY: `h.object`'s block is still allocated (its history was not forgotten),
             // so its header is readable, and its type is live while the object is.
-            let block = h.object
-                - state
-                    .layout
-                    .preheader(unsafe { type_flags(type_of(h.object)) });
+            let tp = unsafe { Object::new(h.object) }.tp();
+            let block = h.object - tp.preheader(&state.layout);
             state
                 .live
                 .get(block)
@@ -1289,12 +1267,12 @@ unsafe fn evidence(
             Owner::ModuleState(m) => format!(
                 "a pointer in the state of module {}",
                 // SAFETY: `m` is a module the walk reached, live, and the GIL is held.
-                unsafe { str_attr(api, m as *mut PyObject, c"__name__") }
+                unsafe { module_name(api, m) }
             ),
             Owner::Field(tp) => format!(
                 "a pointer in a C field of a {} object",
                 // SAFETY: `tp` is the type of an object the walk reached, live as it is.
-                unsafe { type_name(tp) }
+                unsafe { Type::new(tp) }.name()
             ),
             Owner::StaticBuffer(i) => format!(
                 "a pointer in a buffer that the static data of {} points to",
@@ -1317,7 +1295,7 @@ unsafe fn resolve_stack(state: &State, id: u32) -> Stack {
             .python(id)
             // SAFETY: a stored frame's code object is one the agent holds a reference to
             // (`State::codes`), so live, and the GIL is held (caller's contract).
-            .map(|f| unsafe { python_frame(&state.api, f) })
+            .map(|f| unsafe { python_frame(&state.api, &state.layout, f) })
             .collect(),
     }
 }
@@ -1326,52 +1304,62 @@ unsafe fn resolve_stack(state: &State, id: u32) -> Stack {
 ///
 /// # Safety
 /// `f.code` is a live code object; the GIL is held.
-unsafe fn python_frame(api: &Api, f: PyFrameRef) -> PyFrame {
-    let code = f.code as *mut PyObject;
-    // SAFETY: the whole body relies on the contract above: `PyCode_Addr2Line` and
-    // `str_attr` are given a live code object with the GIL held.
+unsafe fn python_frame(api: &Api, layout: &cpython::Layout, f: PyFrameRef) -> PyFrame {
+    // SAFETY: `f.code` is a live code object (caller's contract).
+    let Some(code) = unsafe { Object::new(f.code) }.as_code(api.code_type) else {
+        return PyFrame {
+            file: String::new(),
+            function: String::new(),
+            line: 0,
+        };
+    };
+    // SAFETY: `PyCode_Addr2Line` is given a live code object with the GIL held, and
+    // `str_text` a code object's names, live strs, with the GIL held.
     unsafe {
-        let line = (api.code_addr2line)(code, f.offset);
         PyFrame {
-            file: str_attr(api, code, c"co_filename"),
-            function: {
-                let q = str_attr(api, code, c"co_qualname");
-                if q.is_empty() {
-                    str_attr(api, code, c"co_name")
-                } else {
-                    q
-                }
-            },
-            line: line.max(0) as u32,
+            file: str_text(api, code.filename(layout)),
+            function: str_text(api, code.qualname(layout)),
+            line: (api.code_addr2line)(f.code as *mut PyObject, f.offset).max(0) as u32,
         }
     }
 }
 
-/// The text of the str attribute `name` of `op`; empty where it is missing or not a str.
+/// The text of the str `op`; empty where it is null or not a str.
 ///
 /// # Safety
-/// `op` is a live object; the GIL is held.
-pub(crate) unsafe fn str_attr(api: &Api, op: *mut PyObject, name: &CStr) -> String {
-    // SAFETY: `op` is live and the GIL is held (caller's contract); `name` is NUL-terminated.
-    let value = unsafe { (api.getattr)(op, name.as_ptr()) };
-    if value.is_null() {
-        // SAFETY: the GIL is held; the failed lookup left an exception to clear.
+/// `op` is null or a live object; the GIL is held.
+pub(crate) unsafe fn str_text(api: &Api, op: usize) -> String {
+    if op == 0 {
+        return String::new();
+    }
+    // SAFETY: `op` is a live object and the GIL is held (caller's contract); on anything but a
+    // str `PyUnicode_AsUTF8` fails with an exception.
+    let utf8 = unsafe { (api.unicode_utf8)(op as *mut PyObject) };
+    if utf8.is_null() {
+        // SAFETY: the GIL is held; `PyUnicode_AsUTF8` failed and set an exception.
         unsafe { (api.err_clear)() };
         return String::new();
     }
-    // SAFETY: `value` is a new reference, live; the GIL is held.
-    let utf8 = unsafe { (api.unicode_utf8)(value) };
-    let text = if utf8.is_null() {
-        // SAFETY: the GIL is held; `PyUnicode_AsUTF8` failed and set an exception.
+    // SAFETY: a non-null result is the str's NUL-terminated UTF-8, alive while it is.
+    unsafe { CStr::from_ptr(utf8) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The name of module `op`, or `?`.
+///
+/// # Safety
+/// `op` is a live module object; the GIL is held.
+pub(crate) unsafe fn module_name(api: &Api, op: usize) -> String {
+    // SAFETY: `op` is a live module and the GIL is held (caller's contract).
+    let name = unsafe { (api.module_name)(op as *mut PyObject) };
+    if name.is_null() {
+        // SAFETY: the GIL is held; `PyModule_GetName` failed and set an exception.
         unsafe { (api.err_clear)() };
-        String::new()
-    } else {
-        // SAFETY: a non-null result is `value`'s NUL-terminated UTF-8, alive while `value` is.
-        unsafe { CStr::from_ptr(utf8) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    // SAFETY: `value` is the new reference `getattr` returned, given back once, GIL held.
-    unsafe { (api.decref)(value) };
-    text
+        return "?".into();
+    }
+    // SAFETY: a non-null result is the module's NUL-terminated name, alive while it is.
+    unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
 }

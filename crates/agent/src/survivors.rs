@@ -5,9 +5,7 @@
 //! holds each one's record at a place its address gives: asking it costs three lookups, and
 //! walking it costs a pass over records that are already there.
 
-use crate::cpython::{
-    self, read_usize, type_flags, type_of, Api, Layout, TPFLAGS_HAVE_GC, TPFLAGS_TYPE_SUBCLASS,
-};
+use crate::cpython::{self, Api, Header, Layout, Object, Type};
 use crate::live::{Block, LiveTable, BUFFER, LIVE};
 use crate::maps::Readable;
 use crate::modules::LoadedModule;
@@ -80,20 +78,15 @@ impl<'a> Survivors<'a> {
     /// # Safety
     /// The snapshot's contract (see [`Survivors`]): the live table is accurate.
     pub unsafe fn str_of_text(&self, word: usize) -> Option<usize> {
-        [self.layout.ascii_size, self.layout.compact_size]
-            .into_iter()
-            .find_map(|header| {
-                let op = word.checked_sub(header)?;
-                // SAFETY: `contains` only reads through blocks the accurate live table
-                // records (caller's contract); once it says yes, `op` is a live object, whose
-                // type and, for a str, `state` are readable.
-                unsafe {
-                    (self.contains(op)
-                        && type_of(op) == self.heap.unicode_type
-                        && cpython::str_text_offset(op, self.layout) == Some(header))
-                    .then_some(op)
-                }
-            })
+        self.layout.str_headers().into_iter().find_map(|header| {
+            let op = word.checked_sub(header)?;
+            // SAFETY: `contains` only reads through blocks the accurate live table
+            // records (caller's contract); once it says yes, `op` is a live object.
+            let found = unsafe { self.contains(op) }.then(|| unsafe { Object::new(op) })?;
+            (found.tp().addr() == self.heap.unicode_type
+                && found.as_str()?.text_offset(self.layout) == Some(header))
+            .then_some(op)
+        })
     }
 
     /// The survivor at `word`, or the str whose text starts there.
@@ -167,8 +160,8 @@ impl Heap {
         let heap_types = gc_items
             .iter()
             .copied()
-            // SAFETY: each item is a live object (caller's contract), so its type is live.
-            .filter(|&o| unsafe { type_flags(type_of(o)) } & TPFLAGS_TYPE_SUBCLASS != 0)
+            // SAFETY: each item is a live object (caller's contract).
+            .filter(|&o| unsafe { Object::new(o) }.as_type().is_some())
             .collect();
         let mut segments: Vec<(usize, usize)> = modules
             .iter()
@@ -217,19 +210,33 @@ impl Heap {
         }
         let mapped = self.heap_types.contains(&tp) || {
             let i = self.segments.partition_point(|s| s.0 <= tp);
-            i > 0 && tp + cpython::TP_TRAVERSE + 8 <= self.segments[i - 1].1
+            i > 0 && tp + cpython::TYPE_FIELDS_END <= self.segments[i - 1].1
         };
         if !mapped {
             return false;
         }
-        // SAFETY: `tp` is a live heap type (tracked, so live: caller's contract), or its
-        // header up to `tp_traverse` lies in a loaded module's writable segment, so it is
-        // mapped; `meta` is read through only when it is a tracked heap type.
-        unsafe {
-            let meta = type_of(tp);
-            meta == self.type_type
-                || self.heap_types.contains(&meta) && type_flags(meta) & TPFLAGS_TYPE_SUBCLASS != 0
-        }
+        // SAFETY: `tp` is a live heap type (tracked, so live: caller's contract), or the type
+        // fields the agent reads lie in a loaded module's writable segment, so they are mapped.
+        let meta = unsafe { Header::new(tp) }.type_addr();
+        meta == self.type_type
+            || self.heap_types.contains(&meta)
+                // SAFETY: `meta` is a tracked heap type, live (caller's contract).
+                && unsafe { Type::new(meta) }.is_metatype()
+    }
+
+    /// Whether a dict is a dead one that 3.14+ keeps on its freelist: its first word links the
+    /// next member, another dict (see [`cpython::FREELIST_NEXT`]). Traversing one would follow
+    /// its freed keys.
+    ///
+    /// # Safety
+    /// `dict`'s header is readable; what was mapped readable when the snapshot began still is.
+    unsafe fn on_dict_freelist(&self, dict: usize) -> bool {
+        // SAFETY: the header is readable (caller's contract).
+        let next = unsafe { Header::new(dict) }.freelist_next();
+        next.is_multiple_of(8)
+            && self.readable.contains(next, 16)
+            // SAFETY: `next`'s header was just found mapped.
+            && unsafe { Header::new(next) }.type_addr() == self.dict_type
     }
 
     /// Whether a word from static data is a dict that the collector does not track, such as the
@@ -241,25 +248,31 @@ impl Heap {
     /// What was mapped readable when the snapshot began (`readable`) still is, and
     /// `dict_type` is the live `PyDict_Type`.
     pub unsafe fn untracked_dict(&self, word: usize) -> bool {
-        const MA_USED: usize = 16;
+        // SAFETY: `dict_type` is the live `PyDict_Type` (caller's contract).
+        let size = unsafe { Type::new(self.dict_type) }.basicsize();
         if !word.is_multiple_of(8)
             || word < cpython::GC_HEAD
             || !self
                 .readable
-                .contains(word - cpython::GC_HEAD, cpython::GC_HEAD + 48)
+                .contains(word - cpython::GC_HEAD, cpython::GC_HEAD + size)
         {
             return false;
         }
-        // SAFETY: `[word - GC_HEAD, word + 48)` was just checked mapped readable, and every read
-        // here lies in it; `dict_keys_readable` checks its own reads against the mappings.
-        unsafe {
-            if type_of(word) != self.dict_type || read_usize(word - cpython::GC_HEAD) != 0 {
-                return false;
-            }
-            let refcnt = read_usize(word) as isize;
-            let used = read_usize(word + MA_USED) as isize;
-            refcnt > 0 && (0..1 << 32).contains(&used) && dict_keys_readable(word, self)
+        // SAFETY: the GC head and the fixed part of a dict at `word` were just found mapped.
+        let header = unsafe { Header::new(word) };
+        // SAFETY: as above.
+        if header.type_addr() != self.dict_type || !unsafe { cpython::gc_untracked(word) } {
+            return false;
         }
+        // SAFETY: `word` has the type of a dict and a dict's fixed part is mapped there.
+        let Some(dict) = unsafe { Object::new(word) }.as_dict() else {
+            return false;
+        };
+        header.refcnt() > 0
+            // SAFETY: the header is mapped, and so is what was mapped when the snapshot began.
+            && !unsafe { self.on_dict_freelist(word) }
+            && (0..1 << 32).contains(&dict.used())
+            && dict.keys_look_live(|at, len| self.readable(at, len))
     }
 }
 
@@ -282,7 +295,8 @@ unsafe fn object_in(
         let op = block + b.object_offset as usize;
         // SAFETY: a `LIVE` record's object is live (caller's contract), so its header is
         // readable; `is_type` takes any word.
-        return (b.state == LIVE && unsafe { types.is_type(type_of(op)) }).then_some(op);
+        return (b.state == LIVE && unsafe { types.is_type(Header::new(op).type_addr()) })
+            .then_some(op);
     }
     // Before 3.13 only the allocation is seen: the object sits after a header whose size
     // depends on its type, so each possible offset is checked against the type found there.
@@ -291,18 +305,24 @@ unsafe fn object_in(
             break;
         }
         let op = block + offset;
-        // SAFETY: `op + 16` is inside the allocated block (checked above), so its first two
-        // words are readable; `tp` is read through only once `is_type` says it is a type;
-        // `fits` and `proven_object` are given the room the block leaves `op`.
-        unsafe {
-            let tp = type_of(op);
-            if types.is_type(tp)
-                && layout.preheader(type_flags(tp)) == offset
-                && fits(op, tp, b.size as usize - offset, layout, types)
-                && proven_object(op, tp, b.size as usize - offset, types)
-            {
-                return Some(op);
-            }
+        let room = b.size as usize - offset;
+        // SAFETY: `op + 16` is inside the allocated block (checked above), so its header is
+        // readable; `is_type` takes any word.
+        let tp = unsafe { Header::new(op).type_addr() };
+        // SAFETY: as above.
+        if !unsafe { types.is_type(tp) } {
+            continue;
+        }
+        // SAFETY: `is_type` said `tp` is a type, live while the snapshot lasts.
+        let tp = unsafe { Type::new(tp) };
+        if tp.preheader(layout) == offset
+            // SAFETY: `fits` is given the room the block leaves `op`.
+            && unsafe { fits(op, tp, room, layout, types) }
+            // SAFETY: `tp` is `op`'s type word, the object fits its room, and its preheader
+            // lies in the block.
+            && unsafe { proven_object(op, tp, room, types) }
+        {
+            return Some(op);
         }
     }
     None
@@ -313,17 +333,15 @@ unsafe fn object_in(
 /// 16-byte units as its block, which also proves it is one.
 ///
 /// # Safety
-/// `tp` is a live type; `op` starts `room` allocated bytes, and is laid out as a str's
-/// header where `tp` is `str`.
-unsafe fn fits(op: usize, tp: usize, room: usize, layout: &Layout, heap: &Heap) -> bool {
-    if tp == heap.unicode_type {
-        // SAFETY: `op` has a str's type, so the caller guarantees its header readable.
-        if let Some(size) = unsafe { cpython::compact_str_size(op, layout) } {
+/// `op` starts `room` allocated bytes.
+unsafe fn fits(op: usize, tp: Type, room: usize, layout: &Layout, heap: &Heap) -> bool {
+    if tp.addr() == heap.unicode_type {
+        // SAFETY: `op` starts `room` allocated bytes (caller's contract).
+        if let Some(size) = unsafe { cpython::compact_str_size_in(op, room, layout) } {
             return size.div_ceil(16) == room.div_ceil(16);
         }
     }
-    // SAFETY: `tp` is a live type (caller's contract).
-    unsafe { basicsize(tp) <= room }
+    tp.basicsize() <= room
 }
 
 /// A block can hold something that looks like an object: a dict's key table whose entries
@@ -333,52 +351,36 @@ unsafe fn fits(op: usize, tp: usize, room: usize, layout: &Layout, heap: &Heap) 
 /// GC link, a static type, and contents that fit its block.
 ///
 /// # Safety
-/// `tp` is a live type whose `tp_basicsize` fits in `room`, the allocated bytes from `op`;
-/// its preheader (the GC link where `tp` has the GC flag) lies in the same block, before `op`.
-unsafe fn proven_object(op: usize, tp: usize, room: usize, heap: &Heap) -> bool {
-    // SAFETY: the whole body relies on the contract above: each read is in `op`'s fixed part
-    // or its GC link, inside the block, or a field of the live type `tp`; a dict's keys are
-    // read only after `dict_keys_readable` checks them against the mappings.
-    unsafe {
-        let refcnt = read_usize(op) as isize;
-        if !(1..1 << 40).contains(&refcnt) {
-            return false;
-        }
-        let flags = type_flags(tp);
-        if flags & TPFLAGS_HAVE_GC == 0 || heap.tracked.contains(&op) {
-            return true;
-        }
-        if read_usize(op - cpython::GC_HEAD) != 0 || flags & cpython::TPFLAGS_HEAPTYPE != 0 {
-            return false;
-        }
-        let itemsize = read_usize(tp + cpython::TP_ITEMSIZE);
-        let items = read_usize(op + cpython::OB_SIZE) as isize;
-        let fits = itemsize == 0
-            || items >= 0 && basicsize(tp).saturating_add(items as usize * itemsize) <= room;
-        fits && (flags & cpython::TPFLAGS_DICT_SUBCLASS == 0 || dict_keys_readable(op, heap))
+/// `tp` is a live type and `op`'s type word, and `op`'s object fits in `room`, the allocated
+/// bytes from `op` (`fits`); its preheader (the GC link where `tp` has the GC flag) lies in
+/// the same block, before `op`.
+unsafe fn proven_object(op: usize, tp: Type, room: usize, heap: &Heap) -> bool {
+    // SAFETY: `op`'s header and fixed part lie in the block, and its type word is the live
+    // type `tp` (caller's contract).
+    let object = unsafe { Object::new(op) };
+    if !(1..1 << 40).contains(&object.refcnt()) {
+        return false;
     }
-}
-
-/// A dict's key table: aligned, mapped, with a positive refcount.
-///
-/// # Safety
-/// `op`'s fixed part, up to `ma_keys`, is readable (a dict's or a dict subclass's).
-pub unsafe fn dict_keys_readable(op: usize, heap: &Heap) -> bool {
-    // SAFETY: `ma_keys` is in the fixed part the caller guarantees readable.
-    let keys = unsafe { read_usize(op + cpython::DICT_KEYS) };
-    // SAFETY: `keys` is read only once the mappings say its first 32 bytes are readable.
-    keys.is_multiple_of(8)
-        && heap.readable.contains(keys, 32)
-        && (unsafe { read_usize(keys) } as isize) > 0
-}
-
-/// `tp->tp_basicsize`.
-///
-/// # Safety
-/// `tp` is a readable type object.
-pub unsafe fn basicsize(tp: usize) -> usize {
-    // SAFETY: `tp_basicsize` is a field of the type the caller guarantees readable.
-    unsafe { *((tp + cpython::TP_BASICSIZE) as *const isize) as usize }
+    if !tp.has_gc() || heap.tracked.contains(&op) {
+        return true;
+    }
+    // SAFETY: the GC link lies in the block, before `op` (caller's contract).
+    if !unsafe { cpython::gc_untracked(op) } || tp.is_heap() {
+        return false;
+    }
+    let fits = match object.var_size() {
+        None => true,
+        Some(items) => {
+            items >= 0
+                && tp
+                    .basicsize()
+                    .saturating_add(items as usize * tp.itemsize())
+                    <= room
+        }
+    };
+    fits && object
+        .as_dict()
+        .is_none_or(|dict| dict.keys_look_live(|at, len| heap.readable(at, len)))
 }
 
 /// Whether a live object counts as a survivor: interned strings and immortal objects belong to
@@ -387,14 +389,10 @@ pub unsafe fn basicsize(tp: usize) -> usize {
 /// # Safety
 /// `op` is a live object.
 unsafe fn counts(op: usize, layout: &Layout, api: &Api) -> bool {
-    // SAFETY: `op` is a live object (caller's contract), so its header is readable.
-    let refcnt = unsafe { read_usize(op + cpython::OB_REFCNT) } as i64;
-    if refcnt <= 0 || layout.immortal && (refcnt as i32) < 0 {
+    // SAFETY: `op` is a live object (caller's contract).
+    let op = unsafe { Object::new(op) };
+    if op.refcnt() <= 0 || op.header().immortal(layout) {
         return false;
     }
-    // SAFETY: `op` is live, so its type is readable; its `state` is read only once its type
-    // says `op` is a str, whose header holds it.
-    unsafe {
-        type_of(op) != api.unicode_type || *((op + cpython::UNICODE_STATE) as *const u32) & 3 == 0
-    }
+    op.tp().addr() != api.unicode_type || op.as_str().is_none_or(|s| !s.interned())
 }

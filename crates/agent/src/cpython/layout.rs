@@ -57,6 +57,10 @@ pub struct Layout {
     /// ints and C pointers, one of which (3.15's `_co_unique_id`) held a freed object's
     /// address.
     pub code_objects: &'static [usize],
+    /// `co_filename`, `co_name` and (3.11+) `co_qualname`: read as fields, since a lookup
+    /// by name replaces an entry of the type attribute cache, which 3.12+ keeps a reference
+    /// to its name in, and can free a str in the middle of a snapshot.
+    pub code_names: CodeNames,
     /// 3.13+: where the runtime's table of offsets keeps those checked at start.
     pub debug_offsets: Option<debug_offsets::Positions>,
 }
@@ -67,6 +71,25 @@ const CODE_OBJECTS_UP_TO_3_10: &[usize] = &[48, 56, 64, 72, 80, 88, 104, 112, 12
 /// `co_consts`, `co_names`, `co_exceptiontable`, `co_localsplusnames`, `co_localspluskinds`,
 /// `co_filename`, `co_name`, `co_qualname`, `co_linetable`.
 const CODE_OBJECTS: &[usize] = &[24, 32, 40, 96, 104, 112, 120, 128, 136];
+
+/// Where a code object keeps its names (see [`Layout::code_names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeNames {
+    pub filename: usize,
+    pub name: usize,
+    pub qualname: Option<usize>,
+}
+
+const CODE_NAMES_UP_TO_3_10: CodeNames = CodeNames {
+    filename: 104,
+    name: 112,
+    qualname: None,
+};
+const CODE_NAMES: CodeNames = CodeNames {
+    filename: 112,
+    name: 120,
+    qualname: Some(128),
+};
 
 /// Where a `PyModuleObject` keeps its name and its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +154,7 @@ impl Layout {
             tuple_items: 24,
             module: MODULE_UP_TO_3_14,
             code_objects: CODE_OBJECTS_UP_TO_3_10,
+            code_names: CODE_NAMES_UP_TO_3_10,
             debug_offsets: None,
         };
         Some(match minor {
@@ -158,6 +182,7 @@ impl Layout {
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
                 code_objects: CODE_OBJECTS,
+                code_names: CODE_NAMES,
                 debug_offsets: None,
             },
             12 | 13 => Layout {
@@ -186,6 +211,7 @@ impl Layout {
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
                 code_objects: CODE_OBJECTS,
+                code_names: CODE_NAMES,
                 debug_offsets: (minor == 13).then_some(debug_offsets::V3_13),
             },
             14 | 15 => Layout {
@@ -222,6 +248,7 @@ impl Layout {
                     }
                 },
                 code_objects: CODE_OBJECTS,
+                code_names: CODE_NAMES,
                 debug_offsets: Some(if minor == 14 {
                     debug_offsets::V3_14
                 } else {
@@ -230,6 +257,18 @@ impl Layout {
             },
             _ => return None,
         })
+    }
+
+    /// `[start, end)` of the freelists of the interpreter state at `interp`, or an empty range.
+    pub fn freelists_at(&self, interp: usize) -> (usize, usize) {
+        self.freelists
+            .map_or((0, 0), |(start, end)| (interp + start, interp + end))
+    }
+
+    /// The sizes of a compact str's two possible headers (ASCII and compact), after which its
+    /// characters start.
+    pub fn str_headers(&self) -> [usize; 2] {
+        [self.ascii_size, self.compact_size]
     }
 
     /// 3.11+: a dict whose keys are all strings does not visit its keys.
@@ -244,7 +283,7 @@ impl Layout {
 
     /// The object a frame's field holds: a plain pointer, or (3.14+) a `_PyStackRef` whose
     /// tag bits are masked off; 0 for none or a tagged int.
-    pub fn frame_object(&self, word: usize) -> usize {
+    pub(super) fn frame_object(&self, word: usize) -> usize {
         if !self.stackrefs {
             word
         } else if word & STACKREF_TAG_BITS == STACKREF_TAG_BITS {
@@ -255,7 +294,7 @@ impl Layout {
     }
 
     /// Bytes between the start of an object's memory block and the object itself.
-    pub fn preheader(&self, tp_flags: u64) -> usize {
+    pub(super) fn preheader(&self, tp_flags: u64) -> usize {
         let gc = if tp_flags & TPFLAGS_HAVE_GC != 0 {
             GC_HEAD
         } else {

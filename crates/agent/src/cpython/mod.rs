@@ -14,10 +14,12 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 pub mod debug_offsets;
+mod handles;
 mod layout;
 #[cfg(test)]
 mod probe;
 
+pub use handles::{Frame, Header, Object, ThreadState, Type};
 pub use layout::{Layout, StateSize};
 
 pub type PyObject = c_void;
@@ -43,79 +45,37 @@ pub const DOMAIN_MEM: c_int = 1;
 pub const DOMAIN_OBJ: c_int = 2;
 
 // Type flags (Include/object.h).
-pub const TPFLAGS_MANAGED_WEAKREF: u64 = 1 << 3;
-pub const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
+const TPFLAGS_MANAGED_WEAKREF: u64 = 1 << 3;
+const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
 /// 3.13+: instance attributes live inline, after `tp_basicsize`, in a `PyDictValues`.
-pub const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
+const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
 /// `PyDictValues.valid` (3.13): whether the inline values are still the attributes.
-pub const INLINE_VALUES_VALID: usize = 3;
+const INLINE_VALUES_VALID: usize = 3;
 /// The managed `__dict__` pointer sits this far before the object (3.12+).
-pub const MANAGED_DICT_BEFORE: usize = 24;
-pub const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
-pub const TPFLAGS_HAVE_GC: u64 = 1 << 14;
-pub const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
-pub const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
+const MANAGED_DICT_BEFORE: usize = 24;
+const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
+const TPFLAGS_HAVE_GC: u64 = 1 << 14;
+const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
+const TPFLAGS_LIST_SUBCLASS: u64 = 1 << 25;
+const TPFLAGS_TUPLE_SUBCLASS: u64 = 1 << 26;
+const TPFLAGS_UNICODE_SUBCLASS: u64 = 1 << 28;
+const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
 
 // PyDictObject and PyDictKeysObject (3.11+, default builds).
-pub const DICT_KEYS: usize = 32;
-pub const DICT_VALUES: usize = 40;
-pub const DICT_KEYS_KIND: usize = 10;
-pub const DICT_KEYS_UNICODE: u8 = 1;
-pub const DICT_KEYS_LOG2_INDEX_BYTES: usize = 9;
-pub const DICT_KEYS_NENTRIES: usize = 24;
+const DICT_USED: usize = 16;
+const DICT_KEYS: usize = 32;
+const DICT_VALUES: usize = 40;
+const DICT_KEYS_KIND: usize = 10;
+const DICT_KEYS_UNICODE: u8 = 1;
+const DICT_KEYS_LOG2_INDEX_BYTES: usize = 9;
+const DICT_KEYS_NENTRIES: usize = 24;
 /// `dk_indices`; the entries follow them, a key and a value each in a table whose keys are
 /// all strings (`PyDictUnicodeEntry`).
-pub const DICT_KEYS_INDICES: usize = 32;
-pub const DICT_UNICODE_ENTRY: usize = 16;
+const DICT_KEYS_INDICES: usize = 32;
+const DICT_UNICODE_ENTRY: usize = 16;
 /// `PyHeapTypeObject.ht_cached_keys` after `ht_slots` and `ht_qualname`: the keys its
 /// instances' split dicts share, which hold a reference to each.
-pub const HT_CACHED_KEYS_AFTER_SLOTS: usize = 16;
-
-/// Calls `f` with each key of a dict whose combined table holds only string keys (3.11+),
-/// which `dict_traverse` does not visit since a string cannot form a cycle. A split table's
-/// keys are its type's, held once there (see [`cached_keys`]).
-///
-/// # Safety
-/// `op` is a live dict; the GIL is held; `dict_next` is `PyDict_Next` (`Api::dict_next`).
-pub unsafe fn unicode_keys(op: usize, dict_next: DictNext, mut f: impl FnMut(usize)) {
-    // SAFETY: `op` is a live dict (caller's contract), so its `ma_keys` and `ma_values` words
-    // are readable, and a non-null `ma_keys` is its live keys object, whose `dk_kind` is too.
-    unsafe {
-        let keys = read_usize(op + DICT_KEYS);
-        if keys == 0 || read_usize(op + DICT_VALUES) != 0 {
-            return;
-        }
-        if *((keys + DICT_KEYS_KIND) as *const u8) != DICT_KEYS_UNICODE {
-            return;
-        }
-    }
-    let mut pos: isize = 0;
-    let mut key: *mut PyObject = std::ptr::null_mut();
-    let mut value: *mut PyObject = std::ptr::null_mut();
-    // SAFETY: `dict_next` is `PyDict_Next` (caller's contract), called with the GIL held on a
-    // live dict, with pointers to these locals.
-    while unsafe { dict_next(op as *mut PyObject, &mut pos, &mut key, &mut value) } != 0 {
-        f(key as usize);
-    }
-}
-
-/// Calls the type's `tp_traverse` on `op` with `visit` and `arg`, if it has one.
-///
-/// # Safety
-/// `op` is a live container; `visit` accepts `arg`; the GIL is held.
-pub unsafe fn traverse(op: usize, visit: VisitProc, arg: *mut c_void) {
-    // SAFETY: `op` is a live object (caller's contract), so its type and that type's
-    // `tp_traverse` slot are readable.
-    let traverse = unsafe { read_usize(type_of(op) + TP_TRAVERSE) };
-    if traverse != 0 {
-        // SAFETY: a non-null `tp_traverse` is a `traverseproc`; it is called on a live container
-        // of its type, with the GIL held and a `visit` that accepts `arg` (caller's contract).
-        unsafe {
-            let traverse: TraverseProc = std::mem::transmute(traverse);
-            traverse(op as *mut PyObject, visit, arg);
-        }
-    }
-}
+const HT_CACHED_KEYS_AFTER_SLOTS: usize = 16;
 
 /// `PyDict_Next`.
 pub type DictNext = unsafe extern "C" fn(
@@ -125,112 +85,69 @@ pub type DictNext = unsafe extern "C" fn(
     *mut *mut PyObject,
 ) -> c_int;
 
-/// The keys of a heap type's shared instance keys (3.11+), which no traversal visits.
-///
-/// # Safety
-/// `tp` is a live heap type; `layout` is its interpreter's, 3.11 or newer.
-pub unsafe fn cached_keys(tp: usize, layout: &Layout) -> impl Iterator<Item = usize> {
-    // SAFETY: `tp` is a live heap type of a 3.11+ interpreter whose layout is `layout` (caller's
-    // contract), so `ht_cached_keys` is readable, and when non-null it is a live keys object
-    // whose header fields are.
-    let (n, entries) = unsafe {
-        let keys = read_usize(tp + layout.ht_slots + HT_CACHED_KEYS_AFTER_SLOTS);
-        // None, or a general table (not a string-keyed split one): no entries to read.
-        if keys == 0 || *((keys + DICT_KEYS_KIND) as *const u8) == 0 {
-            (0, 0)
-        } else {
-            let indices = 1usize << *((keys + DICT_KEYS_LOG2_INDEX_BYTES) as *const u8);
-            (
-                read_usize(keys + DICT_KEYS_NENTRIES),
-                keys + DICT_KEYS_INDICES + indices,
-            )
-        }
-    };
-    (0..n)
-        // SAFETY: the first `dk_nentries` entries of a string-keyed table follow its indices,
-        // inside the keys object, which the caller keeps alive while the iterator is used.
-        .map(move |i| unsafe { read_usize(entries + i * DICT_UNICODE_ENTRY) })
-        .filter(|&key| key != 0)
-}
-
 // `_PyInterpreterFrame.owner` (3.11+).
 /// A frame that its thread runs, neither a generator's nor a frame object's (whose
 /// traversals visit their locals).
-pub const FRAME_OWNED_BY_THREAD: u8 = 0;
+const FRAME_OWNED_BY_THREAD: u8 = 0;
 /// 3.12+: owners from this one on are shim frames, pushed by C code or by the interpreter,
 /// with no Python code of their own (`FRAME_OWNED_BY_CSTACK` up to 3.13;
 /// `FRAME_OWNED_BY_INTERPRETER`, then `FRAME_OWNED_BY_CSTACK` in 3.14).
-pub const FRAME_FIRST_SHIM_OWNER: u8 = 3;
+const FRAME_FIRST_SHIM_OWNER: u8 = 3;
 /// 3.14+: the tag bits of a `_PyStackRef` (default builds): bit 0 says the reference is not
 /// counted, both bits set a tagged int, which is no object.
 const STACKREF_TAG_BITS: usize = 3;
 /// `_PyCoCached` (3.12+): `_co_code`, `_co_varnames`, `_co_cellvars`, `_co_freevars`.
-pub const CODE_CACHED_OBJECTS: usize = 4;
+const CODE_CACHED_OBJECTS: usize = 4;
 
 // PyTypeObject and PyObject offsets, the same on every supported version.
-pub const OB_REFCNT: usize = 0;
-pub const OB_TYPE: usize = 8;
+const OB_REFCNT: usize = 0;
+/// 3.14+ links its object freelists through their members' first word (`_PyFreeList_Push`
+/// writes the next member over `ob_refcnt`): a freed dict kept there still has its type and
+/// reads as a positive count, the address of the next member (0 for the last).
+const FREELIST_NEXT: usize = OB_REFCNT;
+const OB_TYPE: usize = 8;
 /// `PyVarObject.ob_size`.
-pub const OB_SIZE: usize = 16;
+const OB_SIZE: usize = 16;
 /// 3.11 starts its statically allocated strings and objects at 999,999,999 references
 /// (`_PyObject_IMMORTAL_INIT`), so that none is ever freed: a count this high means nothing.
 pub const STATIC_REFCNT: usize = 500_000_000;
-pub const TP_NAME: usize = 24;
-pub const TP_BASICSIZE: usize = 32;
-pub const TP_ITEMSIZE: usize = 40;
-pub const TP_FLAGS: usize = 168;
-pub const TP_TRAVERSE: usize = 184;
-pub const TP_BASE: usize = 256;
+const TP_NAME: usize = 24;
+const TP_BASICSIZE: usize = 32;
+const TP_ITEMSIZE: usize = 40;
+const TP_FLAGS: usize = 168;
+const TP_TRAVERSE: usize = 184;
+const TP_BASE: usize = 256;
 /// `tp_free`: where an object's memory goes back (see `Api::frees_through_hooks`).
-pub const TP_FREE: usize = 320;
-pub const TP_IS_GC: usize = 328;
-pub const TP_SUBCLASSES: usize = 360;
+const TP_FREE: usize = 320;
+const TP_IS_GC: usize = 328;
+const TP_SUBCLASSES: usize = 360;
+/// Where the fields of `PyTypeObject` that the agent reads end (`tp_subclasses` is the last).
+pub const TYPE_FIELDS_END: usize = TP_SUBCLASSES + 8;
 /// `PyListObject.ob_item`.
 const LIST_ITEMS: usize = 24;
 
-/// The items of a list.
-///
-/// # Safety
-/// `list` is a live list; the GIL is held.
-pub unsafe fn list_items(list: usize) -> Vec<usize> {
-    // SAFETY: `list` is a live list and the GIL is held (caller's contract), so its `ob_size`
-    // and `ob_item` are readable and stable, and `ob_item` holds `ob_size` item pointers.
-    unsafe {
-        let n = read_usize(list + OB_SIZE);
-        let items = read_usize(list + LIST_ITEMS) as *const usize;
-        (0..n).map(|i| *items.add(i)).collect()
-    }
-}
-
 /// `PyModuleDef.m_size`.
 const MODULEDEF_SIZE: usize = 56;
-pub const UNICODE_STATE: usize = 32;
+const UNICODE_STATE: usize = 32;
+/// `sizeof(PyGC_Head)`, before every object of a type with the GC flag.
 pub const GC_HEAD: usize = 16;
 
 /// `PyASCIIObject.length`, and the bits of its `state`: interned (2), kind (3), compact, ascii.
 const UNICODE_LENGTH: usize = 16;
+const UNICODE_INTERNED: u32 = 3;
 const UNICODE_COMPACT: u32 = 1 << 5;
 const UNICODE_ASCII: u32 = 1 << 6;
 const UNICODE_KIND_SHIFT: u32 = 2;
 
-/// The bytes a compact str takes: its header and its characters with their terminator;
-/// `None` for a legacy (non-compact) str, whose characters live in a block of their own.
-///
-/// # Safety
-/// `op` is a readable str object.
-pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
-    // SAFETY: `op` is a readable str object (caller's contract), so its `state` word is.
-    let state = unsafe { *((op + UNICODE_STATE) as *const u32) };
-    if state & UNICODE_COMPACT == 0 {
-        return None;
-    }
-    // SAFETY: `length` is in the same `PyASCIIObject` header of the readable str `op`.
-    let length = unsafe { read_usize(op + UNICODE_LENGTH) };
-    let kind = ((state >> UNICODE_KIND_SHIFT) & 7) as usize;
-    let (header, width) = if state & UNICODE_ASCII != 0 {
-        (layout.ascii_size, 1)
+/// The bytes a compact str takes, from its `state` and `length`: its header and its characters
+/// with their terminator; `None` for a legacy (non-compact) str, whose characters live in a
+/// block of their own.
+fn compact_str_size(state: u32, length: usize, layout: &Layout) -> Option<usize> {
+    let header = str_text_offset(state, layout)?;
+    let width = if state & UNICODE_ASCII != 0 {
+        1
     } else {
-        (layout.compact_size, kind)
+        ((state >> UNICODE_KIND_SHIFT) & 7) as usize
     };
     length
         .checked_add(1)?
@@ -238,35 +155,28 @@ pub unsafe fn compact_str_size(op: usize, layout: &Layout) -> Option<usize> {
         .checked_add(header)
 }
 
-/// The state block of a module object whose state size is positive, and its size.
+/// The bytes a compact str at `op` takes (see [`Str::compact_size`]), where `op` starts a
+/// block of `room` bytes that may hold one: its header is read only if the block holds it.
 ///
 /// # Safety
-/// `op` is a live object of exactly `PyModule_Type`; `layout` is its interpreter's.
-pub unsafe fn module_state(op: usize, layout: &Layout) -> Option<(usize, usize)> {
-    // SAFETY: `op` is a live module object and `layout` its interpreter's (caller's contract),
-    // so `md_state`, `md_def` (or the module's own state size) are readable, and a non-null
-    // `md_def` is the module's `PyModuleDef`, which lives as long as the module.
-    let (state, size) = unsafe {
-        let state = read_usize(op + layout.module.state);
-        let size = match layout.module.state_size {
-            StateSize::InDef(def) => match read_usize(op + def) {
-                0 => return None,
-                def => read_usize(def + MODULEDEF_SIZE),
-            },
-            StateSize::InModule(at) => read_usize(op + at),
-        } as isize;
-        (state, size)
+/// The `room` bytes from `op` are readable.
+pub unsafe fn compact_str_size_in(op: usize, room: usize, layout: &Layout) -> Option<usize> {
+    if room < UNICODE_STATE + 4 {
+        return None;
+    }
+    // SAFETY: `length` and `state` lie in the first `room` bytes, readable (caller's contract).
+    let (state, length) = unsafe {
+        (
+            *((op + UNICODE_STATE) as *const u32),
+            read_usize(op + UNICODE_LENGTH),
+        )
     };
-    (state != 0 && size > 0).then_some((state, size as usize))
+    compact_str_size(state, length, layout)
 }
 
-/// Where a compact str's characters start: after the ASCII header, or the compact one.
-///
-/// # Safety
-/// `op` is a readable str object.
-pub unsafe fn str_text_offset(op: usize, layout: &Layout) -> Option<usize> {
-    // SAFETY: `op` is a readable str object (caller's contract), so its `state` word is.
-    let state = unsafe { *((op + UNICODE_STATE) as *const u32) };
+/// Where a compact str's characters start, from its `state`: after the ASCII header, or the
+/// compact one.
+fn str_text_offset(state: u32, layout: &Layout) -> Option<usize> {
     if state & UNICODE_COMPACT == 0 {
         None
     } else if state & UNICODE_ASCII != 0 {
@@ -296,7 +206,9 @@ pub struct Api {
     pub code_addr2line: unsafe extern "C" fn(*mut PyObject, c_int) -> c_int,
     pub incref: unsafe extern "C" fn(*mut PyObject),
     pub decref: unsafe extern "C" fn(*mut PyObject),
-    pub getattr: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut PyObject,
+    /// `PyModule_GetName`: a module's name from its dict, with no attribute lookup (one by
+    /// name replaces an entry of the type attribute cache, see [`Layout::code_names`]).
+    pub module_name: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
     pub repr: unsafe extern "C" fn(*mut PyObject) -> *mut PyObject,
     pub unicode_utf8: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
     pub err_clear: unsafe extern "C" fn(),
@@ -373,7 +285,7 @@ impl Api {
                 code_addr2line: func!(c"PyCode_Addr2Line"),
                 incref: func!(c"Py_IncRef"),
                 decref: func!(c"Py_DecRef"),
-                getattr: func!(c"PyObject_GetAttrString"),
+                module_name: func!(c"PyModule_GetName"),
                 repr: func!(c"PyObject_Repr"),
                 unicode_utf8: func!(c"PyUnicode_AsUTF8"),
                 err_clear: func!(c"PyErr_Clear"),
@@ -449,77 +361,11 @@ pub unsafe fn read_usize(addr: usize) -> usize {
     unsafe { *(addr as *const usize) }
 }
 
-/// `Py_TYPE(op)`.
+/// Whether the GC head before `op` says the collector does not track it (`_gc_next` is 0).
 ///
 /// # Safety
-/// `op` is a readable object header (a live object).
-#[inline(always)]
-pub unsafe fn type_of(op: usize) -> usize {
-    // SAFETY: `ob_type` is in the header that the caller guarantees readable.
-    unsafe { read_usize(op + OB_TYPE) }
-}
-
-/// `tp->tp_flags`.
-///
-/// # Safety
-/// `tp` is a readable type object.
-#[inline(always)]
-pub unsafe fn type_flags(tp: usize) -> u64 {
-    // SAFETY: `tp_flags` is a field of the type object the caller guarantees readable.
-    unsafe { *((tp + TP_FLAGS) as *const u64) }
-}
-
-/// `PyObject_IS_GC`: a container the collector may traverse. Static types carry the GC flag
-/// but say no through `tp_is_gc`, and traversing one aborts the interpreter.
-///
-/// # Safety
-/// `op` is a live object, whose type is live; the GIL is held (`tp_is_gc` may be called).
-pub unsafe fn is_gc(op: usize) -> bool {
-    // SAFETY: `op` is a live object (caller's contract), so its type's `tp_flags` is readable.
-    let tp = unsafe { type_of(op) };
-    // SAFETY: `tp` is the live type of a live object.
-    if unsafe { type_flags(tp) } & TPFLAGS_HAVE_GC == 0 {
-        return false;
-    }
-    // SAFETY: `tp_is_gc` is a slot of the live type `tp`.
-    match unsafe { read_usize(tp + TP_IS_GC) } {
-        0 => true,
-        // SAFETY: a non-null `tp_is_gc` is an `inquiry`, called on an object of its type with
-        // the GIL held (caller's contract).
-        f => unsafe {
-            std::mem::transmute::<usize, unsafe extern "C" fn(*mut PyObject) -> c_int>(f)(
-                op as *mut PyObject,
-            ) != 0
-        },
-    }
-}
-
-/// Whether `tp` is `base` or derives from it, along `tp_base`.
-///
-/// # Safety
-/// `tp` is a live type object.
-pub unsafe fn derives_from(mut tp: usize, base: usize) -> bool {
-    while tp != 0 {
-        if tp == base {
-            return true;
-        }
-        // SAFETY: `tp` is a live type (caller's contract, then each live type's `tp_base`,
-        // which it holds a reference to, is a live type or null).
-        tp = unsafe { read_usize(tp + TP_BASE) };
-    }
-    false
-}
-
-/// `tp->tp_name`, or `?` where it is null.
-///
-/// # Safety
-/// `tp` is a live type object.
-pub unsafe fn type_name(tp: usize) -> String {
-    // SAFETY: `tp_name` is a field of the live type `tp` (caller's contract).
-    let p = unsafe { read_usize(tp + TP_NAME) } as *const c_char;
-    if p.is_null() {
-        return "?".into();
-    }
-    // SAFETY: a type's non-null `tp_name` is a NUL-terminated string that lives as long as it.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+/// The [`GC_HEAD`] bytes before `op` are readable.
+pub unsafe fn gc_untracked(op: usize) -> bool {
+    // SAFETY: `_gc_next` is the GC head's first word, readable (caller's contract).
+    unsafe { read_usize(op - GC_HEAD) == 0 }
 }

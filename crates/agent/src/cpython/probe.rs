@@ -267,6 +267,14 @@ fn layouts_match_the_installed_headers() {
             .collect();
         code_objects.sort();
         assert_eq!(l.code_objects, code_objects, "{what}");
+        let names = l.code_names;
+        assert_eq!(names.filename, at("code_field_co_filename"), "{what}");
+        assert_eq!(names.name, at("code_field_co_name"), "{what}");
+        assert_eq!(
+            names.qualname.map(|q| q as i64),
+            h.get("code_field_co_qualname").copied(),
+            "{what}"
+        );
         assert_eq!(
             l.stackrefs.then_some(STACKREF_TAG_BITS as i64),
             h.get("stackref_tag_bits").copied(),
@@ -334,6 +342,15 @@ fn layouts_match_the_installed_headers() {
             (TPFLAGS_HAVE_GC as usize, "tpflags_have_gc"),
             (TPFLAGS_DICT_SUBCLASS as usize, "tpflags_dict_subclass"),
             (TPFLAGS_TYPE_SUBCLASS as usize, "tpflags_type_subclass"),
+            (TPFLAGS_LIST_SUBCLASS as usize, "tpflags_list_subclass"),
+            (TPFLAGS_TUPLE_SUBCLASS as usize, "tpflags_tuple_subclass"),
+            (
+                TPFLAGS_UNICODE_SUBCLASS as usize,
+                "tpflags_unicode_subclass",
+            ),
+            (UNICODE_INTERNED as usize, "unicode_interned_bits"),
+            (DICT_USED, "dict_used"),
+            (TYPE_FIELDS_END, "type_fields_end"),
             (DOMAIN_RAW as usize, "domain_raw"),
             (DOMAIN_MEM as usize, "domain_mem"),
             (DOMAIN_OBJ as usize, "domain_obj"),
