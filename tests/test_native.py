@@ -38,6 +38,7 @@ LEAKS = {
     "strdup": ("zoo_native", "leak_strdup", (1000,), C, "malloc", 1000, 20),
     "pyobject_malloc": ("zoo_native", "pyobject_malloc", (1000,), C, "PyObject_Malloc", 1000,
                         32),
+    "raw_thread": ("zoo_native", "raw_on_thread", (1000,), C, "PyMem_RawMalloc", 1000, 40),
     "cpp_new": ("zoo_native_cpp", "leak_new", (1000,), CPP, "malloc", 1000, 48),
     "rs_box": ("zoo_native_rs", "leak_box", (1000,), RS, "calloc", 1000, 64),
     "rs_arc": ("zoo_native_rs", "leak_arc_cycle", (500,), RS, "malloc", 1000, 64),

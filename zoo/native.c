@@ -257,8 +257,45 @@ static void *churn(void *arg) {
         void *p = malloc(32 + i % 64); /* zoo_native:control_threads */
         last_block = p;
         free(p);
+        void *raw = PyMem_RawMalloc(16 + i % 32);
+        last_block = raw;
+        PyMem_RawFree(raw);
     }
     return NULL;
+}
+
+/* A C thread without the GIL loses n PyMem_RawMalloc blocks of 40 bytes: it has no Python
+ * frames of its own to read. */
+static void *raw_leaks(void *arg) {
+    Py_ssize_t n = *(Py_ssize_t *)arg;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *p = PyMem_RawMalloc(40); /* zoo_native:raw_thread */
+        if (p != NULL) {
+            p[0] = 'r';
+        }
+        last_block = p;
+    }
+    last_block = NULL;
+    return NULL;
+}
+
+static PyObject *raw_on_thread(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    if (count_arg(arg, &n) < 0) {
+        return NULL;
+    }
+    pthread_t thread;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = pthread_create(&thread, NULL, raw_leaks, &n);
+    if (err == 0) {
+        pthread_join(thread, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    if (err != 0) {
+        return PyErr_Format(PyExc_OSError, "pthread_create: %d", err);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *threads_malloc_free(PyObject *module, PyObject *arg) {
@@ -283,6 +320,7 @@ static PyObject *threads_malloc_free(PyObject *module, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
+    {"raw_on_thread", raw_on_thread, METH_O, "raw_on_thread(n): a C thread without the GIL loses n PyMem_RawMalloc blocks of 40 bytes."},
     {"leak_malloc", leak_malloc, METH_VARARGS, "leak_malloc(n, size): n malloc'd blocks, never freed."},
     {"pymem_error_path", pymem_error_path, METH_O, "pymem_error_path(n): a PyMem_Malloc buffer lost on an error path, n times."},
     {"grow_realloc", grow_realloc, METH_O, "grow_realloc(n): n buffers grown with realloc to 1000 bytes, then lost."},

@@ -742,11 +742,16 @@ unsafe fn on_domain_alloc(domain: Domain, block: usize, size: usize, caller: usi
                     unsafe { s.stack_for(regs, size, Alloc::Object, true) }
                 }
             }
-            // SAFETY: the MEM and OBJ domains are called with the GIL held (caller's
-            // contract); `regs` are this thread's, from `here!()` above. NOTE: the RAW
-            // domain's blocks also come here, from C code that may not hold the GIL, and are
-            // still passed `gil: true`; `stack_for`'s contract is not shown for them.
-            _ => return unsafe { record_native(s, regs, block, size, alloc, true) },
+            _ => {
+                // The RAW domain may be called without the GIL, as a C thread's
+                // `PyMem_RawMalloc` is: its Python frames are read only if it holds it.
+                // SAFETY: `PyGILState_Check` may be called on any thread.
+                let gil = domain != Domain::Raw || unsafe { (s.api.gil_check)() } != 0;
+                // SAFETY: the MEM and OBJ domains are called with the GIL held (caller's
+                // contract), and `gil` says whether a RAW caller holds it; `regs` are this
+                // thread's, from `here!()` above.
+                return unsafe { record_native(s, regs, block, size, alloc, gil) };
+            }
         };
         s.live.insert(block, Block::allocated(stack, size, 0));
     });
