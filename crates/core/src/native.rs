@@ -50,6 +50,23 @@ pub struct ReportHeldObjects {
 /// Objects of a type made at a site, and the native blocks that hold them, in words.
 pub type HeldBy = HashMap<(String, Option<String>), String>;
 
+/// A frame's place in its module, and its function where one is inlined there.
+type CodePoint = (String, u64, Option<String>);
+
+/// What one native leak group shares: allocator, site, Python stack and the C code's own path.
+type SiteKey = (String, Option<String>, Vec<PyFrame>, Vec<CodePoint>);
+
+/// The frames of the C code that allocated, outside the runtime: from the first frame outside
+/// it to the next one inside it (the interpreter that called that code).
+fn extension_path(native: &[NativeFrame]) -> Vec<CodePoint> {
+    native
+        .iter()
+        .skip_while(|f| f.interpreter)
+        .take_while(|f| !f.interpreter)
+        .map(|f| (f.module.clone(), f.offset, f.function.clone()))
+        .collect()
+}
+
 /// The native leaks of a capture, biggest first; the native blocks that are not leaks; and
 /// for leaked objects that lost blocks point to, those blocks.
 pub fn build(
@@ -60,7 +77,7 @@ pub fn build(
     /// A group, its native and Python frames, and its site.
     type Merged = (NativeGroup, Vec<NativeFrame>, Vec<PyFrame>, Option<String>);
     let mut merged: Vec<Merged> = Vec::new();
-    let mut index: HashMap<(String, Option<String>, Vec<PyFrame>), usize> = HashMap::new();
+    let mut index: HashMap<SiteKey, usize> = HashMap::new();
     for g in &capture.native {
         let stack = capture
             .stacks
@@ -70,8 +87,14 @@ pub fn build(
         let native: Vec<NativeFrame> = stack.native.iter().flat_map(|&pc| frames(pc)).collect();
         let site = creation_site(&native, &stack.python);
         // One line reached by two native paths (a warm call site calls straight from the
-        // eval loop) is one site.
-        let key = (g.allocator.clone(), site.clone(), stack.python.clone());
+        // eval loop) is one site; two callers of one allocation wrapper (an inlined
+        // `re_realloc`) are two.
+        let key = (
+            g.allocator.clone(),
+            site.clone(),
+            stack.python.clone(),
+            extension_path(&native),
+        );
         match index.get(&key) {
             Some(&i) => {
                 let m = &mut merged[i].0;
@@ -301,5 +324,64 @@ mod tests {
         assert_eq!((leaks[0].count, leaks[0].per_call), (40, Some(10.0)));
         assert!(leaks[0].evidence.starts_with("grew in 4 of 4 runs"));
         assert_eq!(kept, tally(1));
+    }
+
+    #[test]
+    fn callers_of_one_inlined_wrapper_are_two_sites_and_two_interpreter_paths_one() {
+        // pc 11 and 12: the same inlined wrapper line, called from two functions; pc 90 and
+        // 91: the interpreter, reached through a warm call site or not.
+        let frames = &mut |pc: u64| {
+            let frame = |function: &str, line: u32, inlined: bool, interpreter: bool| NativeFrame {
+                pc,
+                function: Some(function.into()),
+                file: Some(if interpreter { "ceval.c" } else { "_regex.c" }.into()),
+                line: Some(line),
+                module: if interpreter {
+                    "libpython"
+                } else {
+                    "_regex.so"
+                }
+                .into(),
+                offset: pc,
+                source: crate::report::SymbolSource::Dwarf,
+                inlined,
+                interpreter,
+            };
+            match pc {
+                11 => vec![
+                    frame("re_realloc", 2140, true, false),
+                    frame("push", 2280, false, false),
+                ],
+                12 => vec![
+                    frame("re_realloc", 2140, true, false),
+                    frame("save", 10535, false, false),
+                ],
+                _ => vec![frame("eval", pc as u32, false, true)],
+            }
+        };
+        let group = |stack: u32| NativeGroup {
+            allocator: "PyMem_Realloc".into(),
+            stack,
+            definite: tally(10),
+            ..NativeGroup::default()
+        };
+        let mut c = capture(vec![group(0), group(1), group(2)]);
+        c.stacks = [vec![11, 90], vec![12, 90], vec![12, 91, 90]]
+            .into_iter()
+            .map(|native| Stack {
+                native,
+                python: vec![],
+            })
+            .collect();
+        let (leaks, _, _) = build(&c, None, frames);
+        let mut found: Vec<(u64, Option<String>)> = leaks
+            .iter()
+            .map(|l| (l.count, l.native[1].function.clone()))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [(10, Some("push".into())), (20, Some("save".into()))]
+        );
     }
 }
