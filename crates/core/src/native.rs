@@ -9,7 +9,7 @@
 
 use crate::capture::{BlockTally, Capture, NativeGroup, PyFrame};
 use crate::numfmt::thousands;
-use crate::report::{creation_site, NativeFrame};
+use crate::report::{creation_site, NativeFrame, Paths};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -50,23 +50,6 @@ pub struct ReportHeldObjects {
 /// Objects of a type made at a site, and the native blocks that hold them, in words.
 pub type HeldBy = HashMap<(String, Option<String>), String>;
 
-/// A frame's place in its module, and its function where one is inlined there.
-type CodePoint = (String, u64, Option<String>);
-
-/// What one native leak group shares: allocator, site, Python stack and the C code's own path.
-type SiteKey = (String, Option<String>, Vec<PyFrame>, Vec<CodePoint>);
-
-/// The frames of the C code that allocated, outside the runtime: from the first frame outside
-/// it to the next one inside it (the interpreter that called that code).
-fn extension_path(native: &[NativeFrame]) -> Vec<CodePoint> {
-    native
-        .iter()
-        .skip_while(|f| f.interpreter)
-        .take_while(|f| !f.interpreter)
-        .map(|f| (f.module.clone(), f.offset, f.function.clone()))
-        .collect()
-}
-
 /// The native leaks of a capture, biggest first; the native blocks that are not leaks; and
 /// for leaked objects that lost blocks point to, those blocks.
 pub fn build(
@@ -74,10 +57,10 @@ pub fn build(
     repeat: Option<u32>,
     frames: &mut dyn FnMut(u64) -> Vec<NativeFrame>,
 ) -> (Vec<ReportNative>, BlockTally, HeldBy) {
-    /// A group, its native and Python frames, and its site.
-    type Merged = (NativeGroup, Vec<NativeFrame>, Vec<PyFrame>, Option<String>);
+    /// A group, its native stacks and Python frames, and its site.
+    type Merged = (NativeGroup, Paths, Vec<PyFrame>, Option<String>);
     let mut merged: Vec<Merged> = Vec::new();
-    let mut index: HashMap<SiteKey, usize> = HashMap::new();
+    let mut index: HashMap<(String, Option<String>, Vec<PyFrame>), usize> = HashMap::new();
     for g in &capture.native {
         let stack = capture
             .stacks
@@ -87,14 +70,9 @@ pub fn build(
         let native: Vec<NativeFrame> = stack.native.iter().flat_map(|&pc| frames(pc)).collect();
         let site = creation_site(&native, &stack.python);
         // One line reached by two native paths (a warm call site calls straight from the
-        // eval loop) is one site; two callers of one allocation wrapper (an inlined
-        // `re_realloc`) are two.
-        let key = (
-            g.allocator.clone(),
-            site.clone(),
-            stack.python.clone(),
-            extension_path(&native),
-        );
+        // eval loop, two callers share an inlined allocation wrapper) is one site.
+        let key = (g.allocator.clone(), site.clone(), stack.python.clone());
+        let blocks = g.lost().count + g.reachable.count;
         match index.get(&key) {
             Some(&i) => {
                 let m = &mut merged[i].0;
@@ -109,20 +87,21 @@ pub fn build(
                     *total += n;
                 }
                 m.holds.extend(g.holds.iter().cloned());
-                if native.len() > merged[i].1.len() {
-                    merged[i].1 = native;
-                }
+                merged[i].1.add(native, blocks);
             }
             None => {
                 index.insert(key, merged.len());
-                merged.push((g.clone(), native, stack.python, site));
+                let mut paths = Paths::default();
+                paths.add(native, blocks);
+                merged.push((g.clone(), paths, stack.python, site));
             }
         }
     }
     let mut leaks = Vec::new();
     let mut kept = BlockTally::default();
     let mut held_by = HeldBy::new();
-    for (g, native, python, site) in merged {
+    for (g, paths, python, site) in merged {
+        let native = paths.shown();
         let holds: Vec<ReportHeldObjects> = g
             .holds
             .iter()
@@ -327,9 +306,10 @@ mod tests {
     }
 
     #[test]
-    fn callers_of_one_inlined_wrapper_are_two_sites_and_two_interpreter_paths_one() {
+    fn a_site_shows_the_stack_of_the_caller_that_lost_most() {
         // pc 11 and 12: the same inlined wrapper line, called from two functions; pc 90 and
-        // 91: the interpreter, reached through a warm call site or not.
+        // 91: the interpreter, reached through a warm call site or not. The function with
+        // the longest stack lost the fewest blocks.
         let frames = &mut |pc: u64| {
             let frame = |function: &str, line: u32, inlined: bool, interpreter: bool| NativeFrame {
                 pc,
@@ -374,14 +354,15 @@ mod tests {
             })
             .collect();
         let (leaks, _, _) = build(&c, None, frames);
-        let mut found: Vec<(u64, Option<String>)> = leaks
-            .iter()
-            .map(|l| (l.count, l.native[1].function.clone()))
-            .collect();
-        found.sort();
+        // One site; its stack is the caller that lost most, with its longest path.
+        let [leak] = &leaks[..] else {
+            panic!("{leaks:?}")
+        };
+        assert_eq!(leak.count, 30);
+        let shown: Vec<_> = leak.native.iter().map(|f| f.function.as_deref()).collect();
         assert_eq!(
-            found,
-            [(10, Some("push".into())), (20, Some("save".into()))]
+            shown,
+            [Some("re_realloc"), Some("save"), Some("eval"), Some("eval")]
         );
     }
 }

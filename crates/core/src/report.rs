@@ -482,22 +482,64 @@ const CLASS_CREATION: &[&str] = &[
     "builtin___build_class__",
 ];
 
-/// One group per (class, type, creation site, Python stack). The same line can be reached
-/// through different native paths (3.11+ specializes a call site once it is warm and then
-/// calls the C function straight from the eval loop); the longest native stack is kept.
+/// The native stacks of the parts of one merged group, by the path through the C code that
+/// made them: two callers of one inlined helper share its site line, and the stack shown is
+/// that of the path that made most of the group (the longest of its stacks: a warm call site
+/// calls the C function straight from the eval loop, with fewer interpreter frames).
+#[derive(Default)]
+pub(crate) struct Paths(HashMap<Vec<Line>, Part>);
+
+/// A native frame's function, file and line.
+type Line = (Option<String>, Option<String>, Option<u32>);
+
+#[derive(Default)]
+struct Part {
+    count: u64,
+    native: Vec<NativeFrame>,
+}
+
+impl Paths {
+    pub(crate) fn add(&mut self, native: Vec<NativeFrame>, count: u64) {
+        // The frames of the C code outside the runtime, from the first to the interpreter
+        // that called it; by line, since a compiler may copy a call site.
+        let path = native
+            .iter()
+            .skip_while(|f| f.interpreter)
+            .take_while(|f| !f.interpreter)
+            .map(|f| (f.function.clone(), f.file.clone(), f.line))
+            .collect();
+        let part = self.0.entry(path).or_default();
+        part.count += count;
+        if native.len() > part.native.len() {
+            part.native = native;
+        }
+    }
+
+    pub(crate) fn shown(self) -> Vec<NativeFrame> {
+        self.0
+            .into_values()
+            .max_by_key(|p| (p.count, p.native.len()))
+            .map(|p| p.native)
+            .unwrap_or_default()
+    }
+}
+
+/// One group per (class, type, creation site, Python stack); its stack is as [`Paths`] says.
 fn merge_by_site(groups: Vec<ReportGroup>) -> Vec<ReportGroup> {
-    let mut merged: Vec<ReportGroup> = Vec::new();
+    let mut merged: Vec<(ReportGroup, Paths)> = Vec::new();
     let mut index: HashMap<(Class, String, Option<String>, Vec<PyFrame>), usize> = HashMap::new();
-    for g in groups {
+    for mut g in groups {
         let key = (
             g.class,
             g.type_name.clone(),
             g.site.clone(),
             g.python.clone(),
         );
+        let native = std::mem::take(&mut g.native);
         match index.get(&key) {
             Some(&i) => {
-                let m = &mut merged[i];
+                let (m, paths) = &mut merged[i];
+                paths.add(native, g.count);
                 m.count += g.count;
                 m.bytes += g.bytes;
                 if m.runs.len() < g.runs.len() {
@@ -509,17 +551,22 @@ fn merge_by_site(groups: Vec<ReportGroup>) -> Vec<ReportGroup> {
                 m.path = m.path.take().or(g.path);
                 m.held_by_extension |= g.held_by_extension;
                 m.watched.extend(g.watched);
-                if g.native.len() > m.native.len() {
-                    m.native = g.native;
-                }
             }
             None => {
                 index.insert(key, merged.len());
-                merged.push(g);
+                let mut paths = Paths::default();
+                paths.add(native, g.count);
+                merged.push((g, paths));
             }
         }
     }
     merged
+        .into_iter()
+        .map(|(mut g, paths)| {
+            g.native = paths.shown();
+            g
+        })
+        .collect()
 }
 
 pub fn module_of(modules: &[Module], pc: u64) -> Option<&Module> {
