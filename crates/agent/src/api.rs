@@ -160,16 +160,21 @@ pub extern "C" fn refhunt_watch(mode: u32) -> c_int {
             let take = s.holder_objects.len().min(crate::breakpoints::SLOTS);
             s.holder_chunk = s.holder_objects.drain(..take).collect();
             for o in &s.holder_chunk {
-                // SAFETY: `o.tp` was a live type at the snapshot and the objects of the holder
-                // run keep it (its instances, old and alive, are what is watched).
+                let still = readable.contains(o.op, 16)
+                    // SAFETY: the header is read only once its 16 bytes are found mapped.
+                    && unsafe { cpython::Header::new(o.op) }.type_addr() == o.tp;
+                if !still {
+                    continue;
+                }
+                // SAFETY: `o.op`, reachable at the snapshot, still has `o.tp` as its type word:
+                // a live instance keeps its type alive, and a static type lives for the
+                // process. (Had it died since with its memory untouched, a heap type could be
+                // gone: the type is read only after this check, which narrows that to nil in
+                // practice but does not prove it.)
                 let tp = unsafe { cpython::Type::new(o.tp) };
                 let freed_by_hooks = s.api.standard_frees.contains(&tp.free())
                     || crate::modules::find(&modules, o.op).is_some();
-                if readable.contains(o.op, 16)
-                    // SAFETY: the header is read only once its 16 bytes are found mapped.
-                    && unsafe { cpython::Header::new(o.op) }.type_addr() == o.tp
-                    && freed_by_hooks
-                {
+                if freed_by_hooks {
                     let block = o.op - tp.preheader(&s.layout);
                     // SAFETY: a mapped object of its type, as it was at the snapshot: live.
                     unsafe { s.holds.watch(block, o.op, false) };
