@@ -95,6 +95,7 @@ impl Readable {
                     usize::from_str_radix(hi, 16).ok()?,
                 ))
             })
+            .filter(|(lo, hi)| lo < hi)
             .collect();
         ranges.sort_unstable();
         Readable { ranges }
@@ -113,6 +114,46 @@ impl Readable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Lines shaped like the file's, with addresses up to `usize::MAX` either way round.
+    fn maps_text() -> impl Strategy<Value = String> {
+        let line = (
+            any::<usize>(),
+            any::<usize>(),
+            prop::sample::select(vec!["r--p", "rw-p", "r-xp", "---p", "rw", "", "r"]),
+            prop::sample::select(vec![
+                "",
+                " [stack]",
+                " [vvar]",
+                " [heap]",
+                " /dev/zero",
+                " /x y",
+            ]),
+        )
+            .prop_map(|(lo, hi, perms, path)| {
+                format!("{lo:x}-{hi:x} {perms} 00000000 00:00 0{path}")
+            });
+        prop_oneof![
+            prop::collection::vec(line, 0..16).prop_map(|lines| lines.join("\n")),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn readable_ranges_are_ranges_and_hold_what_they_say(text in maps_text(),
+                                                             addr in any::<usize>(),
+                                                             len in any::<usize>()) {
+            let r = Readable::parse(&text);
+            prop_assert!(r.ranges.iter().all(|(lo, hi)| lo < hi));
+            if r.contains(addr, len) {
+                prop_assert!(r.ranges.iter().any(|&(lo, hi)| lo <= addr && addr + len <= hi));
+            }
+        }
+    }
 
     const SAMPLE: &str = "\
 55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 123 /usr/bin/python3.11

@@ -145,6 +145,7 @@ pub fn regions(maps: &str) -> Vec<Region> {
                 brk: path == "[heap]",
             })
         })
+        .filter(|r| r.start < r.end)
         .collect()
 }
 

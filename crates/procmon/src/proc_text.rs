@@ -40,7 +40,8 @@ pub struct Rollup {
 
 pub fn parse_statm(text: &str, page_size: u64) -> Option<Statm> {
     let mut fields = text.split_ascii_whitespace().map(|f| f.parse::<u64>().ok());
-    let mut next = || fields.next().flatten().map(|pages| pages * page_size);
+    // A count the kernel cannot have written (bytes past u64) is no answer, not a panic.
+    let mut next = || fields.next().flatten()?.checked_mul(page_size);
     let vms = next()?;
     let rss = next()?;
     let shared = next()?;
@@ -83,7 +84,7 @@ fn kb_field(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let value = line.strip_prefix(key)?.strip_prefix(':')?;
         let kb: u64 = value.trim().strip_suffix("kB")?.trim().parse().ok()?;
-        Some(kb * 1024)
+        kb.checked_mul(1024)
     })
 }
 
@@ -95,7 +96,7 @@ pub fn parse_status_swap(text: &str) -> Option<u64> {
 pub fn parse_smaps_rollup(text: &str) -> Option<Rollup> {
     Some(Rollup {
         pss: kb_field(text, "Pss")?,
-        uss: kb_field(text, "Private_Clean")? + kb_field(text, "Private_Dirty")?,
+        uss: kb_field(text, "Private_Clean")?.checked_add(kb_field(text, "Private_Dirty")?)?,
         swap: kb_field(text, "Swap").unwrap_or(0),
     })
 }
