@@ -11,7 +11,7 @@
 # (the checkout is visible there) they run it directly. Their file `chroot` names the folder,
 # which tells tests/conftest.py to build the zoo with the folder's compiler.
 
-SID_PACKAGES="python3.13 python3.13-dev python3.13-venv python3.14 python3.14-dev python3.14-venv
+SID_PACKAGES="python3.13 python3.13-dev python3.13-venv python3.13-dbg python3.14 python3.14-dev python3.14-venv
 python3.14-dbg python3.15 python3.15-dev python3.15-venv gcc g++ libc6-dev"
 # At the folder's root: what it was built with (a different list rebuilds it). Its presence at
 # / tells a wrapper that it already runs inside.
