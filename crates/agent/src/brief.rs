@@ -11,9 +11,9 @@ const MAX_CHARS: usize = 60;
 const MAX_ITEMS: usize = 4;
 
 /// # Safety
-/// The GIL is held (`repr` is called).
+/// `op` is a live object and the GIL is held (`repr` is called).
 pub unsafe fn describe(api: &Api, layout: &Layout, op: Object) -> String {
-    // SAFETY: the GIL is held (caller's contract).
+    // SAFETY: `op` is live and the GIL is held (caller's contract).
     match unsafe { value(api, layout, op, 1) } {
         Some(v) => v,
         None => format!("<{} object, {} B>", op.tp().name(), op.tp().basicsize()),
@@ -32,9 +32,10 @@ unsafe fn value(api: &Api, layout: &Layout, op: Object, depth: u32) -> Option<St
     } else if let Some(tuple) = op.as_tuple().filter(|_| tp == api.tuple_type && depth > 0) {
         let n = tuple.len();
         let mut items: Vec<String> = (0..n.min(MAX_ITEMS))
-            .filter_map(|i| tuple.item(i, layout))
+            // SAFETY: `op` is a live tuple (caller's contract: a live object).
+            .filter_map(|i| unsafe { tuple.item(i, layout) })
             .map(|item| {
-                // SAFETY: the GIL is held (caller's contract).
+                // SAFETY: a live tuple's item is live; the GIL is held (caller's contract).
                 unsafe { value(api, layout, item, depth - 1) }
                     .unwrap_or_else(|| format!("<{}>", item.tp().name()))
             })

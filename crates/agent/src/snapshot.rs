@@ -529,7 +529,8 @@ unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
     }
     // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
     // made, but `PyObject_VisitManagedDict` then visits only the inline values.
-    words.extend(op.materialized_dict(&layout));
+    // SAFETY: `op` is a live container (caller's contract).
+    words.extend(unsafe { op.materialized_dict(&layout) });
     for word in words {
         // SAFETY: the snapshot's contract is `visit_survivor`'s.
         unsafe { visit_survivor(word, walk) };
@@ -573,7 +574,8 @@ unsafe fn scan_c_fields(op: Object, walk: &mut Walk) {
         owned(word, Owner::Field(tp.addr()), walk);
     }
     if let Some(module) = op.as_module(walk.module_type) {
-        for word in module.state_words(&walk.layout, 1 << 20) {
+        // SAFETY: `op` is a live object (caller's contract).
+        for word in unsafe { module.state_words(&walk.layout, 1 << 20) } {
             owned(word, Owner::ModuleState(op.addr()), walk);
         }
     }

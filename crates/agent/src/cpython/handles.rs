@@ -165,7 +165,10 @@ impl Object {
 
     /// 3.13+: the `__dict__` of an object whose attributes still live inline, where one was
     /// made: it owns it, but `PyObject_VisitManagedDict` then visits only the inline values.
-    pub fn materialized_dict(self, layout: &Layout) -> Option<usize> {
+    ///
+    /// # Safety
+    /// The object is live: its inline values, past `tp_basicsize`, are allocated with it.
+    pub unsafe fn materialized_dict(self, layout: &Layout) -> Option<usize> {
         let tp = self.tp();
         let inline = TPFLAGS_MANAGED_DICT | TPFLAGS_INLINE_VALUES;
         if !layout.inline_values() || tp.flags() & inline != inline {
@@ -433,7 +436,10 @@ impl Tuple {
     }
 
     /// Item `i`, below `len()`: a live object the tuple holds.
-    pub fn item(self, i: usize, layout: &Layout) -> Option<Object> {
+    ///
+    /// # Safety
+    /// The tuple is live, so its items are.
+    pub unsafe fn item(self, i: usize, layout: &Layout) -> Option<Object> {
         // SAFETY: `i` is below the tuple's size, so `ob_item[i]` lies inside the live tuple
         // and holds a live item, which the tuple keeps alive.
         (i < self.len())
@@ -536,7 +542,10 @@ impl Module {
     }
 
     /// Its state block, where its state size is positive, and that size.
-    pub fn state(self, layout: &Layout) -> Option<(usize, usize)> {
+    ///
+    /// # Safety
+    /// The module is live, so its `md_def` (up to 3.14) is its definition or null.
+    pub unsafe fn state(self, layout: &Layout) -> Option<(usize, usize)> {
         let op = self.0 .0;
         // SAFETY: `md_state` and `md_def` (or the module's own state size) are fields of a
         // live module, and a non-null `md_def` is its `PyModuleDef`, which outlives it.
@@ -555,8 +564,12 @@ impl Module {
     }
 
     /// The words of its state block, up to `limit` bytes.
-    pub fn state_words(self, layout: &Layout, limit: usize) -> impl Iterator<Item = usize> {
-        let (state, size) = self.state(layout).unwrap_or((0, 0));
+    ///
+    /// # Safety
+    /// As for [`Module::state`].
+    pub unsafe fn state_words(self, layout: &Layout, limit: usize) -> impl Iterator<Item = usize> {
+        // SAFETY: the module is live (caller's contract).
+        let (state, size) = unsafe { self.state(layout) }.unwrap_or((0, 0));
         (0..size.min(limit) / 8)
             // SAFETY: the state block is `size` bytes, allocated for the live module.
             .map(move |i| unsafe { read_usize(state + 8 * i) })
