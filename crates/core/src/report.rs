@@ -487,7 +487,7 @@ const CLASS_CREATION: &[&str] = &[
 /// that of the path that made most of the group (the longest of its stacks: a warm call site
 /// calls the C function straight from the eval loop, with fewer interpreter frames).
 #[derive(Default)]
-pub(crate) struct Paths(HashMap<Vec<Line>, Part>);
+pub(crate) struct Paths(Vec<(Vec<Line>, Part)>);
 
 /// A native frame's function, file and line.
 type Line = (Option<String>, Option<String>, Option<u32>);
@@ -508,18 +508,28 @@ impl Paths {
             .take_while(|f| !f.interpreter)
             .map(|f| (f.function.clone(), f.file.clone(), f.line))
             .collect();
-        let part = self.0.entry(path).or_default();
+        let i = match self.0.iter().position(|(p, _)| *p == path) {
+            Some(i) => i,
+            None => {
+                self.0.push((path, Part::default()));
+                self.0.len() - 1
+            }
+        };
+        let part = &mut self.0[i].1;
         part.count += count;
         if native.len() > part.native.len() {
             part.native = native;
         }
     }
 
+    /// The stack shown; between equals, the path seen first, so that a report reads the same
+    /// every time.
     pub(crate) fn shown(self) -> Vec<NativeFrame> {
         self.0
-            .into_values()
-            .max_by_key(|p| (p.count, p.native.len()))
-            .map(|p| p.native)
+            .into_iter()
+            .rev()
+            .max_by_key(|(_, p)| (p.count, p.native.len()))
+            .map(|(_, p)| p.native)
             .unwrap_or_default()
     }
 }
