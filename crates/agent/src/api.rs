@@ -255,8 +255,7 @@ pub extern "C" fn refhunt_clear() -> c_int {
 pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) -> c_int {
     guarded(|| {
         // SAFETY: `objects` is a live list and the GIL is held (caller's contract).
-        let items = unsafe { cpython::Object::new(objects as usize).as_list() }
-            .map_or_else(Vec::new, |list| unsafe { list.items() });
+        let items = unsafe { cpython::list_items(objects as usize) };
         // SAFETY: the list's items are live objects while it holds them, GIL held.
         unsafe { hooks::mark_before(&items) };
         let mut guard = STATE.lock();

@@ -19,6 +19,9 @@ pub struct PyFrameRef {
 /// # Safety
 /// The caller holds the GIL, so no frame list changes under the walk.
 pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize)) {
+    if !layout.frames_hold_locals() {
+        return; // up to 3.10 frames are objects, whose traversal visits their locals
+    }
     // SAFETY: the GIL is held (caller's contract), so the main interpreter's thread states are
     // live and stay as they are during the walk.
     let mut tstate = unsafe { (api.thread_head)((api.main_interpreter)()) } as usize;

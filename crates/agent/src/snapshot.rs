@@ -220,12 +220,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         let api = &state.api;
         let layout = &state.layout;
         let modules = modules::loaded();
-        let items = |list: usize| {
-            Object::new(list)
-                .as_list()
-                .map_or_else(Vec::new, |l| l.items())
-        };
-        let gc_items = items(gc_objects);
+        let gc_items = cpython::list_items(gc_objects);
         let types = Heap::new(api, &modules, &gc_items);
 
         let survivors = Survivors::new(&state.live, state.creations.seen(), layout, api, &types);
@@ -247,7 +242,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
         // of their items, found here; they hold nothing for the program, so an item they refer
         // to can still be held only by leaked objects.
-        let garbage_items = items(garbage);
+        let garbage_items = cpython::list_items(garbage);
         for &op in gc_items.iter().chain(&garbage_items) {
             if survivors.contains(op) {
                 walk.held.entry(op).or_default().ours += 1;
@@ -279,7 +274,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         }
         let (held, edges) = (walk.held, walk.edges);
         let attribution = Attribution::new(state, &modules);
-        let in_flight = items(in_flight);
+        let in_flight = cpython::list_items(in_flight);
         let classes = classify(
             &survivors,
             &held,
@@ -514,27 +509,30 @@ unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
             })
         };
     }
-    let mut words = Vec::new();
+    let module_type = walk.module_type;
+    // SAFETY: the snapshot's contract is `visit_survivor`'s.
+    let mut visit = |word| unsafe { visit_survivor(word, walk) };
     if let Some(tp) = op.as_type() {
         // A class holds the dict of its subclasses (weak references only); `import ast`
         // showed it.
-        words.push(tp.subclasses());
+        visit(tp.subclasses());
         // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
         // types on 3.13 and functools' `_HashedSeq` showed them).
-        words.extend(tp.heap_names(&layout).into_iter().flatten());
+        tp.heap_names(&layout)
+            .into_iter()
+            .flatten()
+            .for_each(&mut visit);
     }
     // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
-    if let Some(module) = op.as_module(walk.module_type) {
-        words.push(module.name_word(&layout));
+    if let Some(module) = op.as_module(module_type) {
+        visit(module.name_word(&layout));
     }
     // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
     // made, but `PyObject_VisitManagedDict` then visits only the inline values.
     // SAFETY: `op` is a live container (caller's contract).
-    words.extend(unsafe { op.materialized_dict(&layout) });
-    for word in words {
-        // SAFETY: the snapshot's contract is `visit_survivor`'s.
-        unsafe { visit_survivor(word, walk) };
-    }
+    unsafe { op.materialized_dict(&layout) }
+        .into_iter()
+        .for_each(visit);
 }
 
 /// Pointers to survivors that C code keeps through `op` and its traversal did not visit: in

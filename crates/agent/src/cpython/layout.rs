@@ -271,6 +271,11 @@ impl Layout {
         [self.ascii_size, self.compact_size]
     }
 
+    /// 3.11+: a running frame is no object, and keeps locals that no traversal visits.
+    pub fn frames_hold_locals(&self) -> bool {
+        self.frame_locals.is_some()
+    }
+
     /// 3.11+: a dict whose keys are all strings does not visit its keys.
     pub fn unicode_dicts(&self) -> bool {
         self.minor >= 11

@@ -361,6 +361,19 @@ pub unsafe fn read_usize(addr: usize) -> usize {
     unsafe { *(addr as *const usize) }
 }
 
+/// The items of `list`, a live object: none if it is no list.
+///
+/// # Safety
+/// `list` is a live object; the GIL is held.
+pub unsafe fn list_items(list: usize) -> Vec<usize> {
+    // SAFETY: `list` is a live object, and a live list with the GIL held (caller's contract).
+    unsafe {
+        Object::new(list)
+            .as_list()
+            .map_or_else(Vec::new, |l| l.items())
+    }
+}
+
 /// Whether the GC head before `op` says the collector does not track it (`_gc_next` is 0).
 ///
 /// # Safety
