@@ -331,6 +331,16 @@ pub enum CaptureError {
     WrongFormat(String),
     #[error("capture version {found} is not supported (this refhunt reads version {VERSION})")]
     WrongVersion { found: u32 },
+    #[error("not a refhunt capture: its counts add up past what a process can hold")]
+    Implausible,
+}
+
+/// What a capture's counts, bytes and references may add up to: far past any process
+/// (2^62), and far enough below `u64::MAX` that the report's totals cannot overflow.
+const MAX_TOTAL: u64 = 1 << 62;
+
+fn total(values: impl IntoIterator<Item = u64>) -> u64 {
+    values.into_iter().fold(0, u64::saturating_add)
 }
 
 impl Capture {
@@ -344,7 +354,50 @@ impl Capture {
                 found: capture.version,
             });
         }
+        if !capture.totals_fit() {
+            return Err(CaptureError::Implausible);
+        }
         Ok(capture)
+    }
+
+    /// Whether the counts, bytes and references that the report adds up stay within
+    /// [`MAX_TOTAL`]; only an edited or corrupt file goes past it.
+    fn totals_fit(&self) -> bool {
+        let tallies = || {
+            self.native
+                .iter()
+                .flat_map(|n| [n.definite, n.indirect, n.possible, n.reachable])
+        };
+        let change =
+            |c: &Option<Change>| c.map_or(0, |c| total([c.before, c.after].map(i64::unsigned_abs)));
+        let c = &self.counters;
+        [
+            total(self.groups.iter().map(|g| g.count)),
+            total(self.groups.iter().map(|g| g.bytes)),
+            total(self.groups.iter().flat_map(|g| g.runs.iter().copied())),
+            total(tallies().map(|t| t.count)),
+            total(tallies().map(|t| t.bytes)),
+            total(self.native.iter().flat_map(|n| n.runs.iter().copied())),
+            total(
+                self.native
+                    .iter()
+                    .flat_map(|n| n.holds.iter().map(|h| h.count)),
+            ),
+            total(
+                self.unexplained
+                    .iter()
+                    .flat_map(|u| [u.unexplained, u.gained].map(i64::unsigned_abs)),
+            ),
+            total([
+                c.live_objects,
+                c.gc_freed,
+                c.unseen.unwrap_or(0),
+                c.peak_rss.unwrap_or(0),
+            ]),
+            total([&c.total_refcount, &c.allocated_blocks, &c.rss].map(change)),
+        ]
+        .into_iter()
+        .all(|t| t < MAX_TOTAL)
     }
 
     pub fn to_json(&self) -> String {
