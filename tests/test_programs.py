@@ -51,12 +51,14 @@ def test_leak_on_a_python_thread(env):
     assert (g["python"][0]["function"], g["python"][0]["line"]) == ("work", 3)
 
 
-def test_fork_child_runs_untracked_and_parent_reports_its_own(env):
+def test_a_forked_child_is_reported_apart_and_the_parent_reports_its_own(env):
     script = env.script("forks.py", "import os, zoo\npid = os.fork()\nif pid == 0:\n    zoo.leakNewRefs(5000, 50)\n    print('child done', flush=True)\n    os._exit(7)\n_, status = os.waitpid(pid, 0)\nprint('child exit', os.waitstatus_to_exitcode(status))\nzoo.leakNewRefs(5000, 20)\n")
     r = env.run("python", script)
     assert r.rc == 0, r.stderr
     assert "child done\n" in r.stdout and "child exit 7\n" in r.stdout
     assert r.group_at("zoo.c", marker_line("new_ref"))["count"] == 20
+    [child] = r.report["children"]
+    assert child["leaks"]["objects"] == 50, r.stderr
 
 
 def test_os_exit_passes_its_code_and_says_there_is_no_report(env):

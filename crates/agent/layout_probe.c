@@ -64,6 +64,7 @@ int main(void) {
     SHOW("dict_unicode_entry", sizeof(PyDictUnicodeEntry));
     SHOW("ht_cached_keys", offsetof(PyHeapTypeObject, ht_cached_keys));
     SHOW("frame_localsplus", offsetof(_PyInterpreterFrame, localsplus));
+    SHOW("frame_obj", offsetof(_PyInterpreterFrame, frame_obj));
     SHOW("frame_owned_by_thread", FRAME_OWNED_BY_THREAD);
     SHOW("code_nlocalsplus", offsetof(PyCodeObject, co_nlocalsplus));
 #endif

@@ -42,7 +42,8 @@ def load():
                                          ctypes.c_char_p, ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
         # window, so that none is counted in one.
-        lib.refhunt_pause, lib.refhunt_clear, lib.refhunt_mark_before  # noqa: B018
+        lib.refhunt_pause, lib.refhunt_open_window, lib.refhunt_close_window  # noqa: B018
+        lib.refhunt_mark_before  # noqa: B018
         lib.refhunt_watch, lib.refhunt_holders_wanted, lib.refhunt_add_holders  # noqa: B018
         lib.refhunt_set_call_code  # noqa: B018
         _lib = lib
@@ -55,8 +56,21 @@ def _check(status):
         raise AgentError(message.decode("utf-8", "replace") if message else "unknown agent error")
 
 
+_installed = False
+
+
 def start(hexversion):
+    """Installs the hooks the first time; resumes tracking."""
+    global _installed
     _check(load().refhunt_start(hexversion))
+    _installed = True
+
+
+def install(hexversion):
+    """Installs the hooks, paused, unless they are in already (tracking as it was)."""
+    if not _installed:
+        start(hexversion)
+        pause()
 
 
 _sampling = 1
@@ -80,9 +94,16 @@ def set_epoch(epoch):
     _check(load().refhunt_set_epoch(epoch))
 
 
-def clear():
-    """Forgets every object recorded so far."""
-    _check(load().refhunt_clear())
+def open_window():
+    """Opens a window, paused, inside the innermost open one, which goes on counting what
+    this one makes; an outermost window starts with nothing recorded."""
+    _check(load().refhunt_open_window())
+
+
+def close_window():
+    """Closes the innermost window: the enclosing one goes on as it was when this one
+    opened, tracking or not."""
+    _check(load().refhunt_close_window())
 
 
 def mark_before(gc_objects):

@@ -10,20 +10,8 @@ import sysconfig
 import tempfile
 from typing import Any, Callable, Optional
 
-from . import _agent, _run, _window
+from . import _agent, _window
 from .report import Report
-
-_started = False
-
-
-def _ensure_started() -> None:
-    """Installs the agent's hooks once, paused; windows resume them."""
-    global _started
-    if _started or _run.active():
-        return
-    _agent.start(sys.hexversion)
-    _agent.pause()
-    _started = True
 
 
 def _cli() -> str:
@@ -93,9 +81,12 @@ def measure(call: Callable[[], Any], repeat: int, warmup: int,
             symbolize_clean: bool = True) -> Report:
     """`check()` of `call()`; `symbolize_clean=False` (the pytest plugin) returns a bare
     report without symbolizing when nothing can be a leak."""
-    _ensure_started()
+    _agent.install(sys.hexversion)
     before = _window.repeat(call, repeat, warmup)
-    return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean, call=call)
+    try:
+        return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean, call=call)
+    finally:
+        _window.end()
 
 
 class track:
@@ -108,7 +99,7 @@ class track:
     report: Optional[Report] = None
 
     def __enter__(self) -> "track":
-        _ensure_started()
+        _agent.install(sys.hexversion)
         self._before = _window.begin()
         self._sampling = _agent.set_sampling(1)  # the API walks every stack
         _agent.start(sys.hexversion)
@@ -118,7 +109,11 @@ class track:
         _agent.pause()
         _agent.set_sampling(self._sampling)
         # An exception in flight is the program's, not a leak, and neither is its traceback.
-        self.report = _report(self._before, None, in_flight=tuple(e for e in exc if e is not None))
+        try:
+            self.report = _report(self._before, None,
+                                  in_flight=tuple(e for e in exc if e is not None))
+        finally:
+            _window.end()
 
     def assert_no_leaks(self, max_objects: float = 0, ignore: tuple = ()) -> None:
         if self.report is None:

@@ -10,8 +10,9 @@ import sys
 
 from . import _agent, _window
 
-_ENV = ("REFHUNT_CAPTURE", "REFHUNT_STATUS", "REFHUNT_AGENT", "REFHUNT_REPEAT", "REFHUNT_WARMUP",
-        "REFHUNT_SAMPLE", "REFHUNT_NO_WATCH", "REFHUNT_NO_NATIVE")
+# What the program's children need to be tracked in turn (see `start_child`) stays in the
+# environment; the rest belongs to this process.
+_ENV = ("REFHUNT_CAPTURE", "REFHUNT_STATUS", "REFHUNT_REPEAT", "REFHUNT_WARMUP")
 
 
 def _say(message):
@@ -32,9 +33,8 @@ def _write_status(path, text):
 
 
 def _forget_environment():
-    """Child processes run untracked: the capture belongs to this process alone. The program
-    sees PYTHONPATH exactly as the user set it (the CLI keeps it in REFHUNT_PYTHONPATH), empty
-    entries and all, or unset if it was."""
+    """The program sees PYTHONPATH exactly as the user set it (the CLI keeps it in
+    REFHUNT_PYTHONPATH), empty entries and all, or unset if it was."""
     for name in _ENV:
         os.environ.pop(name, None)
     original = os.environ.pop("REFHUNT_PYTHONPATH", None)
@@ -45,32 +45,109 @@ def _forget_environment():
 
 
 def start():
+    """`refhunt run`'s program: called by the bootstrap's sitecustomize."""
     capture = os.environ.get("REFHUNT_CAPTURE")
-    status = os.environ.get("REFHUNT_STATUS")
     if not capture:
         return
+    status = os.environ.get("REFHUNT_STATUS")
+    _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or _window.RUNS),
+                   warmup=int(os.environ.get("REFHUNT_WARMUP") or _window.WARMUP))
+    _forget_environment()
+    _track(capture, status, child=False)
+
+
+def start_child():
+    """A Python child of a tracked program (a subprocess, a `multiprocessing` worker that
+    `spawn` or `forkserver` started): called at its startup by refhunt's .pth file. Its
+    capture and status go into the directory REFHUNT_CHILDREN names, by PID."""
+    folder = os.environ.get("REFHUNT_CHILDREN")
+    if folder and not os.environ.get("REFHUNT_CAPTURE"):
+        capture, status = _child_paths(folder)
+        _track(capture, status, child=True)
+
+
+def _child_paths(folder):
+    base = os.path.join(folder, str(os.getpid()))
+    return base + ".capture", base + ".status"
+
+
+def _track(capture, status, child):
+    """Starts the window of the whole process; its capture goes to `capture` at exit."""
+    _state["child"] = child
+    if child:
+        _started(status)
     try:
         _agent.load()
         _agent.set_sampling(int(os.environ.get("REFHUNT_SAMPLE") or 1))
-        _state.update(runs=int(os.environ.get("REFHUNT_REPEAT") or _window.RUNS),
-                       warmup=int(os.environ.get("REFHUNT_WARMUP") or _window.WARMUP))
         # The agent reads REFHUNT_NO_WATCH and REFHUNT_NO_NATIVE when it starts, in begin().
         _state.update(capture=capture, owner=os.getpid(), before=_window.begin())
-        _forget_environment()
         _agent.start(sys.hexversion)
     except Exception as error:  # the program must run even if tracking cannot
         _state["capture"] = None
         _write_status(status, "error: %s" % error)
         return
-    _write_status(status, "started")
+    if not child:
+        _started(status)
     _state["first_exit_handler"] = _exit_handlers() == 0
     atexit.register(_finish)
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _started(status):
+    """Tells refhunt this process is tracked: "started", and for a child its command line,
+    which names it if it ends without a report. A child says so first, so that it is named
+    even if it is killed while its window opens."""
+    if _state["child"]:
+        _write_status(status, "started\n" + _command_line())
+    else:
+        _write_status(status, "started")
+
+
+def _command_line():
+    """The process's command line as JSON, from the kernel: sys.argv may not be set yet."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            words = f.read().split(b"\0")[:-1]
+    except OSError:
+        words = []
+    return _window.json_text([os.fsdecode(w) for w in words])
+
+
+def _forked():
+    """A forked child (`os.fork`, `multiprocessing`'s fork and forkserver workers): the agent
+    forgot every window at the fork; the child gets a window of its own, reported by PID, if
+    refhunt follows children. Such workers end by `os._exit`, which runs no exit handler:
+    there the report is written first."""
+    folder = os.environ.get("REFHUNT_CHILDREN")
+    if not folder:
+        return
+    capture, status = _child_paths(folder)
+    _state.update(capture=capture, owner=os.getpid(), repeat=None, call=None, child=True)
+    _started(status)
+    try:
+        _state["before"] = _window.begin()
+        _agent.start(sys.hexversion)
+    except Exception as error:
+        _state["capture"] = None
+        _write_status(status, "error: %s" % error)
+        return
+    os._exit = _exit_reporting
+
+
+_exit_now = os._exit
+
+
+def _exit_reporting(code):
+    """`os._exit` in a followed forked child: the report first."""
+    _finish()
+    _exit_now(code)
 
 
 # The tracking window of this process: where its capture goes, the counters at its start, and
 # how it was repeated.
 _state = {"capture": None, "owner": None, "first_exit_handler": False, "before": {},
-          "repeat": None, "call": None, "runs": _window.RUNS, "warmup": _window.WARMUP}
+          "repeat": None, "call": None, "runs": _window.RUNS, "warmup": _window.WARMUP,
+          "child": False}
 
 
 def active():
@@ -83,6 +160,7 @@ def repeat(call, runs=None, warmup=None):
     default as many as `refhunt run --repeat/--warmup` said."""
     runs = _state["runs"] if runs is None else runs
     warmup = _state["warmup"] if warmup is None else warmup
+    _window.end()  # the program's window gives way to the repeated call's
     _state["before"] = _window.repeat(call, runs, warmup)
     _state["repeat"] = {"runs": runs, "warmup": warmup}
     _state["call"] = call
@@ -95,7 +173,10 @@ def _exit_handlers():
 
 def _finish():
     if not active():
-        return  # a forked child: the report is the parent's
+        return  # a child refhunt does not follow: the report is the parent's
+    _state["owner"] = None  # once, whichever exit path comes first
+    child = _state["child"]
+    path = _state["capture"] + ".part" if child else _state["capture"]
     try:
         _agent.pause()
         if _state["first_exit_handler"]:
@@ -103,7 +184,11 @@ def _finish():
             # frees what they held (atexit.register's arguments live in a C array that no
             # traversal can see), as finalization would a moment later.
             atexit._clear()
-        _window.capture(_state["capture"], _state["before"], _state["repeat"],
-                        call=_state["call"])
+        _window.capture(path, _state["before"], _state["repeat"], call=_state["call"])
+        if child:
+            # Whole or not at all: refhunt may read it while the child is still at it.
+            os.rename(path, _state["capture"])
     except Exception as error:
-        _say("could not write the report: %s" % error)
+        # A child that outlives refhunt finds its directory gone: it says nothing.
+        if not child or os.path.isdir(os.path.dirname(path)):
+            _say("could not write the report: %s" % error)

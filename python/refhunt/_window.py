@@ -16,13 +16,13 @@ RUNS, WARMUP = 4, 5
 
 
 def begin():
-    """Starts a window, tracking still paused: collects (which also empties the freelists,
-    so fewer objects are reused unseen), forgets what was recorded, marks what the collector
-    tracks now for the self-check, and returns the counters at the start."""
+    """Opens a window, tracking paused: collects (which also empties the freelists, so fewer
+    objects are reused unseen), opens it inside the innermost open window (which still counts
+    what this one makes) or from nothing recorded, marks what the collector tracks now for
+    the self-check, and returns the counters at the start. `end()` closes it."""
     gc.collect()
-    _agent.start(sys.hexversion)  # the hooks are installed, and the marks kept, from here
-    _agent.pause()
-    _agent.clear()
+    _agent.install(sys.hexversion)  # the hooks are installed, and the marks kept, from here
+    _agent.open_window()
     # Read before the marks: 3.14's collector tracks the dict they come in, which is made
     # while tracking is paused, and would be "unseen" unless marked.
     counters = _counters.read()
@@ -30,13 +30,18 @@ def begin():
     return counters
 
 
+def end():
+    """Closes the window `begin()` opened: the enclosing one goes on as it was."""
+    _agent.close_window()
+
+
 def repeat(call, runs, warmup):
-    """Calls `call()` `warmup` times untracked, then `runs` times tracked, each measured call
-    stamping what it creates with its run number. Forgets what was recorded before. Returns
-    the counters read at the start of the measured runs. Exceptions from `call` propagate."""
+    """Calls `call()` `warmup` times, then opens a window (see `begin`) and calls it `runs`
+    times tracked, each measured call stamping what it creates with its run number. The
+    warm-ups are tracked only by an enclosing window. Returns the counters read at the start
+    of the measured runs. Exceptions from `call` propagate, the window closed."""
     if runs < 1 or warmup < 0:
         raise ValueError("repeat must be at least 1 and warmup at least 0")
-    _agent.pause()
     for _ in range(warmup):
         call()
     before = begin()
@@ -54,6 +59,9 @@ def repeat(call, runs, warmup):
                 _measured(call)
             finally:
                 _agent.pause()
+    except BaseException:
+        end()
+        raise
     finally:
         _agent.set_epoch(0)
         _agent.set_sampling(sampling)
@@ -100,6 +108,11 @@ def _text(value):
     """A command-line string as valid Unicode: bytes that are not UTF-8 reach Python as lone
     surrogates, which JSON cannot carry; they become U+FFFD."""
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def json_text(words):
+    """A list of command-line strings as JSON."""
+    return _json([_text(w) for w in words])
 
 
 def _header(gc_freed, before, after, repeated, notes):

@@ -122,7 +122,11 @@ pub extern "C" fn refhunt_pause() -> c_int {
 pub extern "C" fn refhunt_set_epoch(epoch: u16) -> c_int {
     EPOCH.store(epoch, Ordering::SeqCst);
     // A boundary between measured runs: whose refcount grew in the run that ended.
-    if let Some(census) = STATE.lock().as_mut().and_then(|s| s.census.as_mut()) {
+    if let Some(census) = STATE
+        .lock()
+        .as_mut()
+        .and_then(|s| s.windows.census_mut()?.as_mut())
+    {
         census.boundary();
     }
     0
@@ -238,10 +242,19 @@ pub unsafe extern "C" fn refhunt_add_holders(path: *const c_char) -> c_int {
     })
 }
 
-/// Forgets every object recorded so far: the window starts again from here.
+/// Opens a tracking window, paused, inside the innermost open one if any (see
+/// `crate::windows`): an outermost window starts with nothing recorded.
 #[no_mangle]
-pub extern "C" fn refhunt_clear() -> c_int {
-    hooks::clear_window();
+pub extern "C" fn refhunt_open_window() -> c_int {
+    hooks::open_window();
+    0
+}
+
+/// Closes the innermost window: the enclosing one goes on, tracking or not, in the run it
+/// was in.
+#[no_mangle]
+pub extern "C" fn refhunt_close_window() -> c_int {
+    hooks::close_window();
     0
 }
 
@@ -262,8 +275,10 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
         if let Some(s) = guard.as_mut() {
             // SAFETY: the items are live objects, `objects` the list handing them over, and
             // the GIL is held, as `count` needs.
-            s.census =
-                Some(unsafe { Census::take(&s.api, &s.layout, &items, &[objects as usize]) });
+            let census = unsafe { Census::take(&s.api, &s.layout, &items, &[objects as usize]) };
+            if let Some(slot) = s.windows.census_mut() {
+                *slot = Some(census);
+            }
         }
         Ok(())
     })
@@ -276,11 +291,8 @@ extern "C" fn after_fork_child() {
     // SAFETY: this runs in a forked child, which has only the forking thread: a holder of
     // the lock in the parent does not exist here.
     unsafe { STATE.force_unlock() };
-    if let Some(s) = STATE.lock().as_mut() {
-        s.holds.forget_in_child();
-    }
+    hooks::forget_in_child();
     unwind::reset_thread_bounds();
-    hooks::clear_window();
 }
 
 /// Classifies the survivors and writes the capture to `path`.

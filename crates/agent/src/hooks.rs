@@ -13,19 +13,19 @@
 //! which the snapshot does not count, so following them would only add work to every
 //! object's end.
 
-use crate::census::Census;
 use crate::cpython::{self, Allocator, Api, Layout, Object, PyObject, Type};
-use crate::holds::Holds;
+use crate::holds::{Arming, Holds};
 use crate::live::{Block, LiveTable, BEFORE, BUFFER, LIVE, NATIVE, NO_STACK};
 use crate::lock::{Hooked, SpinLock};
 use crate::native::Alloc;
 use crate::pyframes::{self, PyFrameRef};
 use crate::sampler::{self, Kind, Sampler};
-use crate::stacks::StackTable;
+use crate::stacks::{StackTable, Stamp};
 use crate::unwind::{here, Regs, Unwinder};
+use crate::windows::{Resume, Windows};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 const MAX_NATIVE: usize = 48;
 const MAX_PYTHON: usize = 64;
@@ -56,8 +56,8 @@ pub struct State {
     pub holder_objects: Vec<crate::snapshot::HolderObject>,
     /// Those the holder run under way watches.
     pub holder_chunk: Vec<crate::snapshot::HolderObject>,
-    /// References found to every object when the window began.
-    pub census: Option<Census>,
+    /// The open windows, innermost last, each with its census of references.
+    pub windows: Windows,
     /// `[start, end)` of the module that holds the interpreter: what it allocates for itself
     /// is not C code's own memory.
     pub interpreter: (usize, usize),
@@ -91,6 +91,16 @@ pub static STATE: SpinLock<Option<State>> = SpinLock::new(None);
 pub static TRACKING: AtomicBool = AtomicBool::new(false);
 /// The measured run under way, part of each creation stack taken; 0 outside repetition.
 pub static EPOCH: AtomicU16 = AtomicU16::new(0);
+/// The innermost open window's serial (see [`crate::windows`]), part of each stack taken.
+pub static WINDOW: AtomicU32 = AtomicU32::new(0);
+
+/// The window and run a stack taken now belongs to.
+fn stamp() -> Stamp {
+    Stamp {
+        run: EPOCH.load(Relaxed),
+        window: WINDOW.load(Relaxed),
+    }
+}
 
 impl State {
     pub fn new(
@@ -120,7 +130,7 @@ impl State {
             holder_sites: FxHashMap::default(),
             holder_objects: Vec::new(),
             holder_chunk: Vec::new(),
-            census: None,
+            windows: Windows::default(),
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],
         }
@@ -149,7 +159,7 @@ impl State {
         let key = Kind {
             code: top[0].code,
             offset: top[0].offset,
-            epoch: EPOCH.load(Relaxed),
+            stamp: stamp(),
             shape: shape ^ (alloc as usize) << 56,
             depth: regs.sp,
         }
@@ -193,7 +203,7 @@ impl State {
         let id = match self.stacks.intern_in_signal(
             &self.native[..n],
             &self.python[..m],
-            EPOCH.load(Relaxed),
+            stamp(),
             &mut is_new,
         ) {
             Some(id) if id < BUFFER => id,
@@ -223,7 +233,8 @@ impl State {
         let id = self.stacks.intern(
             &self.native[..n],
             &self.python[..m],
-            (EPOCH.load(Relaxed), alloc as u8),
+            stamp(),
+            alloc as u8,
             &mut is_new,
         );
         if id >= BUFFER {
@@ -916,18 +927,74 @@ pub unsafe fn mark_before(objects: &[usize]) {
     s.marked_before = true;
 }
 
-/// Drops every recorded block: the start of a new window, in which objects are watched as
-/// they are made (see [`crate::holds`]).
-pub fn clear_window() {
-    if let Some(s) = STATE.lock().as_mut() {
-        // SAFETY: the lock is held.
-        unsafe { DEFERRED.clear() };
-        s.live = LiveTable::default();
-        s.native_blocks = 0;
-        s.sampled_every = None;
-        s.marked_before = false;
-        s.holds.clear(crate::holds::Arming::Creations);
-        s.census = None;
-        LOST_WRITES.store(0, Relaxed);
+/// Opens a window inside the innermost one (see [`crate::windows`]) and pauses tracking. An
+/// outermost window starts with nothing recorded; in every window, objects are watched as
+/// they are made (see [`crate::holds`]), so an enclosing one loses what it watched.
+pub fn open_window() {
+    let mut guard = STATE.lock();
+    let Some(s) = guard.as_mut() else {
+        return;
+    };
+    let resume = Resume {
+        run: EPOCH.load(Relaxed),
+        tracking: TRACKING.swap(false, Relaxed),
+        watching: matches!(s.holds.arming, Arming::Creations),
+    };
+    let (serial, nested) = s.windows.open(resume);
+    if !nested {
+        forget_recorded(s);
     }
+    s.holds.clear(Arming::Creations);
+    s.marked_before = false;
+    EPOCH.store(0, Relaxed);
+    enter(s, serial);
+}
+
+/// Closes the innermost window: the enclosing one, if any, goes on as it was when this one
+/// opened.
+pub fn close_window() {
+    let mut guard = STATE.lock();
+    let Some(s) = guard.as_mut() else {
+        return;
+    };
+    let Some((outer, resume)) = s.windows.close() else {
+        return;
+    };
+    s.holds.clear(if resume.watching {
+        Arming::Creations
+    } else {
+        Arming::Off
+    });
+    EPOCH.store(resume.run, Relaxed);
+    enter(s, outer);
+    TRACKING.store(resume.tracking, Relaxed);
+}
+
+/// Stacks are stamped with `serial` from here; a kind's last stack may be another window's.
+fn enter(s: &mut State, serial: u32) {
+    s.sampler = Sampler::default();
+    WINDOW.store(serial, Relaxed);
+}
+
+/// Drops every recorded block.
+fn forget_recorded(s: &mut State) {
+    // SAFETY: the lock is held.
+    unsafe { DEFERRED.clear() };
+    s.live = LiveTable::default();
+    s.native_blocks = 0;
+    s.sampled_every = None;
+    LOST_WRITES.store(0, Relaxed);
+}
+
+/// A forked child starts with nothing recorded and no window.
+pub fn forget_in_child() {
+    if let Some(s) = STATE.lock().as_mut() {
+        s.holds.forget_in_child();
+        s.windows.forget();
+        forget_recorded(s);
+        s.marked_before = false;
+        s.holds.clear(Arming::Off);
+        enter(s, 0);
+    }
+    EPOCH.store(0, Relaxed);
 }

@@ -41,3 +41,4 @@ mod snapshot;
 mod stacks;
 mod survivors;
 mod unwind;
+mod windows;

@@ -12,6 +12,7 @@ use crate::hooks::State;
 use crate::live::{Block, ALLOCATED, BUFFER};
 use crate::modules::{self, LoadedModule};
 use crate::scan::{self, Reach};
+use crate::windows::View;
 use refhunt_core::capture::{HeldObjects, NativeGroup};
 use refhunt_core::runtime::allocates_for_caller;
 use rustc_hash::FxHashMap;
@@ -89,8 +90,8 @@ enum Owner {
     Module,
 }
 
-/// The native groups of the window: each site's blocks still allocated, classified by the
-/// scan. `object_stack` gives the creation stack of a leaked object at an address, to link
+/// The native groups of the window (`window`): each site's blocks still allocated,
+/// classified by the scan. `object_stack` gives the creation stack of a leaked object at an address, to link
 /// the blocks that point to leaked objects; `owners` lists the leaked objects' blocks, sorted,
 /// whose own buffers go with their leak; `id_of` names a stack in the capture.
 ///
@@ -99,6 +100,7 @@ enum Owner {
 /// those freed by other threads (whose memory is read without faulting).
 pub unsafe fn groups(
     state: &State,
+    window: &View,
     modules: &[LoadedModule],
     object_stack: &dyn Fn(usize) -> Option<(u32, String)>,
     owners: &dyn Fn() -> Vec<(usize, usize)>,
@@ -130,6 +132,7 @@ pub unsafe fn groups(
         b.is_native()
             && b.state == ALLOCATED
             && b.stack < BUFFER
+            && window.holds(b.stack)
             && owner_of(b.stack) == Owner::Module
     };
     state.live.for_each(|_, b| {
@@ -188,7 +191,7 @@ pub unsafe fn groups(
         };
         tally.count += 1;
         tally.bytes += (b.end - b.start) as u64;
-        let epoch = state.stacks.epoch(stack) as usize;
+        let epoch = window.run(stack) as usize;
         if epoch > 0 {
             if g.runs.len() < epoch {
                 g.runs.resize(epoch, 0);

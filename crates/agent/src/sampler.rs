@@ -23,7 +23,7 @@ const SLOT_BITS: u32 = 11;
 pub struct Kind {
     pub code: usize,
     pub offset: i32,
-    pub epoch: u16,
+    pub stamp: crate::stacks::Stamp,
     /// The object's size or type.
     pub shape: usize,
     /// The stack pointer in the hook.
@@ -105,7 +105,7 @@ mod tests {
         Kind {
             code,
             offset: 4,
-            epoch: 0,
+            stamp: Default::default(),
             shape,
             depth: 0x7ffc_0000,
         }

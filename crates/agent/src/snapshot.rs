@@ -223,7 +223,15 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         let gc_items = cpython::list_items(gc_objects);
         let types = Heap::new(api, &modules, &gc_items);
 
-        let survivors = Survivors::new(&state.live, state.creations.seen(), layout, api, &types);
+        let window = state.windows.view(&state.stacks);
+        let survivors = Survivors::new(
+            &state.live,
+            &window,
+            state.creations.seen(),
+            layout,
+            api,
+            &types,
+        );
         let mut walk = Walk {
             survivors: &survivors,
             held: FxHashMap::default(),
@@ -334,6 +342,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         };
         let native = native::groups(
             state,
+            &window,
             &modules,
             &|word| {
                 let b = survivors.get(word)?;
@@ -348,7 +357,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
                 })
             },
         );
-        let gains = match &state.census {
+        let gains = match state.windows.census() {
             Some(census) => census.gains(
                 api,
                 layout,
@@ -876,7 +885,7 @@ unsafe fn group(
             if object.refcnt() as i64 >= PLAIN_GAIN {
                 many.push((op, b.stack));
             }
-            if state.census.is_some()
+            if state.windows.census().is_some()
                 && (object.is_gc() || object.as_code(state.api.code_type).is_some())
             {
                 containers.push(op);
@@ -901,7 +910,7 @@ unsafe fn group(
     let mut runs = 0;
     // Without repetition, reachable objects are only totalled (a program holds thousands),
     // so their sites are left out: a capture of `ast.parse` went from 3.6 MB to a fraction.
-    let repeated = by_stack.keys().any(|&(_, _, s)| state.stacks.epoch(s) > 0);
+    let repeated = by_stack.keys().any(|&(_, _, s)| survivors.run(s) > 0);
     for ((class, tp, stack), (count, bytes, example)) in by_stack {
         let stack = if class == Class::Reachable && !repeated {
             NO_STACK
@@ -927,7 +936,7 @@ unsafe fn group(
         let epoch = if stack == NO_STACK {
             0
         } else {
-            state.stacks.epoch(stack) as usize
+            survivors.run(stack) as usize
         };
         if epoch > 0 {
             if g.runs.len() < epoch {

@@ -1,17 +1,34 @@
-//! Interned creation stacks: each distinct (native, Python) stack is stored once per measured
-//! run and named by a `u32`, so that a million objects from one line cost one stack, and an
-//! object's run comes with its stack instead of taking room of its own.
+//! Interned creation stacks: each distinct (native, Python) stack is stored once per window
+//! and measured run and named by a `u32`, so that a million objects from one line cost one
+//! stack, and an object's window and run come with its stack instead of taking room of their
+//! own.
 
 use crate::pyframes::PyFrameRef;
 use hashbrown::HashTable;
 use std::hash::Hasher;
+
+/// When a stack was taken: in which window (see `crate::windows`) and in which of its
+/// measured runs (0 outside repetition).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    pub run: u16,
+    pub window: u32,
+}
+
+impl Stamp {
+    fn hash(self) -> u64 {
+        ((self.run as u64) << 32 | self.window as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
 
 #[derive(Clone, Copy)]
 struct Entry {
     start: u32,
     native: u16,
     python: u16,
-    epoch: u16,
+    stamp: Stamp,
     /// The allocator of a native block's stack (see `crate::native::ALLOCATORS`), 0 for an
     /// object's: the same C path makes a different group for each.
     alloc: u8,
@@ -51,10 +68,11 @@ impl StackTable {
         &mut self,
         native: &[u64],
         python: &[PyFrameRef],
-        (epoch, alloc): (u16, u8),
+        stamp: Stamp,
+        alloc: u8,
         is_new: &mut bool,
     ) -> u32 {
-        self.intern_within(native, python, (epoch, alloc), is_new, true)
+        self.intern_within(native, python, (stamp, alloc), is_new, true)
             .expect("may grow")
     }
 
@@ -64,10 +82,10 @@ impl StackTable {
         &mut self,
         native: &[u64],
         python: &[PyFrameRef],
-        epoch: u16,
+        stamp: Stamp,
         is_new: &mut bool,
     ) -> Option<u32> {
-        self.intern_within(native, python, (epoch, 0), is_new, false)
+        self.intern_within(native, python, (stamp, 0), is_new, false)
     }
 
     /// Room for `stacks` more stacks of `words` words in all, reserved ahead of a signal
@@ -87,14 +105,14 @@ impl StackTable {
         &mut self,
         native: &[u64],
         python: &[PyFrameRef],
-        (epoch, alloc): (u16, u8),
+        (stamp, alloc): (Stamp, u8),
         is_new: &mut bool,
         grow: bool,
     ) -> Option<u32> {
         *is_new = false;
         if let Some(last) = self.last {
             let e = self.entries[last as usize];
-            if e.epoch == epoch && e.alloc == alloc && self.matches(e, native, python) {
+            if e.stamp == stamp && e.alloc == alloc && self.matches(e, native, python) {
                 return Some(last);
             }
         }
@@ -102,13 +120,12 @@ impl StackTable {
             .iter()
             .position(|f| f.code == self.call_code)
             .unwrap_or(python.len());
-        let hash = words_hash(native.iter(), &python[..inner])
-            ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ (alloc as u64) << 56;
+        let hash =
+            words_hash(native.iter(), &python[..inner]) ^ stamp.hash() ^ (alloc as u64) << 56;
         let found = self.index.find(hash, |&id| {
             let e = self.entries[id as usize];
             e.hash == hash
-                && e.epoch == epoch
+                && e.stamp == stamp
                 && e.alloc == alloc
                 && self.matches(e, native, python)
         });
@@ -141,7 +158,7 @@ impl StackTable {
             start,
             native: native.len() as u16,
             python: python.len() as u16,
-            epoch,
+            stamp,
             alloc,
             hash,
             site_hash,
@@ -166,9 +183,14 @@ impl StackTable {
             })
     }
 
-    /// The measured run the stack was taken in; 0 outside repetition.
-    pub fn epoch(&self, id: u32) -> u16 {
-        self.entries[id as usize].epoch
+    /// When the stack was taken.
+    pub fn stamp(&self, id: u32) -> Stamp {
+        self.entries[id as usize].stamp
+    }
+
+    /// How many stacks are interned; their ids are below.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// The allocator of a native block's stack; 0 for an object's.
@@ -230,19 +252,22 @@ mod tests {
             offset: 12,
         }];
         let mut new = false;
-        let a = t.intern(&[1, 2, 3], &py, (0, 0), &mut new);
+        let a = t.intern(&[1, 2, 3], &py, Stamp::default(), 0, &mut new);
         assert!(new);
-        let b = t.intern(&[1, 2, 3], &py, (0, 0), &mut new);
+        let b = t.intern(&[1, 2, 3], &py, Stamp::default(), 0, &mut new);
         assert!(!new);
         assert_eq!(a, b);
-        let c = t.intern(&[1, 2], &py, (0, 0), &mut new);
+        let c = t.intern(&[1, 2], &py, Stamp::default(), 0, &mut new);
         assert_ne!(a, c);
-        let native = t.intern(&[1, 2, 3], &py, (0, 3), &mut new);
+        let native = t.intern(&[1, 2, 3], &py, Stamp::default(), 3, &mut new);
         assert!(new && native != a && t.allocator(native) == 3 && t.allocator(a) == 0);
-        let d = t.intern(&[1, 2, 3], &py, (2, 0), &mut new);
+        let d = t.intern(&[1, 2, 3], &py, Stamp { run: 2, window: 0 }, 0, &mut new);
         assert!(new && d != a);
-        assert_eq!((t.epoch(d), t.site(d)), (2, t.site(a)));
+        assert_eq!((t.stamp(d).run, t.site(d)), (2, t.site(a)));
         assert_eq!(t.site_hash(d), t.site_hash(a));
+        let nested = Stamp { run: 2, window: 1 };
+        let e = t.intern(&[1, 2, 3], &py, nested, 0, &mut new);
+        assert!(new && e != d && t.stamp(e) == nested && t.site_hash(e) == t.site_hash(a));
         assert_eq!(t.native(a), &[1, 2, 3]);
         assert_eq!(t.python(a).collect::<Vec<_>>(), py.to_vec());
     }
@@ -256,17 +281,41 @@ mod tests {
             offset: 12,
         }];
         let mut new = false;
-        let generic = t.intern(&[150, 5, 160, 170], &py, (1, 0), &mut new);
-        let specialized = t.intern(&[150, 5, 180], &py, (1, 0), &mut new);
+        let generic = t.intern(
+            &[150, 5, 160, 170],
+            &py,
+            Stamp { run: 1, window: 0 },
+            0,
+            &mut new,
+        );
+        let specialized = t.intern(
+            &[150, 5, 180],
+            &py,
+            Stamp { run: 1, window: 0 },
+            0,
+            &mut new,
+        );
         assert_ne!(generic, specialized);
         assert_eq!(t.site_hash(generic), t.site_hash(specialized));
-        let other_c_line = t.intern(&[150, 6, 160, 170], &py, (1, 0), &mut new);
+        let other_c_line = t.intern(
+            &[150, 6, 160, 170],
+            &py,
+            Stamp { run: 1, window: 0 },
+            0,
+            &mut new,
+        );
         assert_ne!(t.site_hash(other_c_line), t.site_hash(generic));
         let other_python_line = [PyFrameRef {
             code: 7,
             offset: 14,
         }];
-        let elsewhere = t.intern(&[150, 5, 160, 170], &other_python_line, (1, 0), &mut new);
+        let elsewhere = t.intern(
+            &[150, 5, 160, 170],
+            &other_python_line,
+            Stamp { run: 1, window: 0 },
+            0,
+            &mut new,
+        );
         assert_ne!(t.site_hash(elsewhere), t.site_hash(generic));
     }
 }

@@ -9,14 +9,17 @@ use crate::cpython::{self, Api, Header, Layout, Object, Type};
 use crate::live::{Block, LiveTable, BUFFER, LIVE};
 use crate::maps::Readable;
 use crate::modules::LoadedModule;
+use crate::windows::View;
 use rustc_hash::FxHashSet;
 
 /// The unsafe methods share one contract, the snapshot's: tracking is paused and the GIL is
 /// held, so the live table is accurate for the process as it is now. A block it records is
 /// allocated (readable for its size), and a block recorded `LIVE` holds a live object at its
-/// `object_offset`; the types in `heap` are live.
+/// `object_offset`; the types in `heap` are live. A survivor is a block of the window being
+/// captured (`window`): those of enclosing windows are old to it.
 pub struct Survivors<'a> {
     live: &'a LiveTable,
+    window: &'a View,
     /// 3.13+: the block records where its object starts.
     tracer: bool,
     layout: &'a Layout,
@@ -27,6 +30,7 @@ pub struct Survivors<'a> {
 impl<'a> Survivors<'a> {
     pub fn new(
         live: &'a LiveTable,
+        window: &'a View,
         tracer: bool,
         layout: &'a Layout,
         api: &'a Api,
@@ -34,6 +38,7 @@ impl<'a> Survivors<'a> {
     ) -> Self {
         Survivors {
             live,
+            window,
             tracer,
             layout,
             api,
@@ -68,8 +73,14 @@ impl<'a> Survivors<'a> {
     /// the window: a MEM-domain buffer, or a native block.
     pub fn buffer(&self, word: usize) -> Option<usize> {
         let b = self.live.get(word)?;
-        (b.stack == BUFFER || (b.is_native() && b.state == crate::live::ALLOCATED))
-            .then_some(b.size as usize)
+        let native = b.is_native() && b.state == crate::live::ALLOCATED;
+        (b.stack == BUFFER || native && self.window.holds(b.stack)).then_some(b.size as usize)
+    }
+
+    /// The window's measured run that `stack`, a survivor's, was taken in; 0 outside
+    /// repetition.
+    pub fn run(&self, stack: u32) -> u16 {
+        self.window.run(stack)
     }
 
     /// The str survivor whose characters start at `word`: C code that keeps a `char *` to a
@@ -134,6 +145,9 @@ impl<'a> Survivors<'a> {
     /// # Safety
     /// `block` is allocated, and `b` its record in an accurate live table.
     unsafe fn object_in(&self, block: usize, b: &Block) -> Option<usize> {
+        if !self.window.holds(b.stack) {
+            return None;
+        }
         // SAFETY: the caller's contract is `object_in`'s.
         unsafe { object_in(block, b, self.tracer, self.layout, self.heap) }
     }

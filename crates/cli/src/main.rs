@@ -1,5 +1,6 @@
 //! `refhunt`: find reference leaks in Python C extensions.
 
+mod children;
 mod error;
 mod forward;
 mod perf_warm;

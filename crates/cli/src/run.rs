@@ -1,12 +1,17 @@
 //! `refhunt run`: start the program with the agent, pass its I/O and exit code through, and
 //! report when it ends.
 
+use crate::children;
 use crate::error::Error;
 use crate::forward;
 use crate::preload;
 use crate::report_cmd::{build, load_capture};
 use crate::target;
+use refhunt_core::capture::Capture;
+use refhunt_core::children::{Child, ChildLeaks};
+use refhunt_core::report::Report;
 use refhunt_core::text;
+use refhunt_symbolize::Loaders;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
@@ -44,6 +49,14 @@ pub struct RunArgs {
     /// blocks): objects only, and none of its cost.
     #[arg(long)]
     no_native: bool,
+    /// Leave the program's Python children untracked. By default forked children,
+    /// `multiprocessing` workers and Python subprocesses of the same environment are tracked,
+    /// and each one's report follows the program's (with --json, beside it: NAME.PID.json).
+    #[arg(long, conflicts_with = "merge_children")]
+    no_children: bool,
+    /// Add the children's leaks to the program's report instead of reporting each apart.
+    #[arg(long)]
+    merge_children: bool,
     /// The Python command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -84,6 +97,16 @@ impl Scratch {
 
     fn status(&self) -> PathBuf {
         self.dir.join("status")
+    }
+
+    /// Where the program's Python children leave their status and capture (see children.rs).
+    fn children(&self) -> Result<PathBuf, Error> {
+        let dir = self.dir.join("children");
+        std::fs::create_dir(&dir).map_err(|source| Error::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
     }
 
     /// A directory holding only the bootstrap `sitecustomize.py`, for the front of PYTHONPATH.
@@ -164,6 +187,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         pythonpath.push(":");
         pythonpath.push(existing);
     }
+    let children = (!args.no_children)
+        .then(|| scratch.children())
+        .transpose()?;
     let mut command = Command::new(&args.command[0]);
     forward::die_with_parent(&mut command);
     // The bootstrap gives the program back the user's PYTHONPATH, exactly.
@@ -187,6 +213,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         .env("REFHUNT_SAMPLE", sampling(&args).to_string())
         .envs(args.no_watch.then_some(("REFHUNT_NO_WATCH", "1")))
         .envs(args.no_native.then_some(("REFHUNT_NO_NATIVE", "1")))
+        .envs(children.as_ref().map(|dir| ("REFHUNT_CHILDREN", dir)))
         .spawn()
         .map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),
@@ -223,10 +250,26 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     if capture_path.exists() {
         let mut capture = load_capture(&capture_path)?;
         capture.counters.peak_rss = Some(peak_rss);
-        let report = build(&capture, loaders.join().unwrap_or_default());
+        let mut report = build(&capture, loaders.join().unwrap_or_default());
+        let followed = children
+            .as_deref()
+            .map(children::collect)
+            .unwrap_or_default();
+        let apart = report_children(&mut report, followed, &args);
         eprint!("\n{}", text::render(&report));
+        for (child, _) in &apart {
+            eprint!("\n{}", text::render(child));
+        }
         write_to(json_out, args.json.as_deref(), &report.to_json())?;
         write_to(capture_out, args.capture.as_deref(), &capture.to_json())?;
+        for (child, capture) in &apart {
+            if let Some(path) = &args.json {
+                write_new(&children::beside(path, child.pid), &child.to_json())?;
+            }
+            if let Some(path) = &args.capture {
+                write_new(&children::beside(path, child.pid), &capture.to_json())?;
+            }
+        }
     } else {
         eprintln!(
             "refhunt: the program ended without running its exit handlers (os._exit() or a \
@@ -235,6 +278,64 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     forward::end_like(status);
     Ok(exit_code(status))
+}
+
+/// Names each followed child in `report`, and merges its report into it when asked; returns
+/// the reports that go apart, with their captures.
+fn report_children(
+    report: &mut Report,
+    followed: Vec<children::Followed>,
+    args: &RunArgs,
+) -> Vec<(Report, Capture)> {
+    let mut apart = Vec::new();
+    for f in followed {
+        let mut child = Child {
+            pid: f.pid,
+            argv: f.argv,
+            leaks: None,
+            report: None,
+            no_report: None,
+        };
+        match f.capture {
+            Ok(capture) => {
+                let built = build(&capture, Loaders::default());
+                // The kernel's command line, if the child left one: `python -c` has ['-c'].
+                if child.argv.is_empty() {
+                    child.argv = built.argv.clone();
+                }
+                child.leaks = Some(ChildLeaks::of(&built));
+                if args.merge_children {
+                    child.report = Some("merged".into());
+                    report.merge(built);
+                } else {
+                    child.report = Some(match &args.json {
+                        Some(path) => children::beside(path, f.pid).display().to_string(),
+                        None => "below".into(),
+                    });
+                    apart.push((built, capture));
+                }
+            }
+            Err(why) => child.no_report = Some(why),
+        }
+        report.children.push(child);
+    }
+    apart
+}
+
+/// Writes a new file, refusing to follow a symlink planted at its name.
+fn write_new(path: &Path, text: &str) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// One walk in this many objects of a kind; 1 walks every stack. (The measured runs of a

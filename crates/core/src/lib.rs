@@ -5,6 +5,7 @@
 //! a [`report::Symbolizer`] that the caller supplies, so this crate is testable on plain data.
 
 pub mod capture;
+pub mod children;
 pub mod holder;
 pub mod native;
 pub mod numfmt;

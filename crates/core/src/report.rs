@@ -1,6 +1,7 @@
 //! From a capture to a report: symbolized frames, creation sites, leaks biggest first.
 
 use crate::capture::{BlockTally, Capture, Class, Counters, Module, PyFrame, PythonInfo, Watched};
+use crate::children::Child;
 use crate::holder::{self, Holder};
 use crate::native::{self, ReportNative};
 use crate::numfmt::thousands;
@@ -182,6 +183,9 @@ pub struct Report {
     pub native_leaks: Vec<ReportNative>,
     /// Native blocks of C code still allocated that are not leaks.
     pub native_kept: BlockTally,
+    /// The Python children refhunt followed (`refhunt run`), each with its report's place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Child>,
 }
 
 /// An object with references that nothing found accounts for.
@@ -328,13 +332,6 @@ impl Report {
                 held.push(g);
             }
         }
-        let biggest_first = |a: &ReportGroup, b: &ReportGroup| {
-            (a.class, Reverse(a.bytes), Reverse(a.count)).cmp(&(
-                b.class,
-                Reverse(b.bytes),
-                Reverse(b.count),
-            ))
-        };
         leaks.sort_by(biggest_first);
         held.sort_by(biggest_first);
         let mut not_leaks: Vec<ClassTotal> = totals.into_values().collect();
@@ -448,6 +445,7 @@ impl Report {
             held,
             not_leaks,
             unexplained,
+            children: Vec::new(),
         }
     }
 
@@ -458,6 +456,15 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
     }
+}
+
+/// Direct leaks before indirect ones, then the most bytes and objects first.
+pub(crate) fn biggest_first(a: &ReportGroup, b: &ReportGroup) -> std::cmp::Ordering {
+    (a.class, Reverse(a.bytes), Reverse(a.count)).cmp(&(
+        b.class,
+        Reverse(b.bytes),
+        Reverse(b.count),
+    ))
 }
 
 /// Leak groups at least this large are leaks even when one-time work made them: a line

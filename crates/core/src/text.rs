@@ -106,6 +106,12 @@ pub fn render(report: &Report) -> String {
         }
         let _ = writeln!(out, "not leaks: {}", parts.join(" · "));
     }
+    if !report.children.is_empty() {
+        let _ = writeln!(out, "\nchild processes followed: {}", report.children.len());
+        for c in &report.children {
+            let _ = writeln!(out, "  {}", crate::children::line(c));
+        }
+    }
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }

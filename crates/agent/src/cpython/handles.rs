@@ -662,21 +662,27 @@ impl<'l> Frame<'l> {
         }
     }
 
-    /// 3.11+: what the locals of a frame its thread runs refer to, which no traversal visits
-    /// (the frame is not an object); nothing for a generator's or a frame object's frame, whose
-    /// traversals visit their locals. `code` is the code it runs.
+    /// 3.11+: what the locals of a frame its thread runs refer to, and its frame object if one
+    /// was made, which no traversal visits (the frame is not an object); nothing for a
+    /// generator's or a frame object's frame, whose traversals visit their locals. `code` is
+    /// the code it runs.
     pub fn running_locals(self, code: Code) -> impl Iterator<Item = usize> + 'l {
         let l = self.layout;
+        let running = self.owner() == Some(FRAME_OWNED_BY_THREAD);
         let (localsplus, n) = match l.frame_locals {
-            Some((localsplus, _)) if self.owner() == Some(FRAME_OWNED_BY_THREAD) => {
-                (localsplus, code.nlocalsplus(l))
-            }
+            Some((localsplus, _)) if running => (localsplus, code.nlocalsplus(l)),
             _ => (0, 0),
+        };
+        let frame_obj = match l.frame_obj {
+            // `frame_obj` is a plain pointer field of a live 3.11+ frame.
+            Some(at) if running => self.word(at),
+            _ => 0,
         };
         let frame = self.frame;
         (0..n)
             // SAFETY: a running frame holds `co_nlocalsplus` locals from `localsplus`.
             .map(move |i| l.frame_object(unsafe { read_usize(frame + localsplus + 8 * i) }))
+            .chain(std::iter::once(frame_obj))
             .filter(|&word| word != 0)
     }
 

@@ -48,6 +48,9 @@ pub struct Layout {
     /// 3.11+: `_PyInterpreterFrame.localsplus` and `PyCodeObject.co_nlocalsplus`: a running
     /// frame's locals, which no traversal visits (the frame is not an object).
     pub frame_locals: Option<(usize, usize)>,
+    /// 3.11+: `_PyInterpreterFrame.frame_obj`, the frame object once one was made (by a
+    /// traceback, say), which a running frame holds where no traversal looks.
+    pub frame_obj: Option<usize>,
     /// 3.14+: a frame's code and locals are tagged `_PyStackRef`s, not plain pointers.
     pub stackrefs: bool,
     /// `PyTupleObject.ob_item` (3.14 caches the hash before it).
@@ -150,6 +153,7 @@ impl Layout {
             code_cached: None,
             freelists: None,
             frame_locals: None,
+            frame_obj: None,
             stackrefs: false,
             tuple_items: 24,
             module: MODULE_UP_TO_3_14,
@@ -178,6 +182,7 @@ impl Layout {
                 code_cached: None,
                 freelists: Some((3608, 7128)),
                 frame_locals: Some((72, 76)),
+                frame_obj: Some(40),
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
@@ -207,6 +212,7 @@ impl Layout {
                     (10952, 14488)
                 }),
                 frame_locals: Some((72, 72)),
+                frame_obj: Some(48),
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
@@ -236,6 +242,7 @@ impl Layout {
                     (11096, 11752)
                 }),
                 frame_locals: Some((80, 72)),
+                frame_obj: Some(48),
                 stackrefs: true,
                 tuple_items: 32,
                 module: if minor == 14 {

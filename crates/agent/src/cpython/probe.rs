@@ -188,6 +188,11 @@ fn layouts_match_the_installed_headers() {
                 .map(|&v| (v as usize, at("code_nlocalsplus"))),
             "{what}"
         );
+        assert_eq!(
+            l.frame_obj,
+            h.get("frame_obj").map(|&v| v as usize),
+            "{what}"
+        );
         if minor >= 11 {
             assert_eq!(
                 FRAME_OWNED_BY_THREAD as i64, h["frame_owned_by_thread"],
