@@ -124,6 +124,14 @@ int main(void) {
     SHOW("freelists_start", offsetof(PyInterpreterState, float_state));
     SHOW("freelists_end", offsetof(PyInterpreterState, exc_state));
 #endif
+#if PY_VERSION_HEX >= 0x030C0000
+    SHOW("type_cache_start", offsetof(PyInterpreterState, types.type_cache));
+    SHOW("type_cache_end", offsetof(PyInterpreterState, types.type_cache)
+                               + sizeof(struct type_cache));
+#elif PY_VERSION_HEX >= 0x030B0000
+    SHOW("type_cache_start", offsetof(PyInterpreterState, type_cache));
+    SHOW("type_cache_end", offsetof(PyInterpreterState, type_cache) + sizeof(struct type_cache));
+#endif
     SHOW("moduledef_size", offsetof(PyModuleDef, m_size));
     SHOW("list_items", offsetof(PyListObject, ob_item));
     SHOW("ob_refcnt", offsetof(PyObject, ob_refcnt));

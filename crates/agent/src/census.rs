@@ -216,7 +216,7 @@ unsafe fn count(
         // SAFETY: `m` is loaded, so its writable segments are mapped, as `static_words`
         // needs; `probe` takes any word, and `heap` was made from this census's objects.
         unsafe {
-            m.static_words(freelists, |word| match c.found.get_mut(&word) {
+            m.static_words(&[freelists], |word| match c.found.get_mut(&word) {
                 Some(n) => *n += 1,
                 None if extension => c.probe(word),
                 None => {}

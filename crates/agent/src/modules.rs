@@ -104,17 +104,17 @@ pub fn find(modules: &[LoadedModule], addr: usize) -> Option<usize> {
 }
 
 impl LoadedModule {
-    /// Calls `f` with the address and value of every aligned word of the module's static
-    /// data, but those in `[skip.0, skip.1)` (the interpreter's freelists).
+    /// Calls `f` with the value of every aligned word of the module's static data, but those
+    /// in the ranges `skip` (the interpreter's freelists, say).
     ///
     /// # Safety
     /// The module is still loaded, so its writable segments are mapped.
-    pub unsafe fn static_words(&self, skip: (usize, usize), mut f: impl FnMut(usize)) {
+    pub unsafe fn static_words(&self, skip: &[(usize, usize)], mut f: impl FnMut(usize)) {
         for &(start, end) in &self.writable {
             let mut at = start.next_multiple_of(8);
             while at + 8 <= end {
-                if (skip.0..skip.1).contains(&at) {
-                    at = skip.1.next_multiple_of(8);
+                if let Some(&(_, past)) = skip.iter().find(|s| (s.0..s.1).contains(&at)) {
+                    at = past.next_multiple_of(8);
                     continue;
                 }
                 // SAFETY: `at` is an aligned word inside one of the module's writable

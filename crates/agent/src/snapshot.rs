@@ -269,8 +269,9 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         });
         walk.holder = None;
         pyframes::running_locals(api, layout, |word| visit_survivor(word, &mut walk));
-        let freelists = layout.freelists_at((api.main_interpreter)() as usize);
-        scan_statics(&modules, &types, &mut walk, freelists);
+        let interp = (api.main_interpreter)() as usize;
+        let skip = [layout.freelists_at(interp), layout.type_cache_at(interp)];
+        scan_statics(&modules, &types, &mut walk, &skip);
         while let Some(op) = walk.queue.pop() {
             references_of(op, &mut walk);
         }
@@ -595,16 +596,18 @@ unsafe fn scan_c_fields(op: Object, walk: &mut Walk) {
 /// The C runtime's own data (libc, the loader) holds no objects, only pointers into memory
 /// that the snapshot's own allocations may have unmapped since the maps were read: probing
 /// one for a dict crashed the host one run in three. The interpreter's freelists hold stale
-/// pointers past their counts, to memory that now holds other objects: they are skipped too.
+/// pointers past their counts, and its type cache borrowed values that may have died, to
+/// memory that now holds other objects: they are skipped too (3.12's cache held one of the
+/// ints a window had leaked).
 ///
 /// # Safety
 /// The snapshot's contract (see [`take`]); `modules` are loaded, `types` was made from this
-/// snapshot's objects, and `skip` is the interpreter's freelists.
+/// snapshot's objects, and `skip` are ranges of the interpreter's state.
 unsafe fn scan_statics(
     modules: &[LoadedModule],
     types: &Heap,
     walk: &mut Walk,
-    skip: (usize, usize),
+    skip: &[(usize, usize)],
 ) {
     let own = modules::find(modules, scan_statics as *const () as usize);
     for (i, m) in modules.iter().enumerate() {

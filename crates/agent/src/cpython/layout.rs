@@ -45,6 +45,10 @@ pub struct Layout {
     /// interpreter is static data). Their arrays keep stale pointers past their count, to
     /// memory that now holds other objects: not references.
     pub freelists: Option<(usize, usize)>,
+    /// `[start, end)` offsets in `PyInterpreterState` of the type attribute cache (3.11+): its
+    /// values are borrowed and outlive what they named, so a dead value's memory, reused by
+    /// a new object, looks held by the interpreter's static data.
+    pub type_cache: Option<(usize, usize)>,
     /// 3.11+: `_PyInterpreterFrame.localsplus` and `PyCodeObject.co_nlocalsplus`: a running
     /// frame's locals, which no traversal visits (the frame is not an object).
     pub frame_locals: Option<(usize, usize)>,
@@ -152,6 +156,7 @@ impl Layout {
             compact_size: 72,
             code_cached: None,
             freelists: None,
+            type_cache: None,
             frame_locals: None,
             frame_obj: None,
             stackrefs: false,
@@ -181,6 +186,7 @@ impl Layout {
                 compact_size: 72,
                 code_cached: None,
                 freelists: Some((3608, 7128)),
+                type_cache: Some((9056, 107360)),
                 frame_locals: Some((72, 76)),
                 frame_obj: Some(40),
                 stackrefs: false,
@@ -210,6 +216,11 @@ impl Layout {
                     (267408, 273400)
                 } else {
                     (10952, 14488)
+                }),
+                type_cache: Some(if minor == 12 {
+                    (275392, 373696)
+                } else {
+                    (84656, 182960)
                 }),
                 frame_locals: Some((72, 72)),
                 frame_obj: Some(48),
@@ -241,6 +252,11 @@ impl Layout {
                 } else {
                     (11096, 11752)
                 }),
+                type_cache: Some(if minor == 14 {
+                    (81928, 180232)
+                } else {
+                    (81952, 180256)
+                }),
                 frame_locals: Some((80, 72)),
                 frame_obj: Some(48),
                 stackrefs: true,
@@ -269,6 +285,13 @@ impl Layout {
     /// `[start, end)` of the freelists of the interpreter state at `interp`, or an empty range.
     pub fn freelists_at(&self, interp: usize) -> (usize, usize) {
         self.freelists
+            .map_or((0, 0), |(start, end)| (interp + start, interp + end))
+    }
+
+    /// `[start, end)` of the type attribute cache of the interpreter state at `interp`, or an
+    /// empty range.
+    pub fn type_cache_at(&self, interp: usize) -> (usize, usize) {
+        self.type_cache
             .map_or((0, 0), |(start, end)| (interp + start, interp + end))
     }
 

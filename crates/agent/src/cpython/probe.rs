@@ -189,6 +189,12 @@ fn layouts_match_the_installed_headers() {
             "{what}"
         );
         assert_eq!(
+            l.type_cache,
+            h.get("type_cache_start")
+                .map(|&v| (v as usize, at("type_cache_end"))),
+            "{what}"
+        );
+        assert_eq!(
             l.frame_obj,
             h.get("frame_obj").map(|&v| v as usize),
             "{what}"
