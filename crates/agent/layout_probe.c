@@ -132,6 +132,10 @@ int main(void) {
     SHOW("type_cache_start", offsetof(PyInterpreterState, type_cache));
     SHOW("type_cache_end", offsetof(PyInterpreterState, type_cache) + sizeof(struct type_cache));
 #endif
+#if PY_VERSION_HEX >= 0x030B0000
+    SHOW("type_cache_entry", sizeof(struct type_cache_entry));
+    SHOW("type_cache_value", offsetof(struct type_cache_entry, value));
+#endif
     SHOW("moduledef_size", offsetof(PyModuleDef, m_size));
     SHOW("list_items", offsetof(PyListObject, ob_item));
     SHOW("ob_refcnt", offsetof(PyObject, ob_refcnt));

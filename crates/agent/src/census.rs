@@ -200,7 +200,7 @@ unsafe fn count(
     }
     let own = modules::find(modules, count as *const () as usize);
     // SAFETY: `PyInterpreterState_Main` reads the runtime's main interpreter, GIL held.
-    let freelists = layout.freelists_at(unsafe { (api.main_interpreter)() } as usize);
+    let borrowed = layout.borrowed_at(unsafe { (api.main_interpreter)() } as usize);
     for (i, m) in modules.iter().enumerate() {
         // An extension's statics may hold an object nothing else does; the interpreter's
         // hold objects reached already, some of them taken and dropped as the program runs
@@ -216,7 +216,7 @@ unsafe fn count(
         // SAFETY: `m` is loaded, so its writable segments are mapped, as `static_words`
         // needs; `probe` takes any word, and `heap` was made from this census's objects.
         unsafe {
-            m.static_words(&[freelists], |word| match c.found.get_mut(&word) {
+            m.static_words(&borrowed, |word| match c.found.get_mut(&word) {
                 Some(n) => *n += 1,
                 None if extension => c.probe(word),
                 None => {}

@@ -1,5 +1,6 @@
 //! The ELF modules loaded in this process, read from the dynamic loader's program headers.
 
+use crate::cpython::Borrowed;
 use std::ffi::CStr;
 
 #[derive(Debug, Clone)]
@@ -104,17 +105,17 @@ pub fn find(modules: &[LoadedModule], addr: usize) -> Option<usize> {
 }
 
 impl LoadedModule {
-    /// Calls `f` with the value of every aligned word of the module's static data, but those
-    /// in the ranges `skip` (the interpreter's freelists, say).
+    /// Calls `f` with the value of every aligned word of the module's static data, but the
+    /// interpreter's borrowed words (`skip`).
     ///
     /// # Safety
     /// The module is still loaded, so its writable segments are mapped.
-    pub unsafe fn static_words(&self, skip: &[(usize, usize)], mut f: impl FnMut(usize)) {
+    pub unsafe fn static_words(&self, skip: &[Borrowed], mut f: impl FnMut(usize)) {
         for &(start, end) in &self.writable {
             let mut at = start.next_multiple_of(8);
             while at + 8 <= end {
-                if let Some(&(_, past)) = skip.iter().find(|s| (s.0..s.1).contains(&at)) {
-                    at = past.next_multiple_of(8);
+                if skip.iter().any(|s| s.holds(at)) {
+                    at += 8;
                     continue;
                 }
                 // SAFETY: `at` is an aligned word inside one of the module's writable

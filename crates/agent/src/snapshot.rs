@@ -269,9 +269,8 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         });
         walk.holder = None;
         pyframes::running_locals(api, layout, |word| visit_survivor(word, &mut walk));
-        let interp = (api.main_interpreter)() as usize;
-        let skip = [layout.freelists_at(interp), layout.type_cache_at(interp)];
-        scan_statics(&modules, &types, &mut walk, &skip);
+        let borrowed = layout.borrowed_at((api.main_interpreter)() as usize);
+        scan_statics(&modules, &types, &mut walk, &borrowed);
         while let Some(op) = walk.queue.pop() {
             references_of(op, &mut walk);
         }
@@ -596,18 +595,18 @@ unsafe fn scan_c_fields(op: Object, walk: &mut Walk) {
 /// The C runtime's own data (libc, the loader) holds no objects, only pointers into memory
 /// that the snapshot's own allocations may have unmapped since the maps were read: probing
 /// one for a dict crashed the host one run in three. The interpreter's freelists hold stale
-/// pointers past their counts, and its type cache borrowed values that may have died, to
-/// memory that now holds other objects: they are skipped too (3.12's cache held one of the
-/// ints a window had leaked).
+/// pointers past their counts, and its type cache borrowed values that may have died (its
+/// names it holds), to memory that now holds other objects: they are skipped too (3.12's
+/// cache held one of the ints a window had leaked).
 ///
 /// # Safety
 /// The snapshot's contract (see [`take`]); `modules` are loaded, `types` was made from this
-/// snapshot's objects, and `skip` are ranges of the interpreter's state.
+/// snapshot's objects, and `skip` are the interpreter's borrowed words.
 unsafe fn scan_statics(
     modules: &[LoadedModule],
     types: &Heap,
     walk: &mut Walk,
-    skip: &[(usize, usize)],
+    skip: &[crate::cpython::Borrowed],
 ) {
     let own = modules::find(modules, scan_statics as *const () as usize);
     for (i, m) in modules.iter().enumerate() {
@@ -1004,12 +1003,8 @@ unsafe fn group(
     let mut stacks = Vec::new();
     let mut id_of = |stack: u32| {
         *stack_ids.entry(stack).or_insert_with(|| {
-            stacks.push(if stack == NO_STACK {
-                Stack::default()
-            } else {
-                // SAFETY: the GIL is held (caller's contract), as `resolve_stack` needs.
-                unsafe { resolve_stack(state, stack) }
-            });
+            // SAFETY: the GIL is held (caller's contract), as `resolve_stack` needs.
+            stacks.push(unsafe { resolve_stack(state, stack) });
             (stacks.len() - 1) as u32
         })
     };
@@ -1295,11 +1290,15 @@ unsafe fn evidence(
     })
 }
 
-/// The stored stack `id`, its Python frames named.
+/// The stored stack `id`, its Python frames named; an empty one for an object or a write
+/// kept without a stack (`NO_STACK`: a write trapped when no room was left for a new one).
 ///
 /// # Safety
 /// The GIL is held.
 unsafe fn resolve_stack(state: &State, id: u32) -> Stack {
+    if id >= BUFFER {
+        return Stack::default();
+    }
     Stack {
         native: state.stacks.native(id).to_vec(),
         python: state

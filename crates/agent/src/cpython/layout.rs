@@ -9,6 +9,22 @@ const MODULE_UP_TO_3_14: ModuleLayout = ModuleLayout {
     state_size: StateSize::InDef(24),
 };
 
+/// Words of the interpreter's static state that hold no reference: in `[start, end)`, those
+/// at `at` bytes into each run of `stride` bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Borrowed {
+    pub start: usize,
+    pub end: usize,
+    pub stride: usize,
+    pub at: usize,
+}
+
+impl Borrowed {
+    pub fn holds(&self, addr: usize) -> bool {
+        (self.start..self.end).contains(&addr) && (addr - self.start) % self.stride == self.at
+    }
+}
+
 /// Internal layouts of one CPython minor version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -45,9 +61,10 @@ pub struct Layout {
     /// interpreter is static data). Their arrays keep stale pointers past their count, to
     /// memory that now holds other objects: not references.
     pub freelists: Option<(usize, usize)>,
-    /// `[start, end)` offsets in `PyInterpreterState` of the type attribute cache (3.11+): its
-    /// values are borrowed and outlive what they named, so a dead value's memory, reused by
-    /// a new object, looks held by the interpreter's static data.
+    /// `[start, end)` offsets in `PyInterpreterState` of the type attribute cache (3.11+), an
+    /// array of entries of `TYPE_CACHE_ENTRY` bytes: each holds its name, but its value is
+    /// borrowed and outlives what it named, so a dead value's memory, reused by a new
+    /// object, looks held by the interpreter's static data.
     pub type_cache: Option<(usize, usize)>,
     /// 3.11+: `_PyInterpreterFrame.localsplus` and `PyCodeObject.co_nlocalsplus`: a running
     /// frame's locals, which no traversal visits (the frame is not an object).
@@ -288,11 +305,27 @@ impl Layout {
             .map_or((0, 0), |(start, end)| (interp + start, interp + end))
     }
 
-    /// `[start, end)` of the type attribute cache of the interpreter state at `interp`, or an
-    /// empty range.
-    pub fn type_cache_at(&self, interp: usize) -> (usize, usize) {
-        self.type_cache
-            .map_or((0, 0), |(start, end)| (interp + start, interp + end))
+    /// The borrowed words of the interpreter state at `interp`, which hold no reference:
+    /// its freelists' (stale past their counts), and its type cache's values.
+    pub fn borrowed_at(&self, interp: usize) -> [Borrowed; 2] {
+        let (start, end) = self.freelists_at(interp);
+        let cache = self
+            .type_cache
+            .map_or((0, 0), |(start, end)| (interp + start, interp + end));
+        [
+            Borrowed {
+                start,
+                end,
+                stride: 8,
+                at: 0,
+            },
+            Borrowed {
+                start: cache.0,
+                end: cache.1,
+                stride: TYPE_CACHE_ENTRY,
+                at: TYPE_CACHE_VALUE,
+            },
+        ]
     }
 
     /// The sizes of a compact str's two possible headers (ASCII and compact), after which its

@@ -20,7 +20,7 @@ mod layout;
 mod probe;
 
 pub use handles::{Frame, Header, Object, ThreadState, Type};
-pub use layout::{Layout, StateSize};
+pub use layout::{Borrowed, Layout, StateSize};
 
 pub type PyObject = c_void;
 pub type VisitProc = unsafe extern "C" fn(*mut PyObject, *mut c_void) -> c_int;
@@ -96,6 +96,9 @@ const FRAME_FIRST_SHIM_OWNER: u8 = 3;
 /// 3.14+: the tag bits of a `_PyStackRef` (default builds): bit 0 says the reference is not
 /// counted, both bits set a tagged int, which is no object.
 const STACKREF_TAG_BITS: usize = 3;
+/// `struct type_cache_entry` (3.11+): its size, and where its borrowed `value` is.
+const TYPE_CACHE_ENTRY: usize = 24;
+const TYPE_CACHE_VALUE: usize = 16;
 /// `_PyCoCached` (3.12+): `_co_code`, `_co_varnames`, `_co_cellvars`, `_co_freevars`.
 const CODE_CACHED_OBJECTS: usize = 4;
 

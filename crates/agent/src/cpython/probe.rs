@@ -194,6 +194,10 @@ fn layouts_match_the_installed_headers() {
                 .map(|&v| (v as usize, at("type_cache_end"))),
             "{what}"
         );
+        if minor >= 11 {
+            assert_eq!(TYPE_CACHE_ENTRY as i64, h["type_cache_entry"], "{what}");
+            assert_eq!(TYPE_CACHE_VALUE as i64, h["type_cache_value"], "{what}");
+        }
         assert_eq!(
             l.frame_obj,
             h.get("frame_obj").map(|&v| v as usize),
