@@ -73,24 +73,32 @@ def _child_paths(folder):
 
 def _track(capture, status, child):
     """Starts the window of the whole process; its capture goes to `capture` at exit."""
-    _state["child"] = child
+    if not _open_window(capture, status, child):
+        return
+    _state["first_exit_handler"] = _exit_handlers() == 0
+    atexit.register(_finish)
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _open_window(capture, status, child):
+    """Opens the process's window, tracking; False, with the reason in `status`, if it
+    cannot be (the program runs on untracked)."""
+    _state.update(capture=capture, owner=os.getpid(), repeat=None, call=None, child=child)
     if child:
         _started(status)
     try:
         _agent.load()
         _agent.set_sampling(int(os.environ.get("REFHUNT_SAMPLE") or 1))
         # The agent reads REFHUNT_NO_WATCH and REFHUNT_NO_NATIVE when it starts, in begin().
-        _state.update(capture=capture, owner=os.getpid(), before=_window.begin())
+        _state["before"] = _window.begin()
         _agent.start(sys.hexversion)
     except Exception as error:  # the program must run even if tracking cannot
         _state["capture"] = None
         _write_status(status, "error: %s" % error)
-        return
+        return False
     if not child:
         _started(status)
-    _state["first_exit_handler"] = _exit_handlers() == 0
-    atexit.register(_finish)
-    os.register_at_fork(after_in_child=_forked)
+    return True
 
 
 def _started(status):
@@ -119,19 +127,8 @@ def _forked():
     refhunt follows children. Such workers end by `os._exit`, which runs no exit handler:
     there the report is written first."""
     folder = os.environ.get("REFHUNT_CHILDREN")
-    if not folder:
-        return
-    capture, status = _child_paths(folder)
-    _state.update(capture=capture, owner=os.getpid(), repeat=None, call=None, child=True)
-    _started(status)
-    try:
-        _state["before"] = _window.begin()
-        _agent.start(sys.hexversion)
-    except Exception as error:
-        _state["capture"] = None
-        _write_status(status, "error: %s" % error)
-        return
-    os._exit = _exit_reporting
+    if folder and _open_window(*_child_paths(folder), child=True):
+        os._exit = _exit_reporting
 
 
 _exit_now = os._exit

@@ -122,11 +122,7 @@ pub extern "C" fn refhunt_pause() -> c_int {
 pub extern "C" fn refhunt_set_epoch(epoch: u16) -> c_int {
     EPOCH.store(epoch, Ordering::SeqCst);
     // A boundary between measured runs: whose refcount grew in the run that ended.
-    if let Some(census) = STATE
-        .lock()
-        .as_mut()
-        .and_then(|s| s.windows.census_mut()?.as_mut())
-    {
+    if let Some(census) = STATE.lock().as_mut().and_then(|s| s.windows.census_mut()) {
         census.boundary();
     }
     0
@@ -276,9 +272,7 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
             // SAFETY: the items are live objects, `objects` the list handing them over, and
             // the GIL is held, as `count` needs.
             let census = unsafe { Census::take(&s.api, &s.layout, &items, &[objects as usize]) };
-            if let Some(slot) = s.windows.census_mut() {
-                *slot = Some(census);
-            }
+            s.windows.set_census(census);
         }
         Ok(())
     })

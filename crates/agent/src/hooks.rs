@@ -159,7 +159,8 @@ impl State {
         let key = Kind {
             code: top[0].code,
             offset: top[0].offset,
-            stamp: stamp(),
+            // The sampler is emptied when the window changes (`enter`).
+            epoch: EPOCH.load(Relaxed),
             shape: shape ^ (alloc as usize) << 56,
             depth: regs.sp,
         }
@@ -970,7 +971,8 @@ pub fn close_window() {
     TRACKING.store(resume.tracking, Relaxed);
 }
 
-/// Stacks are stamped with `serial` from here; a kind's last stack may be another window's.
+/// Stacks are stamped with `serial` from here; a kind's last stack may be another window's,
+/// so the sampler starts empty.
 fn enter(s: &mut State, serial: u32) {
     s.sampler = Sampler::default();
     WINDOW.store(serial, Relaxed);
@@ -993,7 +995,6 @@ pub fn forget_in_child() {
         s.windows.forget();
         forget_recorded(s);
         s.marked_before = false;
-        s.holds.clear(Arming::Off);
         enter(s, 0);
     }
     EPOCH.store(0, Relaxed);

@@ -23,7 +23,7 @@ const SLOT_BITS: u32 = 11;
 pub struct Kind {
     pub code: usize,
     pub offset: i32,
-    pub stamp: crate::stacks::Stamp,
+    pub epoch: u16,
     /// The object's size or type.
     pub shape: usize,
     /// The stack pointer in the hook.
@@ -105,7 +105,7 @@ mod tests {
         Kind {
             code,
             offset: 4,
-            stamp: Default::default(),
+            epoch: 0,
             shape,
             depth: 0x7ffc_0000,
         }

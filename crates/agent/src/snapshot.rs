@@ -1107,8 +1107,10 @@ unsafe fn buffers_of(op: usize, survivors: &Survivors, state: &State) -> u64 {
         };
         // Without creation events, a block with a stack may hold an object.
         let buffer = b.stack == BUFFER || b.is_native() || state.creations.seen();
+        // An enclosing window's block is old to this one.
+        let ours = b.stack >= BUFFER || survivors.in_window(b.stack);
         // SAFETY: `contains` takes any word while the live table is accurate.
-        if b.state == ALLOCATED && buffer && !unsafe { survivors.contains(word) } {
+        if b.state == ALLOCATED && buffer && ours && !unsafe { survivors.contains(word) } {
             bytes += b.size as u64;
             if n < counted.len() {
                 counted[n] = word;

@@ -77,6 +77,11 @@ impl<'a> Survivors<'a> {
         (b.stack == BUFFER || native && self.window.holds(b.stack)).then_some(b.size as usize)
     }
 
+    /// Whether `stack` was taken in the window being captured (or one inside it).
+    pub fn in_window(&self, stack: u32) -> bool {
+        self.window.holds(stack)
+    }
+
     /// The window's measured run that `stack`, a survivor's, was taken in; 0 outside
     /// repetition.
     pub fn run(&self, stack: u32) -> u16 {

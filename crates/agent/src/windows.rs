@@ -74,9 +74,15 @@ impl Windows {
         self.open.last().map_or(0, |w| w.serial)
     }
 
-    /// The innermost open window's census.
-    pub fn census_mut(&mut self) -> Option<&mut Option<Census>> {
-        self.open.last_mut().map(|w| &mut w.census)
+    /// Gives the innermost open window its census, taken as it opened.
+    pub fn set_census(&mut self, census: Census) {
+        if let Some(w) = self.open.last_mut() {
+            w.census = Some(census);
+        }
+    }
+
+    pub fn census_mut(&mut self) -> Option<&mut Census> {
+        self.open.last_mut().and_then(|w| w.census.as_mut())
     }
 
     pub fn census(&self) -> Option<&Census> {
