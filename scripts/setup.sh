@@ -4,7 +4,7 @@
 # What the end-to-end tests import besides refhunt. simplejson: a real C extension whose wheel
 # ships its own test suite. The others are the C extensions of the corpus of real programs
 # (tests/corpus; binary wheels, PyYAML's with libyaml).
-TEST_PACKAGES="pytest simplejson orjson PyYAML lxml Pillow regex msgpack markupsafe psutil zstandard"
+TEST_PACKAGES="pytest pytest-xdist simplejson orjson PyYAML lxml Pillow regex msgpack markupsafe psutil zstandard"
 
 # The interpreter for version X.Y: pyenv's newest X.Y.*, else pythonX.Y on PATH.
 find_python() {

@@ -11,6 +11,7 @@ and headers, so the zoo builders below run there, through that python.
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,14 @@ def marker_line(name, source=ZOO_SOURCE):
         if "zoo:%s " % name in line or line.rstrip().endswith("zoo:%s */" % name):
             return number
     raise LookupError("no marker zoo:%s in %s" % (name, source))
+
+
+def native_line(name, source):
+    """The line that carries `zoo_native:NAME` in `source`, a file of the native zoo."""
+    for number, line in enumerate(source.read_text().splitlines(), 1):
+        if re.search(r"zoo_native:%s\b" % name, line):
+            return number
+    raise LookupError("no marker zoo_native:%s in %s" % (name, source))
 
 
 class Result:

@@ -7,27 +7,18 @@ zoo/native.c (C), zoo/native_cpp.cpp (built with g++) and zoo/native_rs (pyo3, b
 maturin) mark each leaking allocation `zoo_native:NAME`.
 """
 import json
-import re
 import subprocess
 import textwrap
 
 import pytest
 
-from conftest import ROOT, zoo_build
+from conftest import ROOT, native_line, zoo_build
 
 import build_native
 
 C = ROOT / "zoo" / "native.c"
 CPP = ROOT / "zoo" / "native_cpp.cpp"
 RS = ROOT / "zoo" / "native_rs" / "src" / "lib.rs"
-
-
-def native_line(name, source):
-    """The line that carries `zoo_native:NAME` in `source`."""
-    for number, line in enumerate(source.read_text().splitlines(), 1):
-        if re.search(r"zoo_native:%s\b" % name, line):
-            return number
-    raise LookupError("no marker zoo_native:%s in %s" % (name, source))
 
 
 # name: (module, function, args, source, allocator, blocks, bytes per block)

@@ -35,11 +35,12 @@ def load():
         lib.refhunt_set_epoch.argtypes = [ctypes.c_uint16]
         lib.refhunt_set_sampling.argtypes = [ctypes.c_uint32]
         lib.refhunt_watch.argtypes = [ctypes.c_uint32]
-        lib.refhunt_add_holders.argtypes = [ctypes.c_char_p]
+        lib.refhunt_write_capture.argtypes = [ctypes.c_char_p]
+        lib.refhunt_verdict.restype = ctypes.c_char_p
         lib.refhunt_set_call_code.argtypes = [ctypes.py_object]
         lib.refhunt_mark_before.argtypes = [ctypes.py_object]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.py_object,
-                                         ctypes.c_char_p, ctypes.c_char_p]
+                                         ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
         # window, so that none is counted in one.
         lib.refhunt_pause, lib.refhunt_open_window, lib.refhunt_close_window  # noqa: B018
@@ -111,9 +112,23 @@ def mark_before(gc_objects):
     _check(load().refhunt_mark_before(gc_objects))
 
 
-def snapshot(gc_objects, garbage, in_flight, header_json, path):
-    _check(load().refhunt_snapshot(gc_objects, garbage, in_flight, header_json.encode(),
-                                   os.fsencode(path)))
+def snapshot(gc_objects, garbage, in_flight, facts_json):
+    """Classifies the window's survivors into a capture, which the agent keeps."""
+    _check(load().refhunt_snapshot(gc_objects, garbage, in_flight, facts_json.encode()))
+
+
+def verdict():
+    """The agent's verdict on the last capture, as JSON text: whether it may hold a leak, with
+    the window's counters and notes."""
+    text = load().refhunt_verdict()
+    if text is None:
+        _check(1)
+    return text.decode()
+
+
+def write_capture(path):
+    """Writes the last capture to `path`, private to the user."""
+    _check(load().refhunt_write_capture(os.fsencode(path)))
 
 
 def watch(mode):
@@ -127,9 +142,9 @@ def holders_wanted():
     return load().refhunt_holders_wanted() == 1
 
 
-def add_holders(path):
-    """Ends a holder run and adds what it saw to the capture at `path`."""
-    _check(load().refhunt_add_holders(os.fsencode(path)))
+def add_holders():
+    """Ends a holder run and adds what it saw to the last capture."""
+    _check(load().refhunt_add_holders())
 
 
 def set_call_code(code):

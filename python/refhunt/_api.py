@@ -13,6 +13,10 @@ from typing import Any, Callable, Optional
 from . import _agent, _window
 from .report import Report
 
+# The screen's calls: one warm-up fills what a first call fills, one tracked call shows what
+# every call leaves.
+SCREEN_RUNS, SCREEN_WARMUP = 1, 1
+
 
 def _cli() -> str:
     """The `refhunt` executable installed with this package."""
@@ -23,46 +27,22 @@ def _cli() -> str:
     return found
 
 
-def _might_leak(capture: dict) -> bool:
-    """Whether any leak group can survive the report's repetition rule, judged before
-    symbolizing. Each `refhunt report` call costs 20-40 ms, a third of a clean check in a
-    pytest session. Groups of one type are summed, since the report may merge them."""
-    runs = capture["counters"].get("repeat", {}).get("runs")
-    if capture.get("unexplained"):
-        return True
-    for n in capture.get("native", []):
-        lost = n["definite"]["count"] + n["indirect"]["count"]
-        grew = runs and len(n.get("runs", [])) == runs and all(n["runs"])
-        if grew or (not runs and lost):
-            return True
-    per_type: dict = {}
-    for g in capture["groups"]:
-        if g["class"] not in ("leaked", "indirect"):
-            continue
-        if not runs:
-            return True
-        counts = per_type.setdefault(g["type_name"], [0] * runs)
-        for i, n in enumerate(g.get("runs", [])[:runs]):
-            counts[i] += n
-    return any(all(counts) for counts in per_type.values())
-
-
 def _report(before: dict, repeated: Optional[dict], symbolize_clean: bool = True,
             in_flight: tuple = (), call: Optional[Callable[[], Any]] = None) -> Report:
+    """The window's report. The agent judges the capture in the process; the CLI, which
+    symbolizes, starts only for a window that may leak, or for a clean one when
+    `symbolize_clean` asks for its full report (what is held, and where it was made)."""
+    _window.snapshot(before, repeated, in_flight, call)
+    verdict = json.loads(_agent.verdict())
+    if not verdict["might_leak"] and not symbolize_clean:
+        return Report(leaks=[], held=[], counters=verdict["counters"], notes=verdict["notes"],
+                      text="refhunt: no leaks\n")
     with tempfile.TemporaryDirectory(prefix="refhunt-") as tmp:
         path = os.path.join(tmp, "capture.json")
-        _window.capture(path, before, repeated, in_flight, call)
-        with open(path) as f:
-            capture = json.load(f)
-        if not _might_leak(capture) and not symbolize_clean:
-            return Report(leaks=[], held=[], counters=capture["counters"],
-                          notes=capture["notes"], text="refhunt: no leaks\n")
-        cli = _cli()
-        data = json.loads(subprocess.run([cli, "report", path, "--format", "json"],
+        _agent.write_capture(path)
+        data = json.loads(subprocess.run([_cli(), "report", path, "--format", "json-text"],
                                          check=True, capture_output=True, text=True).stdout)
-        text = subprocess.run([cli, "report", path], check=True, capture_output=True,
-                              text=True).stdout
-    return Report.from_json(data, text)
+    return Report.from_json(data, data["text"])
 
 
 def check(fn: Callable[..., Any], *args: Any, repeat: int = _window.RUNS,
@@ -85,6 +65,19 @@ def measure(call: Callable[[], Any], repeat: int, warmup: int,
     before = _window.repeat(call, repeat, warmup)
     try:
         return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean, call=call)
+    finally:
+        _window.end()
+
+
+def screen(call: Callable[[], Any]) -> bool:
+    """The cheap first pass of the pytest plugin: one warm-up, one tracked call, no holder
+    run. Whether the agent's verdict on it says the full `measure()` might find a leak
+    (see docs/architecture.md, "The screen")."""
+    _agent.install(sys.hexversion)
+    before = _window.repeat(call, SCREEN_RUNS, SCREEN_WARMUP)
+    try:
+        _window.snapshot(before, {"runs": SCREEN_RUNS, "warmup": SCREEN_WARMUP})
+        return json.loads(_agent.verdict())["might_leak"]
     finally:
         _window.end()
 

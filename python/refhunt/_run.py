@@ -181,7 +181,8 @@ def _finish():
             # frees what they held (atexit.register's arguments live in a C array that no
             # traversal can see), as finalization would a moment later.
             atexit._clear()
-        _window.capture(path, _state["before"], _state["repeat"], call=_state["call"])
+        _window.snapshot(_state["before"], _state["repeat"], call=_state["call"])
+        _agent.write_capture(path)
         if child:
             # Whole or not at all: refhunt may read it while the child is still at it.
             os.rename(path, _state["capture"])

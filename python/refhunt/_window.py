@@ -115,24 +115,19 @@ def json_text(words):
     return _json([_text(w) for w in words])
 
 
-def _header(gc_freed, before, after, repeated, notes):
+def _facts(gc_freed, before, after, repeated, notes):
+    """What only Python knows of the window, as JSON: the agent makes the capture around it."""
     counters = {"live_objects": 0, "gc_freed": gc_freed}
     counters.update(_counters.changes(before, after))
     if repeated:
         counters["repeat"] = repeated
     return _json({
-        "format": "refhunt-capture",
-        "version": 1,
         "python": {
             "version": "%d.%d.%d" % sys.version_info[:3],
             "executable": _text(sys.executable),
             "debug": hasattr(sys, "gettotalrefcount"),
         },
-        "pid": os.getpid(),
         "argv": [_text(a) for a in sys.argv],
-        "modules": [],
-        "stacks": [],
-        "groups": [],
         "counters": counters,
         "notes": notes,
     })
@@ -147,34 +142,35 @@ def other_tracers():
     return []
 
 
-def capture(path, before, repeated=None, in_flight=(), call=None):
-    """Pauses tracking and writes the capture of the window to `path`. `repeated` is
+def snapshot(before, repeated=None, in_flight=(), call=None):
+    """Pauses tracking and takes the capture of the window, which the agent keeps for its
+    verdict and `_agent.write_capture`. `repeated` is
     `{"runs": n, "warmup": w}` when the window was repeated; `in_flight` are objects the
     program holds where no traversal looks (the exception a block ends with). With `call`,
     the repeated call, a leak whose holder no breakpoint saw is watched in one more call."""
     _agent.pause()
     found, garbage = _collect_saving_garbage()
-    header = _header(found, before, _counters.read(), repeated, other_tracers())
+    facts = _facts(found, before, _counters.read(), repeated, other_tracers())
     objects = gc.get_objects()
     # The snapshot allocates, and a collection it set off would free objects while the agent,
     # busy, could not see them freed.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        _agent.snapshot(objects, garbage, list(in_flight), header, path)
+        _agent.snapshot(objects, garbage, list(in_flight), facts)
     finally:
         if enabled:
             gc.enable()
     del objects, garbage
     # Old objects are watched four at a time, so there may be a few holder runs.
     while call is not None and _agent.holders_wanted():
-        _holder_run(call, path)
+        _holder_run(call)
 
 
-def _holder_run(call, path):
+def _holder_run(call):
     """Calls `call()` once more with breakpoints on the objects made at the sites of leaks
     without a holder, and on old objects whose references grew, and adds what they saw to
-    the capture at `path`. The call ran before; if it now raises, the report goes without."""
+    the capture. The call ran before; if it now raises, the report goes without."""
     sampling = _agent.set_sampling(1)
     _agent.watch(2)
     _agent.start(sys.hexversion)
@@ -185,4 +181,4 @@ def _holder_run(call, path):
     finally:
         _agent.pause()
         _agent.set_sampling(sampling)
-        _agent.add_holders(path)
+        _agent.add_holders()

@@ -4,6 +4,9 @@ does, and fails the tests whose C extensions leak.
 - `--refhunt` checks every test; `@pytest.mark.refhunt` checks one test without it.
 - `--refhunt-repeat N` and `--refhunt-warmup N` (default 4 and 5), or the marker's `repeat=`
   and `warmup=`, set how many measured and warm-up calls of the test body run.
+- Each body first runs twice, the second call tracked (the screen); only a body whose second
+  call may have leaked runs the full warm-up and measured calls and gets a report.
+  `--refhunt-no-screen` runs every body in full.
 - The marker's allowances: `max_objects=N` tolerates up to N leaked objects per call, and
   `ignore=("dict", "*/vendored.c:*")` drops groups whose type or site matches a pattern.
   `@pytest.mark.refhunt(skip=True)` leaves a test unchecked under `--refhunt`.
@@ -29,6 +32,9 @@ def pytest_addoption(parser: Any) -> None:
                     help="measured calls of each test body (default %(default)s)")
     group.addoption("--refhunt-warmup", type=int, default=_window.WARMUP, metavar="N",
                     help="untracked calls before them (default %(default)s)")
+    group.addoption("--refhunt-no-screen", action="store_true",
+                    help="run every test body in full, not only those whose screening call "
+                         "may have leaked")
 
 
 def pytest_configure(config: Any) -> None:
@@ -38,6 +44,10 @@ def pytest_configure(config: Any) -> None:
         "test for leaked references, with allowances")
     config._refhunt = _Session(config)
     config.pluginmanager.register(config._refhunt, "refhunt-session")
+
+
+# The name of the user property that carries a checked test's outcome.
+_PROPERTY = "refhunt"
 
 
 class _Recorded(Exception):
@@ -59,6 +69,7 @@ class _Session:
         self.config = config
         self.leaking: List[Tuple[str, str]] = []
         self.checked = 0
+        self.screened = 0
         self.seconds = 0.0
 
     def _settings(self, item: Any):
@@ -78,7 +89,6 @@ class _Session:
         if warmup is None:
             warmup = self.config.getoption("refhunt_warmup")
         body = item.runtest
-        outcome = {}
 
         def once() -> None:
             body()
@@ -90,18 +100,25 @@ class _Session:
         def checked() -> None:
             started = time.perf_counter()
             try:
-                report = _api.measure(once, runs, warmup, symbolize_clean=False)
+                if not self.config.getoption("refhunt_no_screen") and not _api.screen(once):
+                    report = None
+                else:
+                    report = _api.measure(once, runs, warmup, symbolize_clean=False)
             except _Recorded:
                 return
             finally:
-                self.seconds += time.perf_counter() - started
-            self.checked += 1
+                seconds = time.perf_counter() - started
             ignore = options.get("ignore", ())
-            leaks = report.leaks_beyond(options.get("max_objects", 0), ignore)
-            leaks += report.unexplained_beyond(ignore)
-            leaks += report.native_beyond(ignore)
+            leaks = []
+            if report is not None:
+                leaks = report.leaks_beyond(options.get("max_objects", 0), ignore)
+                leaks += report.unexplained_beyond(ignore)
+                leaks += report.native_beyond(ignore)
+            # Carried by the test's report, so that pytest-xdist brings it to the controller.
+            item.user_properties.append((_PROPERTY, {
+                "seconds": seconds, "screened": report is None,
+                "leaks": "; ".join(g.describe() for g in leaks)}))
             if leaks:
-                outcome["leaks"] = leaks
                 raise LeakError(_message(leaks, report))
 
         item.runtest = checked
@@ -109,8 +126,15 @@ class _Session:
             yield
         finally:
             item.runtest = body
-            if "leaks" in outcome:
-                self.leaking.append((item.nodeid, "; ".join(g.describe() for g in outcome["leaks"])))
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        for name, value in report.user_properties:
+            if name == _PROPERTY and report.when == "call":
+                self.checked += 1
+                self.screened += value["screened"]
+                self.seconds += value["seconds"]
+                if value["leaks"]:
+                    self.leaking.append((report.nodeid, value["leaks"]))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.checked:
@@ -120,5 +144,6 @@ class _Session:
             tr.write_sep("=", "refhunt: %d leaking tests" % len(self.leaking), red=True)
             for nodeid, what in self.leaking:
                 tr.write_line("%s: %s" % (nodeid, what))
-        tr.write_sep("=", "refhunt: %d tests checked, %d leaking; %.2f s spent repeating and "
-                          "reporting" % (self.checked, len(self.leaking), self.seconds))
+        tr.write_sep("=", "refhunt: %d tests checked (%d passed the screen), %d leaking; "
+                          "%.2f s spent repeating and reporting"
+                     % (self.checked, self.screened, len(self.leaking), self.seconds))

@@ -4,14 +4,15 @@
 //! None of them lets a panic cross into the host process.
 
 use crate::breakpoints::Breakpoints;
-use crate::census::Census;
+use crate::census::{Census, Roots};
 use crate::cpython::{self, Api, Layout};
 use crate::holds::{Arming, Holds};
 use crate::hooks::{self, Creations, State, EPOCH, STATE, TRACKING};
 use crate::sampler;
 use crate::snapshot;
 use crate::unwind::{self, Unwinder};
-use refhunt_core::capture::{Capture, FORMAT, VERSION};
+use refhunt_core::capture::{Capture, Facts};
+use refhunt_core::verdict::Verdict;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -210,32 +211,84 @@ pub extern "C" fn refhunt_holders_wanted() -> c_int {
 }
 
 /// Ends a holder run (`refhunt_watch(2)` and one more call) and adds what its breakpoints
-/// saw to the capture at `path`: each watched object that survived goes to its group, each
-/// old object to its entry, with the call counted.
+/// saw to the innermost window's capture: each watched object that survived goes to its group,
+/// each old object to its entry, with the call counted.
 ///
 /// # Safety
-/// `path` is NUL-terminated; tracking is paused; the GIL is held.
+/// Tracking is paused; the GIL is held.
 #[no_mangle]
-pub unsafe extern "C" fn refhunt_add_holders(path: *const c_char) -> c_int {
+pub unsafe extern "C" fn refhunt_add_holders() -> c_int {
+    guarded(|| {
+        let mut guard = STATE.lock();
+        let s = guard.as_mut().ok_or("refhunt was not started")?;
+        let mut capture = s.windows.take_capture().ok_or("no snapshot was taken")?;
+        s.holds.release_all();
+        // SAFETY: the GIL is held and tracking is paused (caller's contract).
+        unsafe { snapshot::add_holders(s, &mut capture) };
+        s.windows.set_capture(capture);
+        s.holds.clear(Arming::Off);
+        // The sites are watched in the first holder run; old objects four at a time.
+        s.holder_sites.clear();
+        s.holder_chunk.clear();
+        Ok(())
+    })
+}
+
+static VERDICT: Mutex<Option<CString>> = Mutex::new(None);
+
+/// The verdict on the innermost window's capture (see `refhunt_core::verdict`), as JSON: valid
+/// until the next call; NULL if there is none (`refhunt_error()` says why).
+#[no_mangle]
+pub extern "C" fn refhunt_verdict() -> *const c_char {
+    let status = guarded(|| {
+        let guard = STATE.lock();
+        let s = guard.as_ref().ok_or("refhunt was not started")?;
+        let capture = s.windows.capture().ok_or("no snapshot was taken")?;
+        let json = Verdict::of(capture).to_json();
+        *VERDICT.lock().unwrap_or_else(|e| e.into_inner()) = CString::new(json).ok();
+        Ok(())
+    });
+    if status != 0 {
+        return std::ptr::null();
+    }
+    VERDICT
+        .lock()
+        .map(|v| v.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()))
+        .unwrap_or(std::ptr::null())
+}
+
+/// Writes the innermost window's capture to `path`, readable by the user alone; a symlink there
+/// is not followed.
+///
+/// # Safety
+/// `path` is NUL-terminated; the GIL is held.
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_write_capture(path: *const c_char) -> c_int {
     guarded(|| {
         // SAFETY: `path` is NUL-terminated (caller's contract).
         let path = unsafe { CStr::from_ptr(path) }
             .to_str()
             .map_err(|e| e.to_string())?;
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        let mut capture = Capture::from_json(&text).map_err(|e| e.to_string())?;
-        let mut guard = STATE.lock();
-        let s = guard.as_mut().ok_or("refhunt was not started")?;
-        s.holds.release_all();
-        // SAFETY: the GIL is held and tracking is paused (caller's contract).
-        unsafe { snapshot::add_holders(s, &mut capture) };
-        s.holds.clear(Arming::Off);
-        // The sites are watched in the first holder run; old objects four at a time.
-        s.holder_sites.clear();
-        s.holder_chunk.clear();
-        drop(guard);
-        std::fs::write(path, capture.to_json()).map_err(|e| format!("cannot write {path}: {e}"))
+        // Held while writing: what serializing allocates passes the hooks unrecorded.
+        let guard = STATE.lock();
+        let s = guard.as_ref().ok_or("refhunt was not started")?;
+        let capture = s.windows.capture().ok_or("no snapshot was taken")?;
+        write_private(path, capture.to_json().as_bytes())
+            .map_err(|e| format!("cannot write {path}: {e}"))
     })
+}
+
+fn write_private(path: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// Opens a tracking window, paused, inside the innermost open one if any (see
@@ -269,9 +322,14 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
         unsafe { hooks::mark_before(&items) };
         let mut guard = STATE.lock();
         if let Some(s) = guard.as_mut() {
+            let roots = Roots {
+                gc_items: &items,
+                lists: &[objects as usize],
+                ours: &s.codes,
+            };
             // SAFETY: the items are live objects, `objects` the list handing them over, and
             // the GIL is held, as `count` needs.
-            let census = unsafe { Census::take(&s.api, &s.layout, &items, &[objects as usize]) };
+            let census = unsafe { Census::take(&s.api, &s.layout, &roots) };
             s.windows.set_census(census);
         }
         Ok(())
@@ -289,37 +347,34 @@ extern "C" fn after_fork_child() {
     unwind::reset_thread_bounds();
 }
 
-/// Classifies the survivors and writes the capture to `path`.
+/// Classifies the survivors into the capture of the window, kept for `refhunt_verdict`,
+/// holder runs and `refhunt_write_capture`.
 ///
-/// `header` is a capture in JSON with the fields only Python knows (interpreter, argv,
-/// counters, notes); the agent adds modules, stacks and groups. Tracking must be paused.
+/// `facts` is the JSON of what only Python knows (`refhunt_core::capture::Facts`: the
+/// interpreter, argv, counters, notes); the agent makes the capture around it. Tracking must
+/// be paused.
 ///
 /// `garbage` lists the objects the last `gc.collect()` found unreachable (kept with
 /// `gc.DEBUG_SAVEALL`): they are cyclic garbage. `in_flight` lists what the program holds
 /// where no traversal looks, such as the exception a `track()` block ends with.
 ///
 /// # Safety
-/// `gc_objects` is the list returned by `gc.get_objects()`, `garbage` and `in_flight` lists; the strings
-/// are NUL-terminated; the GIL is held.
+/// `gc_objects` is the list returned by `gc.get_objects()`, `garbage` and `in_flight` lists;
+/// `facts` is NUL-terminated; the GIL is held.
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_snapshot(
     gc_objects: *mut cpython::PyObject,
     garbage: *mut cpython::PyObject,
     in_flight: *mut cpython::PyObject,
-    header: *const c_char,
-    path: *const c_char,
+    facts: *const c_char,
 ) -> c_int {
     guarded(|| {
-        // SAFETY: `header` is NUL-terminated (caller's contract).
-        let header = unsafe { CStr::from_ptr(header) }
+        // SAFETY: `facts` is NUL-terminated (caller's contract).
+        let facts = unsafe { CStr::from_ptr(facts) }
             .to_str()
             .map_err(|e| e.to_string())?;
-        // SAFETY: `path` is NUL-terminated (caller's contract).
-        let path = unsafe { CStr::from_ptr(path) }
-            .to_str()
-            .map_err(|e| e.to_string())?;
-        let mut capture =
-            Capture::from_json(header).map_err(|e| format!("bad capture header: {e}"))?;
+        let facts = Facts::from_json(facts).map_err(|e| format!("bad window facts: {e}"))?;
+        let mut capture = Capture::new(facts, std::process::id());
         // Held through the snapshot: whatever it allocates passes the hooks unrecorded.
         // Another thread may hold the lock for a moment (a free without the GIL).
         let crate::lock::Hooked::Locked(mut guard) = STATE.lock_for_hook() else {
@@ -386,13 +441,6 @@ pub unsafe extern "C" fn refhunt_snapshot(
                  their blocks may be listed as native leaks"
             ));
         }
-        if let Some(s) = guard.as_mut() {
-            s.holder_sites = outcome.holder_sites;
-            s.holder_objects = outcome.holder_objects;
-        }
-        drop(guard);
-        capture.format = FORMAT.into();
-        capture.version = VERSION;
         capture.groups = outcome.groups;
         capture.stacks = outcome.stacks;
         capture.modules = outcome.modules;
@@ -413,6 +461,11 @@ pub unsafe extern "C" fn refhunt_snapshot(
                     .join(", ")
             ));
         }
-        std::fs::write(path, capture.to_json()).map_err(|e| format!("cannot write {path}: {e}"))
+        if let Some(s) = guard.as_mut() {
+            s.holder_sites = outcome.holder_sites;
+            s.holder_objects = outcome.holder_objects;
+            s.windows.set_capture(capture);
+        }
+        Ok(())
     })
 }

@@ -21,7 +21,7 @@ use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
 use crate::pyframes;
 use crate::survivors::Heap;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::hash_map::Entry;
 use std::ffi::{c_int, c_void};
 
@@ -158,21 +158,34 @@ impl Count<'_> {
     }
 }
 
-/// The references found to every object reached from `gc_items`, running frames and static
-/// data.
+/// Where a census starts: the objects the collector tracks, the lists that handed them over
+/// (whose references are not counted), and the objects the agent holds a reference to (the
+/// code objects of its stored stacks, which a window's first stack takes).
+pub struct Roots<'a> {
+    pub gc_items: &'a [usize],
+    pub lists: &'a [usize],
+    pub ours: &'a FxHashSet<usize>,
+}
+
+/// The references found to every object reached from the roots, running frames and static
+/// data, the agent's own included.
 ///
 /// # Safety
-/// The GIL is held; `gc_items` are live objects (`gc.get_objects()`), `lists` the lists the
-/// caller made to hand them over, which are not counted.
+/// The GIL is held; `roots.gc_items` are live objects (`gc.get_objects()`), `roots.lists`
+/// the lists the caller made to hand them over.
 unsafe fn count(
     api: &Api,
     layout: &Layout,
     modules: &[LoadedModule],
     heap: &Heap,
-    gc_items: &[usize],
-    lists: &[usize],
+    roots: &Roots,
     extra: &[usize],
 ) -> FxHashMap<usize, i64> {
+    let Roots {
+        gc_items,
+        lists,
+        ours,
+    } = *roots;
     let mut c = Count {
         found: FxHashMap::with_capacity_and_hasher(gc_items.len() * 3, Default::default()),
         queue: gc_items
@@ -226,6 +239,11 @@ unsafe fn count(
     for op in lists {
         c.found.remove(op);
     }
+    for op in ours {
+        if let Some(n) = c.found.get_mut(op) {
+            *n += 1;
+        }
+    }
     c.found
 }
 
@@ -247,12 +265,12 @@ impl Census {
     ///
     /// # Safety
     /// As for [`count`].
-    pub unsafe fn take(api: &Api, layout: &Layout, gc_items: &[usize], lists: &[usize]) -> Census {
+    pub unsafe fn take(api: &Api, layout: &Layout, roots: &Roots) -> Census {
         let modules = modules::loaded();
-        // SAFETY: `gc_items` are live objects (caller's contract).
-        let heap = unsafe { Heap::new(api, &modules, gc_items) };
+        // SAFETY: the roots' objects are live (caller's contract).
+        let heap = unsafe { Heap::new(api, &modules, roots.gc_items) };
         // SAFETY: the caller's contract is `count`'s.
-        let found = unsafe { count(api, layout, &modules, &heap, gc_items, lists, &[]) };
+        let found = unsafe { count(api, layout, &modules, &heap, roots, &[]) };
         let mut subjects: Vec<Subject> = found
             .into_iter()
             // SAFETY: each word found is a live object reached by a traversal, or a probed
@@ -315,8 +333,7 @@ impl Census {
         &self,
         api: &Api,
         layout: &Layout,
-        gc_items: &[usize],
-        lists: &[usize],
+        roots: &Roots,
         is_new: &dyn Fn(usize) -> bool,
         containers: &[usize],
     ) -> Vec<Gain> {
@@ -326,10 +343,10 @@ impl Census {
             return Vec::new();
         }
         let modules = modules::loaded();
-        // SAFETY: `gc_items` are live objects (caller's contract).
-        let heap = unsafe { Heap::new(api, &modules, gc_items) };
+        // SAFETY: the roots' objects are live (caller's contract).
+        let heap = unsafe { Heap::new(api, &modules, roots.gc_items) };
         // SAFETY: the caller's contract is `count`'s, and `containers` are live objects.
-        let found = unsafe { count(api, layout, &modules, &heap, gc_items, lists, containers) };
+        let found = unsafe { count(api, layout, &modules, &heap, roots, containers) };
         let repeated = runs > 0;
         let mut gains = Vec::new();
         for s in &self.subjects {

@@ -11,7 +11,7 @@
 
 use crate::attribution::{self, Attribution};
 use crate::brief;
-use crate::census::PLAIN_GAIN;
+use crate::census::{Roots, PLAIN_GAIN};
 use crate::cpython::{self, read_usize, Api, Header, Object, PyObject, Type, VisitProc};
 use crate::holds::History;
 use crate::hooks::State;
@@ -361,8 +361,11 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             Some(census) => census.gains(
                 api,
                 layout,
-                &gc_items,
-                &[gc_objects, garbage, in_flight_list],
+                &Roots {
+                    gc_items: &gc_items,
+                    lists: &[gc_objects, garbage, in_flight_list],
+                    ours: &state.codes,
+                },
                 &|op| survivors.contains(op),
                 &grouped.containers,
             ),

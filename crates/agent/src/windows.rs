@@ -10,12 +10,16 @@
 
 use crate::census::Census;
 use crate::stacks::{StackTable, Stamp};
+use refhunt_core::capture::Capture;
 use rustc_hash::FxHashMap;
 
 struct Open {
     serial: u32,
     /// References found to every object when it opened.
     census: Option<Census>,
+    /// Its snapshot's capture, which holder runs add to (a window opened inside one of them
+    /// has its own).
+    capture: Option<Capture>,
     resume: Resume,
 }
 
@@ -57,6 +61,7 @@ impl Windows {
         self.open.push(Open {
             serial,
             census: None,
+            capture: None,
             resume,
         });
         (serial, nested)
@@ -87,6 +92,21 @@ impl Windows {
 
     pub fn census(&self) -> Option<&Census> {
         self.open.last().and_then(|w| w.census.as_ref())
+    }
+
+    /// Gives the innermost open window its snapshot's capture.
+    pub fn set_capture(&mut self, capture: Capture) {
+        if let Some(w) = self.open.last_mut() {
+            w.capture = Some(capture);
+        }
+    }
+
+    pub fn take_capture(&mut self) -> Option<Capture> {
+        self.open.last_mut().and_then(|w| w.capture.take())
+    }
+
+    pub fn capture(&self) -> Option<&Capture> {
+        self.open.last().and_then(|w| w.capture.as_ref())
     }
 
     /// Forgets every window: a forked child records nothing.

@@ -12,6 +12,9 @@ use std::path::Path;
 pub enum Format {
     Text,
     Json,
+    /// The JSON report with the text one as its `text` field: what the Python API reads, in
+    /// one start of the CLI.
+    JsonText,
 }
 
 pub fn load_capture(path: &Path) -> Result<Capture, Error> {
@@ -36,6 +39,7 @@ pub fn report(path: &Path, format: Format) -> Result<(), Error> {
     let out = match format {
         Format::Text => text::render(&report),
         Format::Json => report.to_json() + "\n",
+        Format::JsonText => report.to_json_with_text(&text::render(&report)) + "\n",
     };
     write_stdout(&out)
 }

@@ -343,7 +343,42 @@ fn total(values: impl IntoIterator<Item = u64>) -> u64 {
     values.into_iter().fold(0, u64::saturating_add)
 }
 
+/// What only the traced interpreter's Python side knows of a window, handed to the agent at
+/// its snapshot; the agent makes the capture around it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Facts {
+    pub python: PythonInfo,
+    pub argv: Vec<String>,
+    pub counters: Counters,
+    pub notes: Vec<String>,
+}
+
+impl Facts {
+    pub fn from_json(text: &str) -> Result<Facts, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
 impl Capture {
+    /// An empty capture of process `pid`: the envelope of every capture, written here only.
+    pub fn new(facts: Facts, pid: u32) -> Capture {
+        Capture {
+            format: FORMAT.into(),
+            version: VERSION,
+            python: facts.python,
+            pid,
+            argv: facts.argv,
+            modules: Vec::new(),
+            stacks: Vec::new(),
+            groups: Vec::new(),
+            unexplained: Vec::new(),
+            native: Vec::new(),
+            counters: facts.counters,
+            notes: facts.notes,
+            watch_refused: None,
+        }
+    }
+
     pub fn from_json(text: &str) -> Result<Capture, CaptureError> {
         let capture: Capture = serde_json::from_str(text)?;
         if capture.format != FORMAT {

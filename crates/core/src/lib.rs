@@ -12,3 +12,4 @@ pub mod numfmt;
 pub mod report;
 pub mod runtime;
 pub mod text;
+pub mod verdict;

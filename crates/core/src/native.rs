@@ -123,7 +123,7 @@ pub fn build(
         let lost = g.lost();
         let all = g.all();
         let leaked = match repeat {
-            Some(runs) => g.runs.len() == runs as usize && g.runs.iter().all(|&n| n > 0),
+            Some(runs) => crate::verdict::grew_in_every_run(&g.runs, runs),
             None => g.definite.count + g.indirect.count > 0,
         };
         if !leaked {

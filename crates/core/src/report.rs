@@ -145,7 +145,7 @@ impl ReportGroup {
     /// Under repetition, whether every measured run left survivors here.
     fn grew_every_run(&self, repeat: Option<u32>) -> bool {
         match repeat {
-            Some(runs) => self.runs.len() == runs as usize && self.runs.iter().all(|&n| n > 0),
+            Some(runs) => crate::verdict::grew_in_every_run(&self.runs, runs),
             None => true,
         }
     }
@@ -455,6 +455,13 @@ impl Report {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
+    }
+
+    /// The JSON report, on one line, with `text` (its rendering) as a field of its own.
+    pub fn to_json_with_text(&self, text: &str) -> String {
+        let mut value = serde_json::to_value(self).expect("report serializes");
+        value["text"] = text.into();
+        value.to_string()
     }
 }
 

@@ -1,0 +1,114 @@
+"""The pytest plugin's screen (one warm-up, one tracked call) against the full method (five
+warm-ups, four measured runs) on every leak and control of the zoo: the screen may send a clean
+test on to the full method, but no leak the full method finds may pass it. Also under
+pytest-xdist, whose workers send their outcomes to the controller's summary."""
+import re
+import subprocess
+import textwrap
+
+import pytest
+from conftest import ROOT, marker_line, native_line, zoo_build
+
+NATIVE = ROOT / "zoo" / "native.c"
+
+
+
+SUITE = '''
+import pytest
+import zoo, zoo_holders, zoo_native
+
+LEAKS = {
+    "new_refs": lambda: zoo.leakNewRefs(5000, 100),
+    "incref": lambda: zoo.leak_incref(object()),
+    "append": lambda: zoo.leak_append([], 20),
+    "setitem": lambda: zoo.leak_setitem({}, 20),
+    "build_value": lambda: zoo.leak_build_value(123456),
+    "container": lambda: zoo.leak_container(20),
+    "float": lambda: zoo.leak_float(1.5, 20),
+    "tuple": lambda: zoo.leak_tuple(20),
+    "fetched_error": zoo.leak_fetched_error,
+    "keep_arg": lambda: zoo_holders.keep_arg(object()),
+    "malloc": lambda: zoo_native.leak_malloc(10, 64),
+    "pymem_error_path": lambda: zoo_native.pymem_error_path(10),
+    "lose_array": lambda: zoo_native.lose_array(10),
+    "strdup": lambda: zoo_native.leak_strdup(10),
+}
+CONTROLS = {
+    "cached": zoo.cached,
+    "touch_shared": lambda: zoo.touch_shared(20),
+    "cycle": lambda: zoo.make_cycle(20),
+    "cache_in_buffer": lambda: zoo.cache_in_buffer(20),
+    "keep_in_state": lambda: zoo.keep_in_state(object()),
+    "table_once": zoo_native.table_once,
+    "malloc_free": lambda: zoo_native.malloc_free(20),
+    "to_bytes": lambda: zoo_native.to_bytes(20),
+}
+
+@pytest.mark.parametrize("name", sorted(LEAKS))
+def test_leak(name):
+    LEAKS[name]()
+
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_control(name):
+    CONTROLS[name]()
+
+def test_error_path():
+    with pytest.raises(AttributeError):
+        zoo.leak_on_error(123456)
+'''
+LEAKING = {"test_leak[%s]" % n for n in (
+    "new_refs", "incref", "append", "setitem", "build_value", "container", "float", "tuple",
+    "fetched_error", "keep_arg", "malloc", "pymem_error_path", "lose_array", "strdup")}
+LEAKING.add("test_error_path")
+# `leak_on_error` raises (None takes no attribute) and leaks its int on that error path.
+
+
+@pytest.fixture(scope="module")
+def suite(env):
+    zoo_build.build(env.python, env.zoo, source=str(NATIVE), name="zoo_native")
+    return env.script("test_zoo_suite.py", textwrap.dedent(SUITE))
+
+
+def leaking(completed):
+    """{test name: what the summary says it leaks}, from the session's leak summary, without
+    what the scan of memory found pointing to native blocks (stale stack slots vary)."""
+    found = {}
+    for line in completed.stdout.splitlines():
+        m = re.match(r"\S*test_zoo_suite\.py::(\S+): (.*)$", line)
+        if m:
+            found[m.group(1)] = re.sub(r"(grew in \d+ of \d+ runs); [^;]*", r"\1", m.group(2))
+    return found
+
+
+def run(env, suite, *args):
+    return subprocess.run([env.python, "-m", "pytest", "--refhunt", "-q", "-p", "no:cacheprovider",
+                           suite, *args], capture_output=True, text=True, timeout=900,
+                          cwd=str(env.tmp), env={"PYTHONPATH": env.zoo, "PATH": "/usr/bin:/bin"})
+
+
+def test_the_screen_passes_no_leak_that_the_full_method_finds(env, suite):
+    full = run(env, suite, "--refhunt-no-screen")
+    screened = run(env, suite)
+    assert set(leaking(full)) == LEAKING, full.stdout[-6000:]
+    assert leaking(screened) == leaking(full), screened.stdout[-6000:]
+    # Type, rate and C line, as the full method gives them.
+    seed = leaking(screened)["test_leak[new_refs]"]
+    assert "400 int (leaked, 100 int per call) created at " in seed
+    assert "zoo.c:%d" % marker_line("new_ref") in seed
+    assert "native.c:%d" % native_line("malloc", NATIVE) in leaking(screened)["test_leak[malloc]"]
+    checked = re.search(r"refhunt: (\d+) tests checked \((\d+) passed the screen\), (\d+) leaking",
+                        screened.stdout)
+    assert checked, screened.stdout[-2000:]
+    total, passed, leaks = map(int, checked.groups())
+    assert (total, leaks) == (len(LEAKING) + 8, len(LEAKING))
+    assert passed >= 6, screened.stdout[-4000:]  # the controls, most of them at least
+
+
+def test_xdist_workers_bring_their_outcomes_to_the_summary(env, suite):
+    if "xdist" not in env.python_output("import importlib.util as u; print(u.find_spec('xdist'))"):
+        pytest.skip("pytest-xdist has no build for %r" % env)
+    screened = run(env, suite, "-n", "2")
+    assert screened.returncode == 1, screened.stdout[-4000:]
+    assert set(leaking(screened)) == LEAKING, screened.stdout[-6000:]
+    assert re.search(r"refhunt: %d tests checked \(\d+ passed the screen\), %d leaking"
+                     % (len(LEAKING) + 8, len(LEAKING)), screened.stdout), screened.stdout[-2000:]
