@@ -45,6 +45,20 @@ WORKLOADS = {
     ),
 }
 
+# Workloads whose peers each run once a round: they take seconds to minutes.
+SLOW = {
+    # Nine real C extensions in one leak-free program (tests/corpus/ext_all.py).
+    "ext_all": (ROOT / "tests" / "corpus" / "ext_all.py").read_text(),
+    # A leak-free program that holds 3,000,000 objects when it ends.
+    "big heap": (
+        "data = [(i, str(i)) for i in range(1000000)]\n"
+        "total = sum(len(s) for _, s in data)\n"
+    ),
+}
+
+# A real test suite, shipped in simplejson's wheel, under pytest.
+PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "simplejson.tests"]
+
 READING = "## Reading the table"
 FAST_SAMPLES = 3
 
@@ -134,6 +148,25 @@ class Tools:
         named = table.returncode == 0 and "zoo.c;19|" in (self.tmp / "m.csv").read_text(errors="replace")
         return wall + report, rss, report, named
 
+    def pytest_plain(self, _script):
+        wall, rss, out = run([self.python, *PYTEST], self.env)
+        if " passed" not in out:
+            raise SystemExit("the test suite fails on its own:\n%s" % out[-2000:])
+        return wall, rss, None, None
+
+    def pytest_refhunt(self, _script, *options):
+        wall, rss, out = run([self.python, *PYTEST, "--refhunt", *options], self.env)
+        if " 0 leaking" not in out:
+            raise SystemExit("pytest --refhunt reported leaks:\n%s" % out[-4000:])
+        return wall, rss, None, None
+
+    def pytest_refhunt_full(self, script):
+        return self.pytest_refhunt(script, "--refhunt-no-screen")
+
+    def pytest_memray(self, _script):
+        wall, rss, _ = run([self.python, *PYTEST, "--memray"], self.env)
+        return wall, rss, None, None
+
     def tracemalloc(self, script):
         wrapper = self.script("tracemalloc_wrapper", TRACEMALLOC)
         wall, rss, out = run([self.python, wrapper, script], self.env)
@@ -163,7 +196,9 @@ def main():
 
     lines = ["# Benchmarks: refhunt beside valgrind, memray and tracemalloc", "",
              "Written by `bench/run.sh` on %s, %d cores. Medians of %d interleaved rounds (plain "
-             "and refhunt run three times a round). Wall "
+             "and refhunt run three times a round; on the slow workloads, the big heap, the nine "
+             "extensions and the pytest suite, plain and refhunt's default once a round and the "
+             "others once in all). Wall "
              "time is the whole process with its report; ratios are to the plain run. "
              "\"Report\" is the time from the program's end to a readable report. \"Line\" says "
              "whether the tool named zoo.c:19, the line that leaks, on the seed case."
@@ -176,22 +211,36 @@ def main():
         lines += ["## Python %s" % version, "",
                   "| workload | tool | wall | ratio | peak RSS ratio | report | line |",
                   "|---|---|---:|---:|---:|---:|---|"]
-        for workload, code in WORKLOADS.items():
-            script = tools.script(workload, code)
+        workloads = [(w, code, "fast") for w, code in WORKLOADS.items()]
+        workloads += [(w, code, "slow") for w, code in SLOW.items()]
+        workloads.append(("pytest simplejson", "", "pytest"))
+        for workload, code, kind in workloads:
+            script = tools.script(workload.replace(" ", "_"), code)
             configs = [("plain", tools.plain),
                        ("refhunt (default: sampled stacks)", tools.refhunt_default),
                        ("refhunt --exact", tools.refhunt_exact),
                        ("refhunt --no-native", tools.refhunt_no_native),
                        ("memray --native --trace-python-allocators", tools.memray_native),
                        ("tracemalloc, 25 frames", tools.tracemalloc)]
+            if kind == "slow":
+                configs = configs[:2] + configs[4:]
+            if kind == "pytest":
+                configs = [("plain", tools.pytest_plain),
+                           ("pytest --refhunt (screened)", tools.pytest_refhunt),
+                           ("pytest --refhunt --refhunt-no-screen", tools.pytest_refhunt_full),
+                           ("pytest --memray", tools.pytest_memray)]
             if workload == "seed" and shutil.which("valgrind"):
                 configs.append(("valgrind memcheck", tools.valgrind))
             results = {name: [] for name, _ in configs}
-            for _ in range(args.runs):
+            for round_ in range(args.runs):
                 for name, measure in configs:
+                    # Peers of a slow workload, and the full method under pytest, run once.
+                    if kind != "fast" and round_ > 0 and name not in ("plain", configs[1][0]):
+                        continue
                     # plain and refhunt take well under a second and vary by ±20% on a
                     # small VM: three samples of each per round steady their medians.
-                    for _ in range(FAST_SAMPLES if name.startswith(("plain", "refhunt")) else 1):
+                    fast = kind == "fast" and name.startswith(("plain", "refhunt"))
+                    for _ in range(FAST_SAMPLES if fast else 1):
                         results[name].append(measure(script))
                         print("%s %s %s: %.2f s" % (version, workload, name,
                                                     results[name][-1][0]), file=sys.stderr)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 venvs=()
 for version in ${REFHUNT_BENCH_VERSIONS:-3.11 3.13}; do
     python=$(setup_venv "$version")
-    "$python" -m pip install -q memray >&2
+    "$python" -m pip install -q memray pytest-memray >&2
     venvs+=(--venv "$(dirname "$(dirname "$python")")")
 done
 "$python" bench/run.py "${venvs[@]}" --runs "${REFHUNT_BENCH_RUNS:-3}"

@@ -198,7 +198,7 @@ def test_a_real_suite_has_no_false_alarm(env):
     checked = subprocess.run(command + ["--refhunt"], capture_output=True, text=True, cwd=str(env.tmp),
                              timeout=1200)
     assert plain.returncode == 0, plain.stdout[-2000:]
-    assert checked.returncode == 0, checked.stdout[-4000:]
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-4000:]
     counts = re.compile(r"(\d+) passed\b(?! the screen)")
     assert counts.search(checked.stdout).group(1) == counts.search(plain.stdout).group(1)
     assert re.search(r"refhunt: \d+ tests checked \(\d+ passed the screen\), 0 leaking",

@@ -39,6 +39,9 @@ def load():
         lib.refhunt_verdict.restype = ctypes.c_char_p
         lib.refhunt_set_call_code.argtypes = [ctypes.py_object]
         lib.refhunt_mark_before.argtypes = [ctypes.py_object]
+        lib.refhunt_screen_begin.argtypes = [ctypes.py_object]
+        lib.refhunt_screen_end.argtypes = [ctypes.py_object, ctypes.c_uint16]
+        lib.refhunt_screen_recount.argtypes = [ctypes.py_object]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.py_object,
                                          ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
@@ -110,6 +113,34 @@ def close_window():
 def mark_before(gc_objects):
     """Marks the objects of `gc.get_objects()` as there before the window (the self-check)."""
     _check(load().refhunt_mark_before(gc_objects))
+
+
+def screen_begin(gc_objects):
+    """Starts a screened call in the innermost window: the refcounts of what the objects of
+    `gc.get_objects()` lead to."""
+    _check(load().refhunt_screen_begin(gc_objects))
+
+
+def screen_end(gc_objects, runs):
+    """What the end of the screened calls (measured runs 1 to `runs`) says must be looked at
+    closer (see the agent's `screen` module), as bits: SURVIVORS (the snapshot classifies
+    them) and RECOUNT (old objects, after one more call)."""
+    verdict = load().refhunt_screen_end(gc_objects, runs)
+    if verdict < 0:
+        _check(1)
+    return verdict
+
+
+SURVIVORS, RECOUNT = 1, 2
+
+
+def screen_recount(gc_objects):
+    """After one more call: whether an old object whose refcount grew in the screened call
+    gained references that nothing found explains."""
+    verdict = load().refhunt_screen_recount(gc_objects)
+    if verdict < 0:
+        _check(1)
+    return verdict == 1
 
 
 def snapshot(gc_objects, garbage, in_flight, facts_json):

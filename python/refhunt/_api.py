@@ -1,6 +1,7 @@
 """`refhunt.check()` and `refhunt.track()`: windows inside the running process."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -10,12 +11,12 @@ import sysconfig
 import tempfile
 from typing import Any, Callable, Optional
 
-from . import _agent, _window
+from . import _agent, _counters, _window
 from .report import Report
 
-# The screen's calls: one warm-up fills what a first call fills, one tracked call shows what
-# every call leaves.
-SCREEN_RUNS, SCREEN_WARMUP = 1, 1
+# The screen's measured runs: two tell what every call leaves from what one call keeps
+# until the next.
+SCREEN_RUNS = 2
 
 
 def _cli() -> str:
@@ -70,16 +71,53 @@ def measure(call: Callable[[], Any], repeat: int, warmup: int,
 
 
 def screen(call: Callable[[], Any]) -> bool:
-    """The cheap first pass of the pytest plugin: one warm-up, one tracked call, no holder
-    run. Whether the agent's verdict on it says the full `measure()` might find a leak
-    (see docs/architecture.md, "The screen")."""
+    """The pytest plugin's cheap first pass: one warm-up, then two measured runs of one call
+    in a window of their own, with no report. Whether the agent finds that they may have left
+    a leak that `measure()` would find (see docs/architecture.md, "The screen"): survivors of
+    both runs whose references it cannot account for quickly go to the snapshot, and old
+    objects whose refcount grew are counted over one more call."""
     _agent.install(sys.hexversion)
-    before = _window.repeat(call, SCREEN_RUNS, SCREEN_WARMUP)
+    call()
+    _agent.open_window()
     try:
-        _window.snapshot(before, {"runs": SCREEN_RUNS, "warmup": SCREEN_WARMUP})
-        return json.loads(_agent.verdict())["might_leak"]
+        _agent.watch(0)
+        counters = _counters.read()
+        _agent.screen_begin(gc.get_objects())
+        sampling = _agent.set_sampling(1)  # each object's run is on its stack
+        try:
+            for run in range(1, SCREEN_RUNS + 1):
+                _agent.set_epoch(run)
+                _agent.start(sys.hexversion)
+                try:
+                    call()
+                finally:
+                    _agent.pause()
+        finally:
+            _agent.set_epoch(0)
+            _agent.set_sampling(sampling)
+        closer = _screened(lambda objects: _agent.screen_end(objects, SCREEN_RUNS))
+        if closer & _agent.SURVIVORS:
+            _window.snapshot(counters, {"runs": SCREEN_RUNS, "warmup": 1})
+            if json.loads(_agent.verdict())["might_leak"]:
+                return True
+        if closer & _agent.RECOUNT:
+            call()
+            return _screened(_agent.screen_recount)
+        return False
     finally:
-        _window.end()
+        _agent.close_window()
+
+
+def _screened(check: Callable[[list], Any]) -> Any:
+    """`check(gc.get_objects())`, with no collection while the agent is at it: the check
+    allocates, and a collection it set off would free objects unseen."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return check(gc.get_objects())
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class track:

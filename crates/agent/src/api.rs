@@ -9,6 +9,7 @@ use crate::cpython::{self, Api, Layout};
 use crate::holds::{Arming, Holds};
 use crate::hooks::{self, Creations, State, EPOCH, STATE, TRACKING};
 use crate::sampler;
+use crate::screen::{self, Baseline};
 use crate::snapshot;
 use crate::unwind::{self, Unwinder};
 use refhunt_core::capture::{Capture, Facts};
@@ -334,6 +335,82 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
         }
         Ok(())
     })
+}
+
+/// Starts a screened call (see `crate::screen`) in the innermost window: the refcounts of
+/// what `objects` (a list from `gc.get_objects()`) leads to.
+///
+/// # Safety
+/// `objects` is a live `list`; the GIL is held; tracking is paused.
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_screen_begin(objects: *mut cpython::PyObject) -> c_int {
+    guarded(|| {
+        // SAFETY: `objects` is a live list and the GIL is held (caller's contract).
+        let items = unsafe { cpython::list_items(objects as usize) };
+        let mut guard = STATE.lock();
+        let s = guard.as_mut().ok_or("refhunt was not started")?;
+        // SAFETY: the items are live while the list holds them, GIL held; the list hands
+        // them over.
+        let baseline = unsafe { Baseline::take(s, &items, &[objects as usize]) };
+        s.windows.set_baseline(baseline);
+        Ok(())
+    })
+}
+
+/// Ends a screened call: what must be looked at more closely, as bits: 1 the window's
+/// survivors (the snapshot classifies them), 2 old objects (one more call, then
+/// `refhunt_screen_recount`); 0 if nothing; -1 on error (`refhunt_error()` says why).
+/// `objects` is a list from `gc.get_objects()`; `runs`, the measured runs the call was made
+/// in (1, 2, ...).
+///
+/// # Safety
+/// `objects` is a live `list`; the GIL is held; tracking is paused.
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_screen_end(objects: *mut cpython::PyObject, runs: u16) -> c_int {
+    screened(|s| {
+        let mut baseline = s.windows.baseline_mut().map(std::mem::take);
+        let baseline = baseline.as_mut().ok_or("no screened call began")?;
+        // SAFETY: the GIL is held and tracking is paused; `objects` is a live list (caller's
+        // contract).
+        let screened = unsafe { screen::end(s, baseline, objects as usize, runs) };
+        s.windows.set_baseline(std::mem::take(baseline));
+        Ok(c_int::from(screened.survivors) | c_int::from(screened.recount) << 1)
+    })
+}
+
+/// After `refhunt_screen_end` asked for one more call: 1 if an old object gained references
+/// that nothing found explains, 0 if not, -1 on error.
+///
+/// # Safety
+/// As for `refhunt_screen_end`.
+#[no_mangle]
+pub unsafe extern "C" fn refhunt_screen_recount(objects: *mut cpython::PyObject) -> c_int {
+    screened(|s| {
+        let baseline = s.windows.baseline_mut().ok_or("no screened call began")?;
+        let baseline = std::mem::take(baseline);
+        // SAFETY: as for `refhunt_screen_end`.
+        let leaked = unsafe { screen::recount(s, &baseline, objects as usize) };
+        Ok(c_int::from(leaked))
+    })
+}
+
+/// Runs `f` on the state, its lock held so that what it allocates passes the hooks
+/// unrecorded; its result, or -1 with the error kept for `refhunt_error()`.
+fn screened(f: impl FnOnce(&mut State) -> Result<c_int, String>) -> c_int {
+    let mut result = -1;
+    let status = guarded(|| {
+        let crate::lock::Hooked::Locked(mut guard) = STATE.lock_for_hook() else {
+            return Err("screen called from inside the agent".into());
+        };
+        let s = guard.as_mut().ok_or("refhunt was not started")?;
+        result = f(s)?;
+        Ok(())
+    });
+    if status == 0 {
+        result
+    } else {
+        -1
+    }
 }
 
 /// A forked child starts with nothing recorded and records nothing: the report belongs to

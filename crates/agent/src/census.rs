@@ -251,7 +251,7 @@ unsafe fn count(
 ///
 /// # Safety
 /// `op`'s header is readable and its type is a live type (a live object's are).
-unsafe fn left_out(op: usize, layout: &Layout) -> bool {
+pub unsafe fn left_out(op: usize, layout: &Layout) -> bool {
     // SAFETY: `op`'s header is readable (caller's contract).
     let header = unsafe { Header::new(op) };
     header.immortal(layout)

@@ -37,6 +37,7 @@ mod paths;
 mod pyframes;
 mod sampler;
 mod scan;
+mod screen;
 mod snapshot;
 mod stacks;
 mod survivors;

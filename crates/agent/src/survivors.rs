@@ -229,7 +229,9 @@ impl Heap {
         }
         let mapped = self.heap_types.contains(&tp) || {
             let i = self.segments.partition_point(|s| s.0 <= tp);
-            i > 0 && tp + cpython::TYPE_FIELDS_END <= self.segments[i - 1].1
+            // A word near the top of the address space would wrap past the segment's end.
+            let end = tp.checked_add(cpython::TYPE_FIELDS_END);
+            i > 0 && end.is_some_and(|end| end <= self.segments[i - 1].1)
         };
         if !mapped {
             return false;

@@ -9,6 +9,7 @@
 //! window opened.
 
 use crate::census::Census;
+use crate::screen::Baseline;
 use crate::stacks::{StackTable, Stamp};
 use refhunt_core::capture::Capture;
 use rustc_hash::FxHashMap;
@@ -17,6 +18,8 @@ struct Open {
     serial: u32,
     /// References found to every object when it opened.
     census: Option<Census>,
+    /// Refcounts when a screened call began (see `crate::screen`).
+    baseline: Option<Baseline>,
     /// Its snapshot's capture, which holder runs add to (a window opened inside one of them
     /// has its own).
     capture: Option<Capture>,
@@ -61,6 +64,7 @@ impl Windows {
         self.open.push(Open {
             serial,
             census: None,
+            baseline: None,
             capture: None,
             resume,
         });
@@ -92,6 +96,17 @@ impl Windows {
 
     pub fn census(&self) -> Option<&Census> {
         self.open.last().and_then(|w| w.census.as_ref())
+    }
+
+    /// Gives the innermost open window the refcounts its screened call began with.
+    pub fn set_baseline(&mut self, baseline: Baseline) {
+        if let Some(w) = self.open.last_mut() {
+            w.baseline = Some(baseline);
+        }
+    }
+
+    pub fn baseline_mut(&mut self) -> Option<&mut Baseline> {
+        self.open.last_mut().and_then(|w| w.baseline.as_mut())
     }
 
     /// Gives the innermost open window its snapshot's capture.
