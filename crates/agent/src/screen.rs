@@ -228,9 +228,10 @@ impl Baseline {
     }
 }
 
-/// `op`'s refcount less the agent's own reference.
+/// `op`'s refcount less the agent's own reference (to a code object only).
 fn refcount(state: &State, op: usize, header: Header) -> isize {
-    header.refcnt() - isize::from(state.codes.contains(&op))
+    let ours = header.type_addr() == state.api.code_type && state.codes.contains(&op);
+    header.refcnt() - isize::from(ours)
 }
 
 /// What the end of the screened call says: what must be looked at more closely.
