@@ -257,21 +257,14 @@ pub unsafe fn end(
     gc_objects: usize,
     runs: u16,
 ) -> Screened {
-    let (api, layout) = (&state.api, &state.layout);
+    let api = &state.api;
     let modules = modules::loaded();
     // SAFETY: `gc_objects` is a live list (caller's contract).
     let gc_items = unsafe { cpython::list_items(gc_objects) };
     // SAFETY: its items are live.
     let heap = unsafe { Heap::new(api, &modules, &gc_items) };
     let window = state.windows.view(&state.stacks);
-    let survivors = Survivors::new(
-        &state.live,
-        &window,
-        state.creations.seen(),
-        layout,
-        api,
-        &heap,
-    );
+    let survivors = Survivors::of(state, &window, &heap);
     // As the report's rule has it, what may be a leak was left by every measured run.
     let every = (1u64 << runs.min(63)) - 1;
     let mut native_runs = 0u64;

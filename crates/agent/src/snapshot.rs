@@ -224,14 +224,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         let types = Heap::new(api, &modules, &gc_items);
 
         let window = state.windows.view(&state.stacks);
-        let survivors = Survivors::new(
-            &state.live,
-            &window,
-            state.creations.seen(),
-            layout,
-            api,
-            &types,
-        );
+        let survivors = Survivors::of(state, &window, &types);
         let mut walk = Walk {
             survivors: &survivors,
             held: FxHashMap::default(),
@@ -683,7 +676,7 @@ unsafe fn classify(
             .get(op)
             .map_or(Class::Leaked, |b| attribution.leak_class(b.stack))
     };
-    let mut classes = FxHashMap::default();
+    let mut classes = FxHashMap::with_capacity_and_hasher(held.len(), Default::default());
     for (&op, h) in held {
         // Pointers from C memory matter only where the references found in objects fall
         // short: a cache's stale or borrowed pointer to a list item changes nothing.
@@ -727,16 +720,19 @@ unsafe fn classify(
             }
         }
     }
-    let mut holders: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
-    for &(h, t) in edges {
-        holders.entry(t).or_default().push(h);
+    // Each target's holders, side by side: a list per target would be an allocation per
+    // survivor, the most of a snapshot of millions.
+    let mut holders: Vec<(usize, usize)> = edges.iter().map(|&(h, t)| (t, h)).collect();
+    holders.sort_unstable();
+    for &(_, h) in &holders {
         classes.entry(h).or_insert_with(|| leak(h));
     }
     // Held only by leaked objects: indirectly leaked; only by garbage: garbage. Repeat until
     // nothing changes (chains of containers).
     loop {
         let mut changed = false;
-        for (&t, hs) in &holders {
+        for hs in holders.chunk_by(|a, b| a.0 == b.0) {
+            let t = hs[0].0;
             // Pointers in C fields of leaked objects go with them; static data stays.
             let h = &held[&t];
             let inheritable = match classes[&t] {
@@ -749,7 +745,7 @@ unsafe fn classify(
             if !inheritable || h.outside_holder {
                 continue;
             }
-            let class_of = |h: &usize| classes[h];
+            let class_of = |&(_, h): &(usize, usize)| classes[&h];
             let inherited = if hs.iter().all(|h| class_of(h).is_leak()) {
                 Class::Indirect
             } else if hs.iter().all(|h| class_of(h) == Class::Garbage) {

@@ -6,6 +6,7 @@
 //! walking it costs a pass over records that are already there.
 
 use crate::cpython::{self, Api, Header, Layout, Object, Type};
+use crate::hooks::State;
 use crate::live::{Block, LiveTable, BUFFER, LIVE};
 use crate::maps::Readable;
 use crate::modules::LoadedModule;
@@ -28,20 +29,15 @@ pub struct Survivors<'a> {
 }
 
 impl<'a> Survivors<'a> {
-    pub fn new(
-        live: &'a LiveTable,
-        window: &'a View,
-        tracer: bool,
-        layout: &'a Layout,
-        api: &'a Api,
-        heap: &'a Heap,
-    ) -> Self {
+    /// The survivors of `window`, the innermost window of `state`, among the objects `heap`
+    /// was made from.
+    pub fn of(state: &'a State, window: &'a View, heap: &'a Heap) -> Self {
         Survivors {
-            live,
+            live: &state.live,
             window,
-            tracer,
-            layout,
-            api,
+            tracer: state.creations.seen(),
+            layout: &state.layout,
+            api: &state.api,
             heap,
         }
     }
