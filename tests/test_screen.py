@@ -71,12 +71,15 @@ def suite(env):
 
 def leaking(completed):
     """{test name: what the summary says it leaks}, from the session's leak summary, without
-    what the scan of memory found pointing to native blocks (stale stack slots vary)."""
+    what the scan of memory found pointing to native blocks (stale stack slots vary), nor the
+    groups owned by a leaked object: on 3.14 the str and tuple of a leaked exception are
+    sometimes seen as indirect and sometimes not, in either run (see the issue 16 note)."""
     found = {}
     for line in completed.stdout.splitlines():
         m = re.match(r"\S*test_zoo_suite\.py::(\S+): (.*)$", line)
         if m:
-            found[m.group(1)] = re.sub(r"(grew in \d+ of \d+ runs); [^;]*", r"\1", m.group(2))
+            said = re.sub(r"(grew in \d+ of \d+ runs); [^;]*", r"\1", m.group(2))
+            found[m.group(1)] = re.sub(r"; \d+ \w+ \(indirect[^;]*", "", said)
     return found
 
 
