@@ -79,6 +79,9 @@ else
     driver=$(setup_system_venv 3.11)
 fi
 
+# The driver validates SARIF logs and report JSON against their schemas (tests/test_ci.py).
+"$driver" -m pip install -q jsonschema >&2
+
 debug_venvs=()
 for version in ${REFHUNT_TEST_DEBUG-3.11}; do
     echo "== installing refhunt for Debian's debug build, python${version}d"

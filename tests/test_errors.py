@@ -19,13 +19,6 @@ def test_command_not_found(env):
     assert "command not found" in one_line_error(_refhunt(env, "run", "--", "no-such-command-xyz"))
 
 
-def test_interpreter_without_the_agent(env, tmp_path):
-    bare = tmp_path / "bare"
-    subprocess.run([env.python, "-m", "venv", "--without-pip", str(bare)], check=True)
-    line = one_line_error(_refhunt(env, "run", "--", str(bare / "bin" / "python"), "-c", "pass"))
-    assert "cannot import refhunt" in line
-
-
 def test_missing_script(env):
     assert "script not found: missing.py" in one_line_error(_refhunt(env, "run", "--", env.python, "missing.py"))
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from . import _agent, _counters, _window
 from .report import Report
@@ -29,10 +29,12 @@ def _cli() -> str:
 
 
 def _report(before: dict, repeated: Optional[dict], symbolize_clean: bool = True,
-            in_flight: tuple = (), call: Optional[Callable[[], Any]] = None) -> Report:
+            in_flight: tuple = (), call: Optional[Callable[[], Any]] = None,
+            suppress: Sequence[str] = ()) -> Report:
     """The window's report. The agent judges the capture in the process; the CLI, which
     symbolizes, starts only for a window that may leak, or for a clean one when
-    `symbolize_clean` asks for its full report (what is held, and where it was made)."""
+    `symbolize_clean` asks for its full report (what is held, and where it was made). The
+    CLI drops the leaks that a rule of a `suppress` file matches."""
     _window.snapshot(before, repeated, in_flight, call)
     verdict = json.loads(_agent.verdict())
     if not verdict["might_leak"] and not symbolize_clean:
@@ -41,31 +43,38 @@ def _report(before: dict, repeated: Optional[dict], symbolize_clean: bool = True
     with tempfile.TemporaryDirectory(prefix="refhunt-") as tmp:
         path = os.path.join(tmp, "capture.json")
         _agent.write_capture(path)
-        data = json.loads(subprocess.run([_cli(), "report", path, "--format", "json-text"],
-                                         check=True, capture_output=True, text=True).stdout)
+        command = [_cli(), "report", path, "--format", "json-text"]
+        for rules in suppress:
+            command += ["--suppress", os.fspath(rules)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr.strip() or "refhunt report failed")
+        data = json.loads(done.stdout)
     return Report.from_json(data, data["text"])
 
 
 def check(fn: Callable[..., Any], *args: Any, repeat: int = _window.RUNS,
-          warmup: int = _window.WARMUP, **kwargs: Any) -> Report:
+          warmup: int = _window.WARMUP, suppress: Sequence[str] = (), **kwargs: Any) -> Report:
     """Calls `fn(*args, **kwargs)` `warmup` times untracked, then `repeat` times tracked, and
-    reports what survived. A group is a leak only if it grew in every tracked call.
+    reports what survived. A group is a leak only if it grew in every tracked call. Leaks
+    that a rule of a `suppress` file matches are dropped (see docs/ci.md).
 
     >>> report = refhunt.check(zoo.leakNewRefs, 1000, 1000)
     >>> report.leaks[0].per_call
     1000.0
     """
-    return measure(lambda: fn(*args, **kwargs), repeat, warmup)
+    return measure(lambda: fn(*args, **kwargs), repeat, warmup, suppress=suppress)
 
 
 def measure(call: Callable[[], Any], repeat: int, warmup: int,
-            symbolize_clean: bool = True) -> Report:
+            symbolize_clean: bool = True, suppress: Sequence[str] = ()) -> Report:
     """`check()` of `call()`; `symbolize_clean=False` (the pytest plugin) returns a bare
     report without symbolizing when nothing can be a leak."""
     _agent.install(sys.hexversion)
     before = _window.repeat(call, repeat, warmup)
     try:
-        return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean, call=call)
+        return _report(before, {"runs": repeat, "warmup": warmup}, symbolize_clean, call=call,
+                       suppress=suppress)
     finally:
         _window.end()
 
@@ -129,6 +138,9 @@ class track:
 
     report: Optional[Report] = None
 
+    def __init__(self, suppress: Sequence[str] = ()) -> None:
+        self._suppress = tuple(suppress)
+
     def __enter__(self) -> "track":
         _agent.install(sys.hexversion)
         self._before = _window.begin()
@@ -142,7 +154,8 @@ class track:
         # An exception in flight is the program's, not a leak, and neither is its traceback.
         try:
             self.report = _report(self._before, None,
-                                  in_flight=tuple(e for e in exc if e is not None))
+                                  in_flight=tuple(e for e in exc if e is not None),
+                                  suppress=self._suppress)
         finally:
             _window.end()
 

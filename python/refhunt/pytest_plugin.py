@@ -7,6 +7,8 @@ does, and fails the tests whose C extensions leak.
 - Each body first runs twice, the second call tracked (the screen); only a body whose second
   call may have leaked runs the full warm-up and measured calls and gets a report.
   `--refhunt-no-screen` runs every body in full.
+- `--refhunt-suppress FILE` (or the `refhunt_suppress` ini option) drops the leaks that a
+  rule of a suppression file matches (docs/ci.md).
 - The marker's allowances: `max_objects=N` tolerates up to N leaked objects per call, and
   `ignore=("dict", "*/vendored.c:*")` drops groups whose type or site matches a pattern.
   `@pytest.mark.refhunt(skip=True)` leaves a test unchecked under `--refhunt`.
@@ -35,6 +37,11 @@ def pytest_addoption(parser: Any) -> None:
     group.addoption("--refhunt-no-screen", action="store_true",
                     help="run every test body in full, not only those whose screening call "
                          "may have leaked")
+    group.addoption("--refhunt-suppress", action="append", default=[], metavar="FILE",
+                    help="drop the leaks that a rule of FILE matches (refhunt's suppression "
+                         "file; also the refhunt_suppress ini option)")
+    parser.addini("refhunt_suppress", type="paths", default=[],
+                  help="refhunt suppression files, as --refhunt-suppress")
 
 
 def pytest_configure(config: Any) -> None:
@@ -71,6 +78,8 @@ class _Session:
         self.checked = 0
         self.screened = 0
         self.seconds = 0.0
+        self.suppress = [str(p) for p in config.getini("refhunt_suppress")]
+        self.suppress += config.getoption("refhunt_suppress")
 
     def _settings(self, item: Any):
         marker = item.get_closest_marker("refhunt")
@@ -103,7 +112,8 @@ class _Session:
                 if not self.config.getoption("refhunt_no_screen") and not _api.screen(once):
                     report = None
                 else:
-                    report = _api.measure(once, runs, warmup, symbolize_clean=False)
+                    report = _api.measure(once, runs, warmup, symbolize_clean=False,
+                                          suppress=self.suppress)
             except _Recorded:
                 return
             finally:

@@ -37,6 +37,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} is not a suppression file: {detail}")]
+    BadSuppressions { path: PathBuf, detail: String },
     #[error("{path} is not a refhunt capture: {detail}")]
     BadCapture { path: PathBuf, detail: String },
     #[error("cannot start {command}: {source}")]

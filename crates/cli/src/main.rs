@@ -3,6 +3,8 @@
 mod children;
 mod error;
 mod forward;
+mod gating;
+mod package;
 mod perf_warm;
 mod preload;
 mod report_cmd;
@@ -10,7 +12,7 @@ mod run;
 mod target;
 mod watch;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +20,9 @@ use std::process::ExitCode;
 /// Exit code when refhunt itself fails (bad input, unreadable capture); a traced program's own
 /// exit code is passed through unchanged.
 pub const EXIT_REFHUNT_ERROR: u8 = 2;
+
+/// Exit code of `refhunt run --fail-on-leak` when the program succeeded and leaked.
+pub const EXIT_LEAKS: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -27,8 +32,11 @@ pub const EXIT_REFHUNT_ERROR: u8 = 2;
     after_help = "Examples:\n  \
         refhunt run -- python -c \"import zoo; zoo.leakNewRefs(1000, 1000000)\"\n  \
         refhunt run --json leaks.json -o run.capture -- python -m pytest tests/\n  \
+        refhunt run --fail-on-leak --sarif leaks.sarif -- python -m pytest tests/\n  \
         refhunt report run.capture --format json\n  \
-        refhunt watch 14488 --interval 0.2"
+        refhunt watch 14488 --interval 0.2\n\n\
+        Exit codes: a traced program's own code (or its signal, as 128+N); 2 when refhunt \
+        itself fails; 3 from `run --fail-on-leak` when the program succeeded and leaked."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -58,13 +66,25 @@ enum Command {
     )]
     Run(run::RunArgs),
     /// Render a capture written by `refhunt run -o` again.
+    #[command(after_help = "Examples:\n  \
+        refhunt report run.capture\n  \
+        refhunt report run.capture --format sarif --suppress known.supp > leaks.sarif")]
     Report {
         /// The capture file.
         capture: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: report_cmd::Format,
+        /// Drop the leaks that a rule of FILE matches (as `refhunt run --suppress`).
+        #[arg(long, value_name = "FILE")]
+        suppress: Vec<PathBuf>,
     },
+    /// Print a shell's completion script for refhunt.
+    #[command(after_help = "Examples:\n  \
+        refhunt completions bash > ~/.local/share/bash-completion/completions/refhunt\n  \
+        refhunt completions zsh > ~/.zfunc/_refhunt\n  \
+        refhunt completions fish > ~/.config/fish/completions/refhunt.fish")]
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -72,7 +92,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Watch(args) => watch::watch(args),
-        Command::Report { capture, format } => report_cmd::report(&capture, format).map(|()| 0),
+        Command::Report {
+            capture,
+            format,
+            suppress,
+        } => report_cmd::report(&capture, format, &suppress).map(|()| 0),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "refhunt", &mut out);
+            report_cmd::write_stdout(&String::from_utf8_lossy(&out)).map(|()| 0)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

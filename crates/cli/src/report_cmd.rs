@@ -6,7 +6,7 @@ use refhunt_core::report::Report;
 use refhunt_core::text;
 use refhunt_symbolize::{interpreter_predicate, ElfSymbolizer, Loaders};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -15,6 +15,8 @@ pub enum Format {
     /// The JSON report with the text one as its `text` field: what the Python API reads, in
     /// one start of the CLI.
     JsonText,
+    /// A SARIF 2.1.0 log of the leaks, for code scanning.
+    Sarif,
 }
 
 pub fn load_capture(path: &Path) -> Result<Capture, Error> {
@@ -34,9 +36,12 @@ pub fn build(capture: &Capture, loaders: Loaders) -> Report {
     Report::build(capture, &mut ElfSymbolizer::new(is_interpreter, loaders))
 }
 
-pub fn report(path: &Path, format: Format) -> Result<(), Error> {
-    let report = build(&load_capture(path)?, Loaders::default());
+pub fn report(path: &Path, format: Format, suppress: &[PathBuf]) -> Result<(), Error> {
+    let rules = crate::gating::load(suppress)?;
+    let mut report = build(&load_capture(path)?, Loaders::default());
+    report.suppress(&rules);
     let out = match format {
+        Format::Sarif => crate::gating::sarif_log(&report.findings()),
         Format::Text => text::render(&report),
         Format::Json => report.to_json() + "\n",
         Format::JsonText => report.to_json_with_text(&text::render(&report)) + "\n",

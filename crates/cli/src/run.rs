@@ -4,6 +4,7 @@
 use crate::children;
 use crate::error::Error;
 use crate::forward;
+use crate::gating;
 use crate::preload;
 use crate::report_cmd::{build, load_capture};
 use crate::target;
@@ -57,6 +58,25 @@ pub struct RunArgs {
     /// Add the children's leaks to the program's report instead of reporting each apart.
     #[arg(long)]
     merge_children: bool,
+    /// Exit with code 3 when the program succeeded and left a leak of at least N objects,
+    /// references or native blocks (default 1); the program's own failure or signal comes
+    /// first.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    fail_on_leak: Option<u64>,
+    /// Drop the leaks that a rule of FILE matches. One rule a line, of key=pattern terms
+    /// that must all match (keys: kind, type, site, holder, module; `*` and `?` as in the
+    /// shell; `#` comments): `type=int site=*zoo.c:19`. May be given more than once.
+    #[arg(long, value_name = "FILE")]
+    suppress: Vec<PathBuf>,
+    /// Write the run's leaks to FILE as suppression rules, to gate on new ones later.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Write the leaks as a SARIF 2.1.0 log to FILE, for code scanning.
+    #[arg(long, value_name = "FILE")]
+    sarif: Option<PathBuf>,
+    /// Print no report; files asked for are still written and errors still said.
+    #[arg(short, long)]
+    quiet: bool,
     /// The Python command to run.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -106,6 +126,19 @@ impl Scratch {
             path: dir.clone(),
             source,
         })?;
+        Ok(dir)
+    }
+
+    /// A directory holding only a link to `package`, for the end of the path of a target
+    /// that cannot import refhunt of its own.
+    fn lent(&self, package: &Path) -> Result<PathBuf, Error> {
+        let dir = self.dir.join("lent");
+        std::fs::create_dir(&dir)
+            .and_then(|()| std::os::unix::fs::symlink(package, dir.join("refhunt")))
+            .map_err(|source| Error::Write {
+                path: dir.clone(),
+                source,
+            })?;
         Ok(dir)
     }
 
@@ -172,6 +205,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             ));
         }
     }
+    let baseline_out = args.baseline.as_deref().map(create).transpose()?;
+    let sarif_out = args.sarif.as_deref().map(create).transpose()?;
+    let rules = gating::load(&args.suppress)?;
     let interpreter = target::resolve(&args.command)?;
     if args.repeat.is_some() && !names_a_window(&args.command) {
         return Err(Error::NoWindow);
@@ -189,6 +225,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     let children = (!args.no_children)
         .then(|| scratch.children())
+        .transpose()?;
+    let lent = crate::package::own()
+        .map(|package| scratch.lent(&package))
         .transpose()?;
     let mut command = Command::new(&args.command[0]);
     forward::die_with_parent(&mut command);
@@ -214,6 +253,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         .envs(args.no_watch.then_some(("REFHUNT_NO_WATCH", "1")))
         .envs(args.no_native.then_some(("REFHUNT_NO_NATIVE", "1")))
         .envs(children.as_ref().map(|dir| ("REFHUNT_CHILDREN", dir)))
+        .envs(lent.as_ref().map(|dir| ("REFHUNT_LENT", dir)))
         .spawn()
         .map_err(|source| Error::Spawn {
             command: args.command[0].to_string_lossy().into_owned(),
@@ -255,11 +295,29 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             .as_deref()
             .map(children::collect)
             .unwrap_or_default();
-        let apart = report_children(&mut report, followed, &args);
-        eprint!("\n{}", text::render(&report));
-        for (child, _) in &apart {
-            eprint!("\n{}", text::render(child));
+        let mut apart = report_children(&mut report, followed, &args);
+        report.suppress(&rules);
+        for (child, _) in &mut apart {
+            child.suppress(&rules);
         }
+        let reports = || std::iter::once(&report).chain(apart.iter().map(|(r, _)| r));
+        if !args.quiet {
+            for r in reports() {
+                eprint!("\n{}", text::render(r));
+            }
+        }
+        let findings = gating::findings(reports());
+        gating::annotate(&findings);
+        write_to(
+            baseline_out,
+            args.baseline.as_deref(),
+            &gating::baseline(reports()),
+        )?;
+        write_to(
+            sarif_out,
+            args.sarif.as_deref(),
+            &gating::sarif_log(&findings),
+        )?;
         write_to(json_out, args.json.as_deref(), &report.to_json())?;
         write_to(capture_out, args.capture.as_deref(), &capture.to_json())?;
         for (child, capture) in &apart {
@@ -268,6 +326,12 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             }
             if let Some(path) = &args.capture {
                 write_new(&children::beside(path, child.pid), &capture.to_json())?;
+            }
+        }
+        let code = exit_code(status);
+        if let Some(min) = args.fail_on_leak.filter(|_| code == 0) {
+            if gating::fails(&findings, min, args.json.as_deref()) {
+                return Ok(crate::EXIT_LEAKS);
             }
         }
     } else {

@@ -2,7 +2,7 @@
 # loads it at startup: start tracking, then hand over to the program's own sitecustomize, if
 # it has one. What happened is reported to refhunt through REFHUNT_STATUS. An interpreter
 # that cannot import refhunt stops here, before the program runs: refhunt was asked to watch
-# it and cannot.
+# it and cannot. A Python without refhunt of its own borrows the CLI's (REFHUNT_LENT).
 import os
 import sys
 
@@ -10,8 +10,16 @@ import sys
 def _refhunt_bootstrap():
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    lent = os.environ.pop("REFHUNT_LENT", None)
     try:
-        from refhunt import _run
+        try:
+            from refhunt import _run
+        except ImportError:
+            # No refhunt of its own: the one installed with the CLI, if it lent one.
+            if not lent:
+                raise
+            sys.path.append(lent)
+            from refhunt import _run
     except ImportError as error:
         status = os.environ.get("REFHUNT_STATUS")
         if status:

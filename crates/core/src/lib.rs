@@ -6,10 +6,12 @@
 
 pub mod capture;
 pub mod children;
+pub mod gate;
 pub mod holder;
 pub mod native;
 pub mod numfmt;
 pub mod report;
 pub mod runtime;
+pub mod sarif;
 pub mod text;
 pub mod verdict;

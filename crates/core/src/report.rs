@@ -159,8 +159,17 @@ pub struct ClassTotal {
     pub bytes: u64,
 }
 
+/// What the report JSON says it is, and the version of its shape
+/// (`schema/report.schema.json`); a new version changes or removes a field.
+pub const FORMAT: &str = "refhunt-report";
+pub const VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub format: &'static str,
+    pub version: u32,
+    /// The refhunt that wrote it.
+    pub refhunt: &'static str,
     pub python: PythonInfo,
     pub pid: u32,
     pub argv: Vec<String>,
@@ -186,6 +195,9 @@ pub struct Report {
     /// The Python children refhunt followed (`refhunt run`), each with its report's place.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Child>,
+    /// Leaks that a suppression rule dropped (`--suppress`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<crate::gate::Suppressed>,
 }
 
 /// An object with references that nothing found accounts for.
@@ -434,6 +446,9 @@ impl Report {
             g.held_by = held_by.get(&(g.type_name.clone(), g.site.clone())).cloned();
         }
         Report {
+            format: FORMAT,
+            version: VERSION,
+            refhunt: env!("CARGO_PKG_VERSION"),
             native_leaks,
             native_kept,
             python: capture.python.clone(),
@@ -446,6 +461,7 @@ impl Report {
             not_leaks,
             unexplained,
             children: Vec::new(),
+            suppressed: Vec::new(),
         }
     }
 

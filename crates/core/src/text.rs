@@ -112,6 +112,17 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "  {}", crate::children::line(c));
         }
     }
+    for s in &report.suppressed {
+        let _ = writeln!(
+            out,
+            "suppressed: {} {} {} at {}, by the rule `{}`",
+            thousands(s.count),
+            s.type_name,
+            s.kind.name(),
+            s.site.as_deref().unwrap_or("an unknown site"),
+            s.rule
+        );
+    }
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }
