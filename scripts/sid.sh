@@ -176,9 +176,15 @@ sid_run() {
 # the CLI serve every CPython version), tagged py3-none-linux_x86_64, into the folder DIR;
 # prints its path inside the folder.
 sid_wheel() {
-    local dir=$1 python=$2 out=$1$SID_VENVS/wheels
+    local dir=$1 python=$2 built=${3:-} out=$1$SID_VENVS/wheels
     rm -rf "$out"
     mkdir -p "$out"
+    if [ -n "$built" ]; then
+        # The wheel for every CPython (scripts/build-wheel.sh), as it is.
+        cp "$built" "$out/"
+        echo "$SID_VENVS/wheels/$(basename "$built")"
+        return
+    fi
     "$python" -m pip wheel -q --no-deps . -w "$out" >&2
     "$python" -c "import wheel" 2>/dev/null || "$python" -m pip install -q wheel >&2
     "$python" -m wheel tags --remove --python-tag py3 --abi-tag none --platform-tag linux_x86_64 \

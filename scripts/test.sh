@@ -15,6 +15,9 @@
 #                          (default "3.13 3.14 3.15"; 3.14 brings its debug build, 3.14d, to the
 #                          total-refcount tests)
 #   REFHUNT_SID            where the sid folder is cached (default ~/.cache/refhunt/sid)
+#   REFHUNT_TEST_WHEEL     the wheel for every CPython to test; built by scripts/build-wheel.sh
+#                          when unset, and not tested when empty (the sid folder then gets a
+#                          wheel of this machine's pip)
 #   REFHUNT_TEST_CARGO     0 skips cargo fmt, clippy and the unit tests (for quick iterations;
 #                          CI runs everything)
 # pytest gets the venvs in REFHUNT_TEST_VENVS, those of debug builds in REFHUNT_TEST_DEBUG_VENV
@@ -88,10 +91,18 @@ for version in ${REFHUNT_TEST_DEBUG-3.11}; do
     debug_venvs+=("$(dirname "$(dirname "$(setup_debug_venv "$version")")")")
 done
 
+# The wheel for every CPython: tests/test_wheel.py installs it into fresh venvs, and the sid
+# folder's interpreters run the suite from it.
+if [ "${REFHUNT_TEST_WHEEL-unset}" = unset ]; then
+    echo "== building refhunt's wheel for every CPython (scripts/build-wheel.sh)"
+    REFHUNT_TEST_WHEEL=$(bash scripts/build-wheel.sh)
+fi
+export REFHUNT_TEST_WHEEL
+
 if [ -n "$sid_versions" ]; then
     started=$(date +%s)
-    echo "== building refhunt's wheel for the sid folder"
-    wheel=$(sid_wheel "$sid" "$driver")
+    echo "== installing refhunt's wheel in the sid folder"
+    wheel=$(sid_wheel "$sid" "$driver" "$REFHUNT_TEST_WHEEL")
     for version in $sid_versions; do
         echo "== installing refhunt for Debian sid's python$version"
         venvs+=("$(sid_venv "$sid" "$version" "$wheel")")

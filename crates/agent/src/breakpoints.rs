@@ -228,8 +228,9 @@ impl Breakpoints {
 
     /// Opens the events for every thread of the process but the calling one, all parked.
     fn open() -> Result<Breakpoints, String> {
-        // SAFETY: gettid has no preconditions.
-        let own = unsafe { libc::gettid() };
+        // SAFETY: gettid has no preconditions. (The syscall, not glibc's wrapper, which came
+        // in 2.30: the wheel is built for glibc 2.28.)
+        let own = unsafe { libc::syscall(libc::SYS_gettid) } as libc::pid_t;
         let mut bp = Breakpoints { fds: Vec::new() };
         for tid in threads().into_iter().filter(|&t| t != own) {
             let mut fds = [-1; SLOTS];
