@@ -59,6 +59,13 @@ if ! command -v g++ >/dev/null 2>&1; then
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++
 fi
 
+# Chromium opens the HTML report in tests/test_html.py.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing chromium"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
+fi
+
 venvs=()
 for version in ${REFHUNT_TEST_VERSIONS-3.11 3.12 3.13}; do
     echo "== installing refhunt for Python $version"

@@ -17,6 +17,8 @@ pub enum Format {
     JsonText,
     /// A SARIF 2.1.0 log of the leaks, for code scanning.
     Sarif,
+    /// One self-contained HTML page.
+    Html,
 }
 
 pub fn load_capture(path: &Path) -> Result<Capture, Error> {
@@ -42,11 +44,39 @@ pub fn report(path: &Path, format: Format, suppress: &[PathBuf]) -> Result<(), E
     report.suppress(&rules);
     let out = match format {
         Format::Sarif => crate::gating::sarif_log(&report.findings()),
+        Format::Html => html(&report),
         Format::Text => text::render(&report),
         Format::Json => report.to_json() + "\n",
         Format::JsonText => report.to_json_with_text(&text::render(&report)) + "\n",
     };
     write_stdout(&out)
+}
+
+/// The HTML page of `report`, with the source lines around each leak's line read from the
+/// files that are here.
+pub fn html(report: &Report) -> String {
+    refhunt_core::html::render(report, &mut source_lines)
+}
+
+/// Lines around `line` of `file` (four each side), if it is a readable text file of a sane
+/// size.
+fn source_lines(file: &str, line: u32) -> Option<Vec<(u32, String)>> {
+    const MAX: u64 = 16 << 20;
+    const AROUND: u32 = 4;
+    let f = std::fs::File::open(file).ok()?;
+    if !f.metadata().ok()?.is_file() || f.metadata().ok()?.len() > MAX {
+        return None;
+    }
+    let text = std::io::read_to_string(f).ok()?;
+    let first = line.saturating_sub(AROUND).max(1);
+    let lines: Vec<(u32, String)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i as u32 + 1, l.to_string()))
+        .skip(first as usize - 1)
+        .take((line + AROUND + 1 - first) as usize)
+        .collect();
+    lines.iter().any(|(n, _)| *n == line).then_some(lines)
 }
 
 pub fn write_stdout(text: &str) -> Result<(), Error> {

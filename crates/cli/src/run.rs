@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// Write the leaks as a SARIF 2.1.0 log to FILE, for code scanning.
     #[arg(long, value_name = "FILE")]
     sarif: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Print no report; files asked for are still written and errors still said.
     #[arg(short, long)]
     quiet: bool,
@@ -207,6 +210,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     let baseline_out = args.baseline.as_deref().map(create).transpose()?;
     let sarif_out = args.sarif.as_deref().map(create).transpose()?;
+    let html_out = args.html.as_deref().map(create).transpose()?;
     let rules = gating::load(&args.suppress)?;
     let interpreter = target::resolve(&args.command)?;
     if args.repeat.is_some() && !names_a_window(&args.command) {
@@ -317,6 +321,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             sarif_out,
             args.sarif.as_deref(),
             &gating::sarif_log(&findings),
+        )?;
+        write_to(
+            html_out,
+            args.html.as_deref(),
+            &crate::report_cmd::html(&report),
         )?;
         write_to(json_out, args.json.as_deref(), &report.to_json())?;
         write_to(capture_out, args.capture.as_deref(), &capture.to_json())?;

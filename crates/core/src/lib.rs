@@ -8,6 +8,7 @@ pub mod capture;
 pub mod children;
 pub mod gate;
 pub mod holder;
+pub mod html;
 pub mod native;
 pub mod numfmt;
 pub mod report;

@@ -131,7 +131,7 @@ pub fn render(report: &Report) -> String {
 
 /// The whole-process counters in one line, e.g.
 /// `total refcount +1.00M (debug build) · live objects +1.00M · gc.collect() freed 0`.
-fn counters_line(c: &Counters) -> String {
+pub(crate) fn counters_line(c: &Counters) -> String {
     let mut parts = Vec::new();
     if let Some(r) = c.total_refcount {
         parts.push(format!(
