@@ -3,7 +3,7 @@
 # `refhunt` executable. See docs/architecture.md, "Packaging".
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 from setuptools_rust import Binding, RustBin, RustExtension
 
@@ -31,7 +31,12 @@ setup(
         ),
         RustBin("refhunt", path="crates/cli/Cargo.toml"),
     ],
-    package_data={"refhunt": ["py.typed", "__init__.pyi"]},
+    # `refhunt demo`'s leak, for the limited API of 3.9: its source ships beside it.
+    ext_modules=[
+        Extension("refhunt._demo", ["python/refhunt/_demo.c"], py_limited_api=True,
+                  extra_compile_args=["-O2", "-g"]),
+    ],
+    package_data={"refhunt": ["py.typed", "__init__.pyi", "_demo.c"]},
     cmdclass={"build_py": build_py_with_pth},
     zip_safe=False,
 )

@@ -28,11 +28,18 @@ trap 'rm -rf "$stage"' EXIT
 strip -o "$stage/refhunt" "target/$target/release/refhunt"
 strip -o "$stage/agent.so" "target/$target/release/librefhunt_agent.so"
 
+# refhunt demo's leak: the limited API of 3.9 (any CPython's headers serve), with its line
+# tables, its file named as it ships (refhunt/_demo.c).
+include=$("$tools/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+(cd python && "../$tools/bin/python" -m ziglang cc -target "x86_64-linux-gnu.$glibc" -shared \
+    -fPIC -O2 -g -fdebug-compilation-dir=. -I"$include" refhunt/_demo.c -o "$stage/_demo.abi3.so")
+
 echo "== the sdist and the wheel" >&2
 mkdir -p dist
 rm -f dist/refhunt-*
 "$tools/bin/python" -m build -q --sdist -o dist . >&2
 wheel=$("$tools/bin/python" scripts/wheel.py --cli "$stage/refhunt" --agent "$stage/agent.so" \
+    --demo "$stage/_demo.abi3.so" \
     --sdist dist/refhunt-*.tar.gz --platform "$platform" --out dist)
 "$tools/bin/auditwheel" show "$wheel" >&2
 echo "$PWD/$wheel"

@@ -1,8 +1,10 @@
 """Assembles refhunt's one wheel for every CPython from binaries built already (see
 scripts/build-wheel.sh): the Python package, the agent (loaded with ctypes, so no CPython
-ABI is involved), the CLI as a script, and the metadata of the sdist.
+ABI is involved), `refhunt demo`'s limited-API extension and its source, the CLI as a
+script, and the metadata of the sdist.
 
-    python scripts/wheel.py --cli CLI --agent AGENT.so --sdist SDIST --platform TAG --out DIR
+    python scripts/wheel.py --cli CLI --agent AGENT.so --demo DEMO.so --sdist SDIST \
+        --platform TAG --out DIR
 """
 import argparse
 import base64
@@ -36,11 +38,13 @@ def contents(args, meta):
     name, version = field(meta, "Name"), field(meta, "Version")
     info = "%s-%s.dist-info" % (name, version)
     for entry in sorted(os.listdir(PACKAGE)):
-        if entry.endswith((".py", ".pyi")) or entry == "py.typed":
+        if entry.endswith((".py", ".pyi", ".c")) or entry == "py.typed":
             with open(os.path.join(PACKAGE, entry), "rb") as f:
                 yield "refhunt/" + entry, f.read(), False
     with open(args.agent, "rb") as f:
         yield "refhunt/_refhunt_agent.so", f.read(), True
+    with open(args.demo, "rb") as f:
+        yield "refhunt/_demo.abi3.so", f.read(), True
     with open(os.path.join(ROOT, "python", "refhunt_children.pth"), "rb") as f:
         yield "refhunt_children.pth", f.read(), False
     with open(args.cli, "rb") as f:
@@ -62,6 +66,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cli", required=True)
     parser.add_argument("--agent", required=True)
+    parser.add_argument("--demo", required=True, help="refhunt._demo, a limited-API build")
     parser.add_argument("--sdist", required=True)
     parser.add_argument("--platform", required=True)
     parser.add_argument("--out", required=True)

@@ -252,3 +252,8 @@ def test_a_python_without_refhunt_borrows_the_clis(env, tmp_path):
     # Only refhunt is lent: the CLI's environment has pytest, the program does not see it.
     shown = env.run(python, "-c", "import importlib.util as u; print(u.find_spec('pytest'))")
     assert shown.stdout.strip() == "None" and shown.rc == 0, shown.stderr
+
+
+def test_refhunt_demo_notices_measures_and_locates(env):
+    from test_wheel import assert_demo
+    assert_demo(refhunt(env, "demo", "--python", env.python, "--count", "100000"))

@@ -1,6 +1,6 @@
 """The one wheel for every CPython (scripts/build-wheel.sh, which scripts/test.sh runs and
 names in REFHUNT_TEST_WHEEL): installed into fresh venvs of 3.9, 3.12 and 3.13 with no Rust
-toolchain on PATH, it finds the seed leak at its C line. (The sid folder's 3.13-3.15 run the
+toolchain on PATH, it finds the seed leak at its C line, and `refhunt demo` runs there. (The sid folder's 3.13-3.15 run the
 whole suite from the same wheel.)"""
 import glob
 import os
@@ -10,7 +10,7 @@ import subprocess
 import zipfile
 
 import pytest
-from conftest import marker_line, zoo_build
+from conftest import ROOT, marker_line, zoo_build
 
 WHEEL = os.environ.get("REFHUNT_TEST_WHEEL", "")
 VERSIONS = ("3.9", "3.12", "3.13")
@@ -68,3 +68,22 @@ def test_the_wheel_finds_the_seed_leak_without_rust(wheel, version, tmp_path):
     assert done.returncode == 3, done.stderr
     assert "zoo.c:%d" % marker_line("new_ref") in done.stderr
     assert "1 leak group (100,000 objects" in done.stderr, done.stderr
+    # The demo needs no compiler: its extension ships in the wheel.
+    assert_demo(subprocess.run([str(venv / "bin" / "refhunt"), "demo", "--count", "100000"],
+                               capture_output=True, text=True, env=env, timeout=300))
+
+
+def assert_demo(done):
+    """`refhunt demo`'s three steps, as the seed's user goes through them."""
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "verdict       step growth" in out, out[-4000:]  # notice
+    assert "live objects +100k" in out and "gc.collect() freed 0" in out  # measure
+    assert "_demo.c:%d" % demo_line() in out, out[-4000:]  # locate
+    assert "1,000 int per call, grew in 4 of 4 runs" in out  # confirm
+
+
+def demo_line():
+    source = ROOT / "python" / "refhunt" / "_demo.c"
+    return next(n for n, line in enumerate(source.read_text().splitlines(), 1)
+                if "refhunt_demo:leak" in line)

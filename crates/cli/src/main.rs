@@ -1,6 +1,7 @@
 //! `refhunt`: find reference leaks in Python C extensions.
 
 mod children;
+mod demo;
 mod error;
 mod forward;
 mod gating;
@@ -79,6 +80,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         suppress: Vec<PathBuf>,
     },
+    /// The seed scenario end to end, on the leaking extension that ships with refhunt.
+    #[command(
+        after_help = "Notice (the memory grows by a million ints), measure (the \
+        counters: live objects +1M, gc.collect() freed nothing) and locate (the C line), then \
+        confirm by repetition. No compiler is needed: refhunt._demo is a limited-API build \
+        that serves every CPython.\n\nExamples:\n  \
+        refhunt demo\n  \
+        refhunt demo --python python3.13 --count 100000"
+    )]
+    Demo(demo::DemoArgs),
     /// Print a shell's completion script for refhunt.
     #[command(after_help = "Examples:\n  \
         refhunt completions bash > ~/.local/share/bash-completion/completions/refhunt\n  \
@@ -92,6 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Watch(args) => watch::watch(args),
+        Command::Demo(args) => demo::demo(args),
         Command::Report {
             capture,
             format,
