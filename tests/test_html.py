@@ -1,6 +1,7 @@
 """The HTML report (`refhunt run --html`, `refhunt report --format html`) in a real headless
 browser: Chromium from Debian's packages opens the page, and its DOM holds every leak with
-its site and the source line it points at; a screenshot is kept in .venv/html-report.png."""
+its site and the source line it points at, and the memory curve; a screenshot is kept in
+.venv/html-report.png."""
 import html as html_text
 import re
 import shutil
@@ -41,7 +42,9 @@ def test_the_page_shows_every_leak_with_its_site_and_source(env):
     assert r.rc == 0 and len(r.leaks) == 2 and len(r.report["native_leaks"]) == 1, r.stderr
     html = page.read_text()
     # Self-contained: nothing to fetch, nothing to run.
-    assert not re.search(r"<script|<link|<img|\bsrc=|https?://", html), html[:2000]
+    assert not re.search(r"<script|<link|<img|\bsrc=|href=\"?https?:|url\(", html), html[:2000]
+    # The memory curve of the run, drawn inline.
+    assert '<h2 id="memory">' in html and "<svg" in html
     again = subprocess.run([env.refhunt, "report", str(capture), "--format", "html"],
                            capture_output=True, text=True, cwd=str(env.tmp))
     assert again.returncode == 0 and again.stdout.count("<section") == html.count("<section")
@@ -62,6 +65,15 @@ def test_the_page_shows_every_leak_with_its_site_and_source(env):
         marker_line("new_ref"), source[marker_line("new_ref") - 1]), by_type["int"]
     assert hit.search(by_type["malloc"]).group(1) == str(native_line("malloc", NATIVE))
     assert "native stack (" in by_type["int"] and "Python stack (" in by_type["int"]
+
+    # A curve that `refhunt watch --json` kept, drawn into the page of a capture.
+    watched = env.tmp / "watch.json"
+    subprocess.run([env.refhunt, "watch", "--json", str(watched), "--interval", "0.1", "--",
+                    env.python, "-c", "import time; x = [0] * 3000000; time.sleep(0.5)"],
+                   check=True, capture_output=True, cwd=str(env.tmp))
+    drawn = subprocess.run([env.refhunt, "report", str(capture), "--format", "html", "--curve",
+                            str(watched)], capture_output=True, text=True, cwd=str(env.tmp))
+    assert drawn.returncode == 0 and "<svg" in drawn.stdout, drawn.stderr
 
     shot = ROOT / ".venv" / "html-report.png"
     shot.parent.mkdir(exist_ok=True)

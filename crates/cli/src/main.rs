@@ -5,6 +5,7 @@ mod demo;
 mod error;
 mod forward;
 mod gating;
+mod memory_curve;
 mod package;
 mod perf_warm;
 mod preload;
@@ -79,6 +80,9 @@ enum Command {
         /// Drop the leaks that a rule of FILE matches (as `refhunt run --suppress`).
         #[arg(long, value_name = "FILE")]
         suppress: Vec<PathBuf>,
+        /// With --format html: draw the memory curve that `refhunt watch --json FILE` kept.
+        #[arg(long, value_name = "FILE")]
+        curve: Option<PathBuf>,
     },
     /// The seed scenario end to end, on the leaking extension that ships with refhunt.
     #[command(
@@ -108,7 +112,8 @@ fn main() -> ExitCode {
             capture,
             format,
             suppress,
-        } => report_cmd::report(&capture, format, &suppress).map(|()| 0),
+            curve,
+        } => report_cmd::report(&capture, format, &suppress, curve.as_deref()).map(|()| 0),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "refhunt", &mut out);

@@ -38,13 +38,21 @@ pub fn build(capture: &Capture, loaders: Loaders) -> Report {
     Report::build(capture, &mut ElfSymbolizer::new(is_interpreter, loaders))
 }
 
-pub fn report(path: &Path, format: Format, suppress: &[PathBuf]) -> Result<(), Error> {
+pub fn report(
+    path: &Path,
+    format: Format,
+    suppress: &[PathBuf],
+    curve: Option<&Path>,
+) -> Result<(), Error> {
+    let curve = curve
+        .map(crate::memory_curve::from_watch_json)
+        .transpose()?;
     let rules = crate::gating::load(suppress)?;
     let mut report = build(&load_capture(path)?, Loaders::default());
     report.suppress(&rules);
     let out = match format {
         Format::Sarif => crate::gating::sarif_log(&report.findings()),
-        Format::Html => html(&report),
+        Format::Html => html(&report, curve.as_deref()),
         Format::Text => text::render(&report),
         Format::Json => report.to_json() + "\n",
         Format::JsonText => report.to_json_with_text(&text::render(&report)) + "\n",
@@ -53,9 +61,11 @@ pub fn report(path: &Path, format: Format, suppress: &[PathBuf]) -> Result<(), E
 }
 
 /// The HTML page of `report`, with the source lines around each leak's line read from the
-/// files that are here.
-pub fn html(report: &Report) -> String {
-    refhunt_core::html::render(report, &mut source_lines)
+/// files that are here, and the memory curve if there is one.
+pub fn html(report: &Report, curve: Option<&[(f64, u64)]>) -> String {
+    let title = format!("RSS of PID {} under refhunt", report.pid);
+    let svg = curve.and_then(|points| crate::memory_curve::svg(points, &title));
+    refhunt_core::html::render(report, &mut source_lines, svg.as_deref())
 }
 
 /// Lines around `line` of `file` (four each side), if it is a readable text file of a sane

@@ -264,6 +264,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             source,
         })?;
     let loaders = preload::start(child.id());
+    let recording = args
+        .html
+        .is_some()
+        .then(|| crate::memory_curve::Recording::start(child.id()))
+        .flatten();
     // The program decides what a signal means; refhunt passes on what was sent to it, and
     // stays to report (see forward.rs).
     let (status, peak_rss) = {
@@ -274,6 +279,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         })?
     };
 
+    let curve = recording.map(crate::memory_curve::Recording::finish);
     match std::fs::read_to_string(scratch.status()).ok().as_deref() {
         Some("started") => {}
         Some(other) if other.starts_with("noagent: ") => {
@@ -325,7 +331,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         write_to(
             html_out,
             args.html.as_deref(),
-            &crate::report_cmd::html(&report),
+            &crate::report_cmd::html(&report, curve.as_deref()),
         )?;
         write_to(json_out, args.json.as_deref(), &report.to_json())?;
         write_to(capture_out, args.capture.as_deref(), &capture.to_json())?;

@@ -25,16 +25,20 @@ pre.source span{display:block} pre.source .hit{background:#ffe0e0;font-weight:bo
 details{margin:.3em 0} summary{cursor:pointer;color:#0b57d0}
 ol.stack{font-family:monospace;font-size:12px;margin:.3em 0}
 ol.stack .runtime{color:#888} code{font-size:12px}
-.notes{color:#555;font-size:12px}
+.notes{color:#555;font-size:12px} .curve svg{max-width:100%;height:auto}
 ";
 
-/// The page of `report`; `sources` gives the lines around each leak's line.
-pub fn render(report: &Report, sources: &mut Sources<'_>) -> String {
+/// The page of `report`; `sources` gives the lines around each leak's line, and `curve` is
+/// the SVG of the memory curve, if one was recorded.
+pub fn render(report: &Report, sources: &mut Sources<'_>, curve: Option<&str>) -> String {
     let mut out = String::new();
     let findings = report.findings();
     let title = format!(
-        "refhunt: {} leaks · Python {} · pid {}",
-        findings.len(),
+        "refhunt: {} · Python {} · pid {}",
+        match findings.len() {
+            1 => "1 leak".to_string(),
+            n => format!("{n} leaks"),
+        },
         report.python.version,
         report.pid
     );
@@ -52,6 +56,12 @@ pub fn render(report: &Report, sources: &mut Sources<'_>) -> String {
         esc(&crate::text::counters_line(&report.counters))
     );
 
+    if let Some(svg) = curve {
+        let _ = writeln!(
+            out,
+            "<h2 id=\"memory\">Memory</h2>\n<div class=\"curve\">{svg}</div>"
+        );
+    }
     let _ = writeln!(out, "<h2 id=\"leaks\">Leaks</h2>");
     if findings.is_empty() {
         let _ = writeln!(out, "<p>No leaks.</p>");
