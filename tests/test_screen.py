@@ -2,9 +2,11 @@
 warm-ups, four measured runs) on every leak and control of the zoo: the screen may send a clean
 test on to the full method, but no leak the full method finds may pass it. Also under
 pytest-xdist, whose workers send their outcomes to the controller's summary."""
+import ast
 import re
 import subprocess
 import textwrap
+from xml.etree import ElementTree
 
 import pytest
 from conftest import ROOT, marker_line, native_line, zoo_build
@@ -94,13 +96,32 @@ def run(env, suite, *args):
                           cwd=str(env.tmp), env={"PYTHONPATH": env.zoo, "PATH": "/usr/bin:/bin"})
 
 
+def passed_the_screen(junit):
+    """The tests whose screening call sent them on to no full method, from the outcomes the
+    plugin leaves in each test's user properties (here, the JUnit XML's)."""
+    passed = set()
+    for case in ElementTree.parse(junit).iter("testcase"):
+        for prop in case.iter("property"):
+            if prop.get("name") == "refhunt" and ast.literal_eval(prop.get("value"))["screened"]:
+                passed.add(case.get("name"))
+    return passed
+
+
 def test_the_screen_passes_no_leak_that_the_full_method_finds(env, suite):
     full = run(env, suite, "--refhunt-no-screen")
-    screened = run(env, suite)
+    junit = env.tmp / "screened.xml"
+    screened = run(env, suite, "--junitxml", str(junit), "-o", "junit_family=xunit1")
     assert set(leaking(full)) == LEAKING, full.stdout[-6000:]
-    # The same leaks, of the same types and sites, found in both; their counts are checked
-    # below, since on 3.14 a run now and then misses one of 80 leaked tuples (see the note).
-    assert uncounted(leaking(screened)) == uncounted(leaking(full)), screened.stdout[-6000:]
+    # The claim itself: no test that the full method finds leaking passes the screen.
+    passed = passed_the_screen(junit)
+    assert len(passed) >= 6 and not passed & LEAKING, (passed, screened.stdout[-4000:])
+    # What the screened run's full method reports is what the full run reports: the same
+    # types and sites (their counts are checked below: on 3.14 a run now and then misses one
+    # of 80 leaked tuples, and in one of four CI runs all of test_leak[container]; see the
+    # note).
+    found = uncounted(leaking(screened))
+    assert len(found) >= len(LEAKING) - 1, screened.stdout[-6000:]
+    assert found == {t: said for t, said in uncounted(leaking(full)).items() if t in found}
     # Type, rate and C line, as the full method gives them.
     seed = leaking(screened)["test_leak[new_refs]"]
     assert "400 int (leaked, 100 int per call) created at " in seed
@@ -109,9 +130,8 @@ def test_the_screen_passes_no_leak_that_the_full_method_finds(env, suite):
     checked = re.search(r"refhunt: (\d+) tests checked \((\d+) passed the screen\), (\d+) leaking",
                         screened.stdout)
     assert checked, screened.stdout[-2000:]
-    total, passed, leaks = map(int, checked.groups())
-    assert (total, leaks) == (len(LEAKING) + CONTROL_TESTS, len(LEAKING))
-    assert passed >= 6, screened.stdout[-4000:]  # the controls, most of them at least
+    total, screened_out, leaks = map(int, checked.groups())
+    assert (total, screened_out, leaks) == (len(LEAKING) + CONTROL_TESTS, len(passed), len(found))
 
 
 def test_xdist_workers_bring_their_outcomes_to_the_summary(env, suite):
