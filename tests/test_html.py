@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, marker_line, native_line, zoo_build
+from conftest import ROOT, marker_line, native_line, one_line_error, zoo_build
 
 NATIVE = ROOT / "zoo" / "native.c"
 PROGRAM = """
@@ -74,6 +74,9 @@ def test_the_page_shows_every_leak_with_its_site_and_source(env):
     drawn = subprocess.run([env.refhunt, "report", str(capture), "--format", "html", "--curve",
                             str(watched)], capture_output=True, text=True, cwd=str(env.tmp))
     assert drawn.returncode == 0 and "<svg" in drawn.stdout, drawn.stderr
+    misplaced = subprocess.run([env.refhunt, "report", str(capture), "--curve", str(watched)],
+                               capture_output=True, text=True, cwd=str(env.tmp))
+    assert "--curve draws into the HTML page" in one_line_error(misplaced)
 
     shot = ROOT / ".venv" / "html-report.png"
     shot.parent.mkdir(exist_ok=True)

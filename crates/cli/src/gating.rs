@@ -42,21 +42,6 @@ pub fn annotate(findings: &[Finding]) {
     }
 }
 
-/// A baseline of the reports' findings: the suppression file that drops them all.
-pub fn baseline<'a>(reports: impl IntoIterator<Item = &'a Report>) -> String {
-    let mut out = String::new();
-    for (i, report) in reports.into_iter().enumerate() {
-        let text = gate::baseline(report);
-        // The header once.
-        out.push_str(if i == 0 {
-            &text
-        } else {
-            text.split_once('\n').map_or("", |t| t.1)
-        });
-    }
-    out
-}
-
 /// Whether `--fail-on-leak=min` fails the job on these findings, said on stderr if so.
 pub fn fails(findings: &[Finding], min: u64, path: Option<&Path>) -> bool {
     let n = gate::failing(findings, min);

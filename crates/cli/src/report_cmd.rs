@@ -44,6 +44,11 @@ pub fn report(
     suppress: &[PathBuf],
     curve: Option<&Path>,
 ) -> Result<(), Error> {
+    if curve.is_some() && !matches!(format, Format::Html) {
+        return Err(Error::BadArgument(
+            "--curve draws into the HTML page: give it with --format html".into(),
+        ));
+    }
     let curve = curve
         .map(crate::memory_curve::from_watch_json)
         .transpose()?;
@@ -74,7 +79,8 @@ fn source_lines(file: &str, line: u32) -> Option<Vec<(u32, String)>> {
     const MAX: u64 = 16 << 20;
     const AROUND: u32 = 4;
     let f = std::fs::File::open(file).ok()?;
-    if !f.metadata().ok()?.is_file() || f.metadata().ok()?.len() > MAX {
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX {
         return None;
     }
     let text = std::io::read_to_string(f).ok()?;

@@ -321,7 +321,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         write_to(
             baseline_out,
             args.baseline.as_deref(),
-            &gating::baseline(reports()),
+            &refhunt_core::gate::baseline(&findings),
         )?;
         write_to(
             sarif_out,

@@ -339,14 +339,14 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-/// A suppression file that drops exactly this report's findings: a project with known
-/// leaks gates on new ones with `--suppress` of it. Wildcards in names are escaped by no
-/// rule, so a name holding `*` or `?` matches more than itself.
-pub fn baseline(report: &Report) -> String {
+/// A suppression file that drops exactly these findings: a project with known leaks gates
+/// on new ones with `--suppress` of it. Wildcards in names are escaped by no rule, so a name
+/// holding `*` or `?` matches more than itself.
+pub fn baseline(findings: &[Finding]) -> String {
     let mut out = String::from(
         "# refhunt baseline: the leaks of one run; `refhunt run --suppress FILE` drops them\n",
     );
-    for f in report.findings() {
+    for f in findings {
         let mut line = format!("kind={} type={}", f.kind.name(), no_spaces(&f.type_name));
         // A holder is the C code at fault; the objects it keeps may come from anywhere.
         match (&f.holder, &f.site) {
