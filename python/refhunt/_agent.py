@@ -39,9 +39,9 @@ def load():
         lib.refhunt_verdict.restype = ctypes.c_char_p
         lib.refhunt_set_call_code.argtypes = [ctypes.py_object]
         lib.refhunt_mark_before.argtypes = [ctypes.py_object]
-        lib.refhunt_screen_begin.argtypes = [ctypes.py_object]
-        lib.refhunt_screen_end.argtypes = [ctypes.py_object, ctypes.c_uint16]
-        lib.refhunt_screen_recount.argtypes = [ctypes.py_object]
+        lib.refhunt_screen.argtypes = [ctypes.py_object, ctypes.c_uint16, ctypes.c_uint16,
+                                       ctypes.POINTER(ctypes.c_uint64)]
+        lib.refhunt_screen_test.argtypes = [ctypes.c_uint16, ctypes.c_uint16, ctypes.c_int]
         lib.refhunt_snapshot.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.py_object,
                                          ctypes.c_char_p]
         # ctypes makes each function object on first use: make them all now, before any
@@ -115,32 +115,24 @@ def mark_before(gc_objects):
     _check(load().refhunt_mark_before(gc_objects))
 
 
-def screen_begin(gc_objects):
-    """Starts a screened call in the innermost window: the refcounts of what the objects of
-    `gc.get_objects()` lead to."""
-    _check(load().refhunt_screen_begin(gc_objects))
-
-
-def screen_end(gc_objects, runs):
-    """What the end of the screened calls (measured runs 1 to `runs`) says must be looked at
-    closer (see the agent's `screen` module), as bits: SURVIVORS (the snapshot classifies
-    them) and RECOUNT (old objects, after one more call)."""
-    verdict = load().refhunt_screen_end(gc_objects, runs)
-    if verdict < 0:
+def screen(gc_objects, runs, tests):
+    """A pass of the screen (see the agent's `screen` module) in the innermost window. The
+    window's first notes the refcounts of what the objects of `gc.get_objects()` lead to and
+    the references found to them, and returns None. The next ends the screened calls made
+    since, of `tests` tests each made as `runs` measured runs (test i's are runs i * runs + 1
+    to (i + 1) * runs), with a bit for each test whose calls may have left a leak. Both
+    passes run the same code, so that their frames are alike."""
+    flagged = ctypes.c_uint64(0)
+    status = load().refhunt_screen(gc_objects, runs, tests, ctypes.byref(flagged))
+    if status < 0:
         _check(1)
-    return verdict
+    return flagged.value if status else None
 
 
-SURVIVORS, RECOUNT = 1, 2
-
-
-def screen_recount(gc_objects):
-    """After one more call: whether an old object whose refcount grew in the screened call
-    gained references that nothing found explains."""
-    verdict = load().refhunt_screen_recount(gc_objects)
-    if verdict < 0:
-        _check(1)
-    return verdict == 1
+def screen_test(test, runs, ended):
+    """Test `test`'s `runs` screened runs begin (`ended` false) or end: the screen notes what
+    old objects gain over them."""
+    _check(load().refhunt_screen_test(test, runs, int(ended)))
 
 
 def snapshot(gc_objects, garbage, in_flight, facts_json):

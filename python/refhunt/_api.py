@@ -9,7 +9,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from . import _agent, _counters, _window
 from .report import Report
@@ -17,6 +17,8 @@ from .report import Report
 # The screen's measured runs: two tell what every call leaves from what one call keeps
 # until the next.
 SCREEN_RUNS = 2
+# One stack walked in about this many objects of a kind, as `refhunt run` does by default.
+SCREEN_SAMPLING = 64
 
 
 def _cli() -> str:
@@ -80,21 +82,68 @@ def measure(call: Callable[[], Any], repeat: int, warmup: int,
 
 
 def screen(call: Callable[[], Any]) -> bool:
-    """The pytest plugin's cheap first pass: one warm-up, then two measured runs of one call
-    in a window of their own, with no report. Whether the agent finds that they may have left
-    a leak that `measure()` would find (see docs/architecture.md, "The screen"): survivors of
-    both runs whose references it cannot account for quickly go to the snapshot, and old
-    objects whose refcount grew are counted over one more call."""
-    _agent.install(sys.hexversion)
-    call()
-    _agent.open_window()
+    """The pytest plugin's cheap first pass for one test: a batch (see `Batch`) of one. Whether
+    the agent finds that its calls may have left a leak that `measure()` would find (see
+    docs/architecture.md, "The screen"): survivors it cannot account for quickly go to the
+    snapshot and its verdict."""
+    batch = Batch()
+    batch.boundary()
     try:
-        _agent.watch(0)
         counters = _counters.read()
-        _agent.screen_begin(gc.get_objects())
-        sampling = _agent.set_sampling(1)  # each object's run is on its stack
+        batch.run(call)
+        if batch.boundary():
+            _window.snapshot(counters, {"runs": SCREEN_RUNS, "warmup": 1})
+            return json.loads(_agent.verdict())["might_leak"]
+        return False
+    finally:
+        batch.close()
+
+
+class Batch:
+    """Screened calls of several tests in one window: the passes over the heap, the costly
+    part, are shared. Each test's call is made once as a warm-up and twice as measured runs
+    of its own; the window's end tells which tests may have left a leak that `measure()`
+    would find."""
+
+    # Two runs a test, in a mask of 64 runs.
+    MOST = 64 // SCREEN_RUNS
+
+    def __init__(self) -> None:
+        self.tests = 0
+        self.open = False
+
+    def boundary(self) -> Optional[int]:
+        """Opens the window and notes what the heap leads to; or, called again, says what
+        the tests' calls left: a bit for each test whose calls may have left a leak, the
+        window still open for a snapshot until `close()`. Both ends are this one call, which the caller makes from
+        one function, so that the frames running the passes are alike."""
+        if not self.open:
+            _agent.install(sys.hexversion)
+            _agent.open_window()
+            _agent.watch(0)
+            self.open, self.tests = True, 0
         try:
-            for run in range(1, SCREEN_RUNS + 1):
+            return _screen_pass(SCREEN_RUNS, self.MOST)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            _agent.close_window()
+
+    def run(self, call: Callable[[], Any]) -> None:
+        """One test's calls: a warm-up, then its two measured runs. At most `MOST` tests."""
+        if not self.open or self.tests == self.MOST:
+            raise ValueError("no batch open, or %d tests in it already" % self.MOST)
+        first = self.tests * SCREEN_RUNS
+        self.tests += 1
+        call()
+        sampling = _agent.set_sampling(SCREEN_SAMPLING)
+        _agent.screen_test(self.tests - 1, SCREEN_RUNS, False)
+        try:
+            for run in range(first + 1, first + SCREEN_RUNS + 1):
                 _agent.set_epoch(run)
                 _agent.start(sys.hexversion)
                 try:
@@ -104,26 +153,16 @@ def screen(call: Callable[[], Any]) -> bool:
         finally:
             _agent.set_epoch(0)
             _agent.set_sampling(sampling)
-        closer = _screened(lambda objects: _agent.screen_end(objects, SCREEN_RUNS))
-        if closer & _agent.SURVIVORS:
-            _window.snapshot(counters, {"runs": SCREEN_RUNS, "warmup": 1})
-            if json.loads(_agent.verdict())["might_leak"]:
-                return True
-        if closer & _agent.RECOUNT:
-            call()
-            return _screened(_agent.screen_recount)
-        return False
-    finally:
-        _agent.close_window()
+            _agent.screen_test(self.tests - 1, SCREEN_RUNS, True)
 
 
-def _screened(check: Callable[[list], Any]) -> Any:
-    """`check(gc.get_objects())`, with no collection while the agent is at it: the check
-    allocates, and a collection it set off would free objects unseen."""
+def _screen_pass(runs: int, tests: int) -> Any:
+    """`_agent.screen(gc.get_objects(), runs, tests)`, with no collection while the agent is
+    at it: the pass allocates, and a collection it set off would free objects unseen."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return check(gc.get_objects())
+        return _agent.screen(gc.get_objects(), runs, tests)
     finally:
         if enabled:
             gc.enable()

@@ -4,9 +4,11 @@ does, and fails the tests whose C extensions leak.
 - `--refhunt` checks every test; `@pytest.mark.refhunt` checks one test without it.
 - `--refhunt-repeat N` and `--refhunt-warmup N` (default 4 and 5), or the marker's `repeat=`
   and `warmup=`, set how many measured and warm-up calls of the test body run.
-- Each body first runs twice, the second call tracked (the screen); only a body whose second
-  call may have leaked runs the full warm-up and measured calls and gets a report.
-  `--refhunt-no-screen` runs every body in full.
+- Tests are screened in batches, in one window: each body runs once, then twice tracked, and
+  the heap is passed over at the batch's ends only. Their reports are held until then. A
+  test the batch cannot clear runs again alone: screened alone, then, if its calls may have
+  leaked, with the full warm-up and measured calls and a report. `--refhunt-no-screen`
+  runs every body in full.
 - `--refhunt-suppress FILE` (or the `refhunt_suppress` ini option) drops the leaks that a
   rule of a suppression file matches (docs/ci.md).
 - The marker's allowances: `max_objects=N` tolerates up to N leaked objects per call, and
@@ -18,9 +20,10 @@ Fixtures are set up once and shared by every call of the body, as with pytest-le
 from __future__ import annotations
 
 import time
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
+from _pytest.runner import runtestprotocol
 
 from . import _api, _window
 from .report import Report
@@ -80,6 +83,67 @@ class _Session:
         self.seconds = 0.0
         self.suppress = [str(p) for p in config.getini("refhunt_suppress")]
         self.suppress += config.getoption("refhunt_suppress")
+        self.batch = _api.Batch()
+        # The batch's tests, in order, each with its reports (held) and its outcome.
+        self.held: List[Tuple[Any, List[Any], Dict[str, Any]]] = []
+        self.in_batch: Any = None
+
+    def _batched(self, item: Any) -> bool:
+        """Whether `item` is screened in a batch. A pytest-xdist worker must log each test
+        before it runs the next, so there every test is screened alone."""
+        wanted, _ = self._settings(item)
+        worker = hasattr(self.config, "workerinput")
+        return wanted and not worker and not self.config.getoption("refhunt_no_screen")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: Any, nextitem: Any):
+        """Runs a batched test with its reports held; at the batch's end, logs them all, each
+        test the batch cannot clear run again alone first."""
+        if not self._batched(item):
+            return None
+        if not self.held:
+            self.batch.boundary()
+        self.in_batch = item
+        outcome: Dict[str, Any] = {}
+        self.held.append((item, [], outcome))
+        try:
+            self.held[-1][1].extend(runtestprotocol(item, nextitem=nextitem, log=False))
+        except BaseException:
+            self.batch.close()
+            self._log_held(None, nextitem)
+            raise
+        finally:
+            self.in_batch = None
+        full = self.batch.tests == self.batch.MOST
+        if full or nextitem is None or not self._batched(nextitem):
+            ended = self.batch.boundary()
+            self.batch.close()
+            self._log_held(ended, nextitem)
+        return True
+
+    def _log_held(self, ended: Any, nextitem: Any) -> None:
+        """Logs the held reports; with the batch's verdict `ended`, after running the tests
+        it did not clear again alone."""
+        held, self.held = self.held, []
+        for item, reports, outcome in held:
+            if "slot" in outcome:
+                slot = outcome.pop("slot")
+                if ended is not None and ended >> slot & 1:
+                    reports = self._alone(item, nextitem)
+                else:
+                    outcome["screened"] = True
+            ihook = item.ihook
+            ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+            for report in reports:
+                ihook.pytest_runtest_logreport(report=report)
+            ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+    def _alone(self, item: Any, nextitem: Any) -> List[Any]:
+        """Runs `item` again, screened alone: its reports."""
+        # Down to what it shares with the test that ran last.
+        item.session._setupstate.teardown_exact(item)
+        item.user_properties[:] = [p for p in item.user_properties if p[0] != _PROPERTY]
+        return runtestprotocol(item, nextitem=nextitem, log=False)
 
     def _settings(self, item: Any):
         marker = item.get_closest_marker("refhunt")
@@ -106,6 +170,21 @@ class _Session:
             if getattr(item, "_excinfo", None):
                 raise _Recorded()
 
+        batched = self.in_batch is item and self.held and self.held[-1][0] is item
+
+        def in_batch() -> None:
+            started = time.perf_counter()
+            outcome = self.held[-1][2]
+            outcome["slot"] = self.batch.tests
+            try:
+                self.batch.run(once)
+            except _Recorded:
+                return
+            finally:
+                outcome["seconds"] = time.perf_counter() - started
+            outcome.update(screened=False, leaks="")
+            item.user_properties.append((_PROPERTY, outcome))
+
         def checked() -> None:
             started = time.perf_counter()
             try:
@@ -131,7 +210,7 @@ class _Session:
             if leaks:
                 raise LeakError(_message(leaks, report))
 
-        item.runtest = checked
+        item.runtest = in_batch if batched else checked
         try:
             yield
         finally:

@@ -337,60 +337,71 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
     })
 }
 
-/// Starts a screened call (see `crate::screen`) in the innermost window: the refcounts of
-/// what `objects` (a list from `gc.get_objects()`) leads to.
+/// A pass of the screen (see `crate::screen`) over what `objects`, a list from
+/// `gc.get_objects()`, leads to, in the innermost window. The window's first notes the
+/// refcounts and the references found, and returns 0. The next ends the screened calls that
+/// ran between, of `tests` tests each made as `runs` measured runs: it sets `tests_flagged`
+/// to a bit per test whose calls must be looked at more closely (see `screen::end`), and
+/// returns 1. The two take the same arguments, so that the caller's frames are alike at
+/// both. -1 on error (`refhunt_error()` says why).
 ///
 /// # Safety
-/// `objects` is a live `list`; the GIL is held; tracking is paused.
+/// `objects` is a live `list`; `tests_flagged` points to a writable u64; the GIL is held;
+/// tracking is paused.
 #[no_mangle]
-pub unsafe extern "C" fn refhunt_screen_begin(objects: *mut cpython::PyObject) -> c_int {
-    guarded(|| {
-        // SAFETY: `objects` is a live list and the GIL is held (caller's contract).
-        let items = unsafe { cpython::list_items(objects as usize) };
-        let mut guard = STATE.lock();
-        let s = guard.as_mut().ok_or("refhunt was not started")?;
-        // SAFETY: the items are live while the list holds them, GIL held; the list hands
-        // them over.
-        let baseline = unsafe { Baseline::take(s, &items, &[objects as usize]) };
-        s.windows.set_baseline(baseline);
-        Ok(())
-    })
-}
-
-/// Ends a screened call: what must be looked at more closely, as bits: 1 the window's
-/// survivors (the snapshot classifies them), 2 old objects (one more call, then
-/// `refhunt_screen_recount`); 0 if nothing; -1 on error (`refhunt_error()` says why).
-/// `objects` is a list from `gc.get_objects()`; `runs`, the measured runs the call was made
-/// in (1, 2, ...).
-///
-/// # Safety
-/// `objects` is a live `list`; the GIL is held; tracking is paused.
-#[no_mangle]
-pub unsafe extern "C" fn refhunt_screen_end(objects: *mut cpython::PyObject, runs: u16) -> c_int {
+pub unsafe extern "C" fn refhunt_screen(
+    objects: *mut cpython::PyObject,
+    runs: u16,
+    tests: u16,
+    tests_flagged: *mut u64,
+) -> c_int {
     screened(|s| {
-        let mut baseline = s.windows.baseline_mut().map(std::mem::take);
-        let baseline = baseline.as_mut().ok_or("no screened call began")?;
+        if runs == 0 || u32::from(runs) * u32::from(tests) > 64 {
+            return Err(format!(
+                "{tests} tests of {runs} runs: at most 64 runs in all"
+            ));
+        }
+        if s.windows.innermost() == 0 {
+            return Err("the screen needs an open window".into());
+        }
+        let Some(baseline) = s.windows.take_baseline() else {
+            // SAFETY: the items are live while the list holds them, GIL held; the list
+            // hands them over.
+            let baseline = unsafe {
+                let items = cpython::list_items(objects as usize);
+                let spare = std::mem::take(&mut s.screen_spare);
+                Baseline::take(s, &items, &[objects as usize], spare)
+            };
+            s.windows.set_baseline(baseline);
+            return Ok(0);
+        };
         // SAFETY: the GIL is held and tracking is paused; `objects` is a live list (caller's
-        // contract).
-        let screened = unsafe { screen::end(s, baseline, objects as usize, runs) };
-        s.windows.set_baseline(std::mem::take(baseline));
-        Ok(c_int::from(screened.survivors) | c_int::from(screened.recount) << 1)
+        // contract); at most 64 runs.
+        let screened = unsafe { screen::end(s, &baseline, objects as usize, runs, tests) };
+        s.screen_spare = baseline;
+        // SAFETY: `tests_flagged` is writable (caller's contract).
+        unsafe { *tests_flagged = screened.tests };
+        Ok(1)
     })
 }
 
-/// After `refhunt_screen_end` asked for one more call: 1 if an old object gained references
-/// that nothing found explains, 0 if not, -1 on error.
+/// Test `test` of the screened calls begins its runs (`ended` 0) or ends them (1): the
+/// screen notes the refcounts of what it reached at its start around them, to tell which
+/// test took the references that old objects gain.
 ///
 /// # Safety
-/// As for `refhunt_screen_end`.
+/// The GIL is held; tracking is paused.
 #[no_mangle]
-pub unsafe extern "C" fn refhunt_screen_recount(objects: *mut cpython::PyObject) -> c_int {
+pub unsafe extern "C" fn refhunt_screen_test(test: u16, runs: u16, ended: c_int) -> c_int {
     screened(|s| {
-        let baseline = s.windows.baseline_mut().ok_or("no screened call began")?;
-        let baseline = std::mem::take(baseline);
-        // SAFETY: as for `refhunt_screen_end`.
-        let leaked = unsafe { screen::recount(s, &baseline, objects as usize) };
-        Ok(c_int::from(leaked))
+        if test >= 64 {
+            return Err(format!("test {test} of a screen: at most 64"));
+        }
+        let mut baseline = s.windows.take_baseline().ok_or("no screen pass began")?;
+        // SAFETY: the GIL is held and tracking is paused (caller's contract).
+        unsafe { baseline.mark_test(s, test, runs, ended != 0) };
+        s.windows.set_baseline(baseline);
+        Ok(0)
     })
 }
 

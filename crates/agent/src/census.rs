@@ -220,10 +220,7 @@ unsafe fn count(
         // (3.11's method cache keeps a reference to each name it caches). Other libraries
         // hold no objects.
         let extension = refhunt_core::runtime::is_extension_module(&m.path);
-        let interpreter = refhunt_core::runtime::is_runtime_library(&m.path)
-            && !refhunt_core::runtime::is_c_runtime(&m.path)
-            || crate::attribution::is_main_executable(&m.path);
-        if Some(i) == own || !(extension || interpreter) {
+        if Some(i) == own || !statics_hold_objects(&m.path) {
             continue;
         }
         // SAFETY: `m` is loaded, so its writable segments are mapped, as `static_words`
@@ -245,6 +242,15 @@ unsafe fn count(
         }
     }
     c.found
+}
+
+/// Whether the static data of the module at `path` may hold objects: an extension's, or the
+/// interpreter's (the C runtime's and other libraries' hold none).
+pub fn statics_hold_objects(path: &str) -> bool {
+    refhunt_core::runtime::is_extension_module(path)
+        || refhunt_core::runtime::is_runtime_library(path)
+            && !refhunt_core::runtime::is_c_runtime(path)
+        || crate::attribution::is_main_executable(path)
 }
 
 /// Whether an object's unexplained count means nothing: immortal, static (3.11), or a type.

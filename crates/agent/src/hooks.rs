@@ -58,6 +58,9 @@ pub struct State {
     pub holder_chunk: Vec<crate::snapshot::HolderObject>,
     /// The open windows, innermost last, each with its census of references.
     pub windows: Windows,
+    /// The last screen's word lists, emptied: a pass of the next reuses their memory rather
+    /// than fault in megabytes of fresh pages.
+    pub screen_spare: crate::screen::Baseline,
     /// `[start, end)` of the module that holds the interpreter: what it allocates for itself
     /// is not C code's own memory.
     pub interpreter: (usize, usize),
@@ -130,6 +133,7 @@ impl State {
             holder_sites: FxHashMap::default(),
             holder_objects: Vec::new(),
             holder_chunk: Vec::new(),
+            screen_spare: Default::default(),
             windows: Windows::default(),
             native: [0; MAX_NATIVE],
             python: [PyFrameRef::default(); MAX_PYTHON],

@@ -1,41 +1,92 @@
-//! The screen: whether one call, tracked in a window of its own, may have left what the full
-//! method (repetition, the snapshot, the census) calls a leak, in one pass over the heap's
-//! references at each end of the call and nothing kept per object but a word list.
+//! The screen: whether the calls of a batch of tests, tracked in a window of their own and
+//! each test's made as measured runs of their own, may have left what the full method
+//! (repetition, the snapshot, the census) calls a leak. One pass over the heap's references
+//! at each end of the batch, and a read of the refcounts it noted around each test's runs.
 //!
-//! It flags the window when
+//! It flags a test when
 //! - a survivor (an object made in it, alive) has more references than the references to it
 //!   found from the objects the collector tracks, the containers and code objects they lead
-//!   to, the strings that key their dicts, running frames' locals and static data: the
-//!   snapshot finds at least these, so each object it calls leaked or indirectly leaked is
-//!   flagged here;
-//! - an object reached at the start, from the same places, has a higher refcount at the end
-//!   (the census reports an old object only if its refcount grew in every measured run);
-//! - a native block made in the window is still allocated (the report's native leaks are
-//!   among them).
+//!   to, the strings that key their dicts, the fields their traversal leaves out, running
+//!   frames' locals and static data, and such survivors of one type come from every run of
+//!   the test: the snapshot finds at least these references, so each object it calls leaked
+//!   or indirectly leaked is flagged here;
+//! - a native block made in every run of the test is still allocated (the report's native
+//!   leaks are among them);
+//! - an object reached at the start gained over the batch a run's worth of references at
+//!   least beyond those found to it (the census's gain, which it reports for an old object
+//!   whose refcount grew in every measured run), and its refcount rose by as much over the
+//!   test's runs.
 //!
-//! A flag means "look closer", not "leak": `pytest --refhunt` then runs the full method.
-//! See docs/architecture.md, "The screen", for why a leak it finds in every measured call
-//! shows in the screened one.
+//! A flag means "look closer", not "leak": `pytest --refhunt` then screens the test alone,
+//! and runs the full method if that cannot clear it. See docs/architecture.md, "The screen",
+//! for why a leak it finds in every measured call shows in the screened ones.
 
-use crate::census::left_out;
+use crate::census::{left_out, statics_hold_objects};
 use crate::cpython::{self, Api, Header, Layout, Object, PyObject, VisitProc};
 use crate::hooks::State;
 use crate::live::ALLOCATED;
 use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
 use crate::pyframes;
+use crate::snapshot::untraversed_fields;
 use crate::survivors::{Heap, Survivors};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void};
 
-/// The objects reached when the screened call began, each with its type and refcount less
-/// the agent's own reference (a code object a stack of the window keeps).
+/// The objects reached when the screened calls began, each with its type, its refcount less
+/// the agent's own reference (a code object a stack of the window keeps), and the references
+/// found to it. An object may have several entries, whose references add up.
 #[derive(Default)]
 pub struct Baseline {
-    reached: Vec<(usize, usize, isize)>,
-    /// After a screened call that needs a recount: the old objects whose refcount grew, with
-    /// their type, refcount and the references found to them at its end.
-    candidates: Vec<(usize, usize, isize, isize)>,
+    entries: Vec<Entry>,
+    /// Each entry's refcount as the runs of the test under way began.
+    marks: Vec<isize>,
+    /// The entries whose refcount rose by a run's worth at least over a test's runs, with
+    /// the test.
+    rises: Vec<(u32, u16)>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    op: usize,
+    tp: usize,
+    refcount: isize,
+    found: u32,
+}
+
+/// Entries of the objects reached last, by a hash of their address: most references go to
+/// a few objects (interned names, `None`, small ints), which this sums in cache. An entry
+/// pushed out goes to the baseline's list.
+struct Recent {
+    slots: Vec<Entry>,
+}
+
+const RECENT_BITS: u32 = 13;
+
+impl Recent {
+    fn new() -> Recent {
+        Recent {
+            slots: vec![Entry::default(); 1 << RECENT_BITS],
+        }
+    }
+
+    /// Counts a reference to `op`, whose entry `entry` makes when it has none here.
+    fn add(&mut self, op: usize, entry: impl FnOnce() -> Entry, out: &mut Vec<Entry>) {
+        let i = (op >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT_BITS);
+        let slot = &mut self.slots[i];
+        if slot.op == op {
+            slot.found += 1;
+            return;
+        }
+        if slot.op != 0 {
+            out.push(*slot);
+        }
+        *slot = entry();
+    }
+
+    fn drain(self, out: &mut Vec<Entry>) {
+        out.extend(self.slots.into_iter().filter(|e| e.op != 0));
+    }
 }
 
 /// The traversal's state: what to do with each reference, and the containers outside the
@@ -44,6 +95,9 @@ struct Walk<'a, F: FnMut(usize, bool)> {
     found: F,
     entered: FxHashSet<usize>,
     queue: Vec<usize>,
+    /// Words visited and not yet looked at: looked at in bulk, each header fetched a few
+    /// words ahead of its turn.
+    pending: Vec<usize>,
     api: &'a Api,
     layout: &'a Layout,
 }
@@ -54,13 +108,14 @@ struct Walk<'a, F: FnMut(usize, bool)> {
 unsafe extern "C" fn visit<F: FnMut(usize, bool)>(op: *mut PyObject, arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is a `*mut Walk<F>` that nothing else borrows now (caller's contract).
     let w = unsafe { &mut *(arg as *mut Walk<F>) };
-    let op = op as usize;
-    if cpython::may_be_object(op) {
-        // SAFETY: a word a traversal visits that may be an object is a live one, GIL held.
-        unsafe { w.reached(op) };
+    if cpython::may_be_object(op as usize) {
+        w.pending.push(op as usize);
     }
     0
 }
+
+/// Words pending before they are looked at.
+const PENDING: usize = 512;
 
 impl<F: FnMut(usize, bool)> Walk<'_, F> {
     /// # Safety
@@ -87,18 +142,51 @@ impl<F: FnMut(usize, bool)> Walk<'_, F> {
         // SAFETY: `op` is a live object (caller's contract).
         let object = unsafe { Object::new(op) };
         if let Some(code) = object.as_code(self.api.code_type) {
-            for word in code.object_fields(self.layout) {
-                // SAFETY: a live code object's object fields hold live objects.
-                unsafe { self.reached(word) };
-            }
+            // A live code object's object fields hold live objects.
+            self.pending.extend(code.object_fields(self.layout));
             return;
         }
         // SAFETY: a live container, the GIL held; `self` goes only as the traversal's `arg`.
         unsafe { object.traverse(visit::<F> as VisitProc, self as *mut Self as *mut c_void) };
+        let pending = &mut self.pending;
+        // SAFETY: as above.
+        unsafe {
+            untraversed_fields(object, self.layout, self.api.module_type, |word| {
+                if cpython::may_be_object(word) {
+                    pending.push(word)
+                }
+            })
+        };
         if let Some(dict) = object.as_dict().filter(|_| self.layout.unicode_dicts()) {
-            let found = &mut self.found;
-            // SAFETY: the GIL is held; `dict_next` is `PyDict_Next`; its keys are live.
-            unsafe { dict.unicode_keys(self.api.dict_next, |key| found(key, false)) };
+            // SAFETY: the GIL is held; `dict_next` is `PyDict_Next`; its keys are live, and
+            // strings, which `reached` passes on as untracked.
+            unsafe { dict.unicode_keys(self.api.dict_next, |key| pending.push(key)) };
+        }
+    }
+
+    /// Looks at the pending words, and enters the containers they lead to, until none is
+    /// left.
+    ///
+    /// # Safety
+    /// The pending words are live objects and the queued ones live containers or code
+    /// objects; the GIL is held.
+    unsafe fn drain(&mut self) {
+        loop {
+            let pending = std::mem::take(&mut self.pending);
+            for (i, &op) in pending.iter().enumerate() {
+                if let Some(&ahead) = pending.get(i + PREFETCH_AHEAD) {
+                    prefetch(ahead);
+                }
+                // SAFETY: a pending word is a live object (caller's contract).
+                unsafe { self.reached(op) };
+            }
+            self.pending = pending;
+            self.pending.clear();
+            match self.queue.pop() {
+                // SAFETY: only live untracked containers and code objects are queued.
+                Some(other) => unsafe { self.references_of(other) },
+                None => return,
+            }
         }
     }
 }
@@ -124,27 +212,35 @@ unsafe fn walk(
         found,
         entered: FxHashSet::default(),
         queue: Vec::new(),
+        pending: Vec::with_capacity(2 * PENDING),
         api,
         layout,
     };
     for &op in gc_items.iter().filter(|op| !lists.contains(op)) {
         // SAFETY: a tracked object is a live container (caller's contract).
         unsafe { w.references_of(op) };
-        while let Some(other) = w.queue.pop() {
-            // SAFETY: only live untracked containers and code objects are queued.
-            unsafe { w.references_of(other) };
+        if w.pending.len() >= PENDING {
+            // SAFETY: what a traversal visits and a code object holds are live objects.
+            unsafe { w.drain() };
         }
     }
+    // SAFETY: as above.
+    unsafe { w.drain() };
     // SAFETY: the GIL is held, so the frames stay put; their locals are live objects.
     unsafe { pyframes::running_locals(api, layout, |op| w.reached(op)) };
-    for m in modules
-        .iter()
-        .filter(|m| refhunt_core::runtime::is_extension_module(&m.path))
-    {
+    // The census's statics: the extensions' and the interpreter's, less its borrowed words
+    // (its freelists, its type cache's values); its method cache holds the names it caches.
+    let own = modules::find(modules, refcount as *const () as usize);
+    // SAFETY: the GIL is held, so the main interpreter stays put.
+    let borrowed = layout.borrowed_at(unsafe { (api.main_interpreter)() } as usize);
+    for (i, m) in modules.iter().enumerate() {
+        if Some(i) == own || !statics_hold_objects(&m.path) {
+            continue;
+        }
         // SAFETY: `m` is loaded, so its writable segments are mapped; a word is read
         // through only once its header is mapped and its type is a type.
         unsafe {
-            m.static_words(&[], |word| {
+            m.static_words(&borrowed, |word| {
                 let object = word.is_multiple_of(8)
                     && heap.readable(word, 16)
                     && heap.is_type(Header::new(word).type_addr());
@@ -157,53 +253,114 @@ unsafe fn walk(
 }
 
 impl Baseline {
-    /// The objects reached from `gc_items` (see [`walk`]) as the screened call begins.
+    /// The objects reached from `gc_items` (see [`walk`]) as the screened calls begin, in
+    /// the memory of `spare`, a spent baseline.
     ///
     /// # Safety
     /// The GIL is held; `gc_items` are live objects (`gc.get_objects()`'s) and `lists` the
     /// lists that hand them over.
-    pub unsafe fn take(state: &State, gc_items: &[usize], lists: &[usize]) -> Baseline {
+    pub unsafe fn take(
+        state: &State,
+        gc_items: &[usize],
+        lists: &[usize],
+        spare: Baseline,
+    ) -> Baseline {
         let (api, layout) = (&state.api, &state.layout);
         let modules = modules::loaded();
         // SAFETY: `gc_items` are live (caller's contract).
         let heap = unsafe { Heap::new(api, &modules, gc_items) };
-        let mut reached = Vec::with_capacity(gc_items.len() * 4);
-        let mut keep = |op: usize| {
-            // SAFETY: `op` is a live object, whose header is readable and type live.
-            if unsafe { !left_out(op, layout) } {
-                // SAFETY: as above.
+        let Baseline {
+            mut entries,
+            mut marks,
+            mut rises,
+        } = spare;
+        entries.clear();
+        marks.clear();
+        rises.clear();
+        let mut recent = Recent::new();
+        // Each object the objects of `gc_items` lead to, with its references; an object left
+        // out of the census (immortal, static, a metatype) with none.
+        let mut reached = |op: usize, entries: &mut Vec<Entry>| {
+            let entry = || {
+                // SAFETY: `op` is a live object, whose header is readable and type live.
                 let header = unsafe { Header::new(op) };
-                reached.push((op, header.type_addr(), refcount(state, op, header)));
+                Entry {
+                    op,
+                    tp: header.type_addr(),
+                    refcount: refcount(state, op, header),
+                    found: 1,
+                }
+            };
+            // SAFETY: as above.
+            if unsafe { !left_out(op, layout) } {
+                recent.add(op, entry, entries);
             }
         };
+        // As `count` has it: the list's reference to each tracked object, then the walk's.
         for &op in gc_items.iter().filter(|op| !lists.contains(op)) {
-            keep(op);
+            reached(op, &mut entries);
         }
-        // A tracked object is kept once, from the collector's list, however often reached.
         // SAFETY: the caller's contract is `walk`'s.
         unsafe {
-            walk(
-                api,
-                layout,
-                &modules,
-                &heap,
-                gc_items,
-                lists,
-                |op, tracked| {
-                    if !tracked {
-                        keep(op);
-                    }
-                },
-            )
+            walk(api, layout, &modules, &heap, gc_items, lists, |op, _| {
+                reached(op, &mut entries)
+            })
         };
+        recent.drain(&mut entries);
+        if debug() {
+            eprintln!(
+                "refhunt-debug: screen: {} tracked, {} entries",
+                gc_items.len(),
+                entries.len()
+            );
+        }
         Baseline {
-            reached,
-            candidates: Vec::new(),
+            entries,
+            marks,
+            rises,
         }
     }
 
-    /// The objects reached at the start whose refcount is higher now; `is_new` tells the
-    /// window's survivors, which may sit where an old object died.
+    /// Notes each entry's refcount as test `test`'s runs begin (`ended` false), or, as they
+    /// end, the entries whose refcount rose by `runs` at least since: a test that leaks
+    /// references to an old object takes one in each of its runs.
+    ///
+    /// # Safety
+    /// The GIL is held and tracking is paused.
+    pub unsafe fn mark_test(&mut self, state: &State, test: u16, runs: u16, ended: bool) {
+        let readable = Readable::of_self();
+        let now = |i: usize, e: &Entry| {
+            if let Some(ahead) = self.entries.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead.op);
+            }
+            if !readable.contains(e.op, 16) {
+                return None;
+            }
+            // SAFETY: the header's 16 bytes were just found mapped.
+            let header = unsafe { Header::new(e.op) };
+            (header.type_addr() == e.tp).then(|| refcount(state, e.op, header))
+        };
+        if !ended {
+            self.marks.clear();
+            self.marks.extend(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| now(i, e).unwrap_or(isize::MAX)),
+            );
+            return;
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            let before = self.marks.get(i).copied().unwrap_or(isize::MAX);
+            if now(i, e).is_some_and(|n| n.saturating_sub(before) >= runs as isize) {
+                self.rises.push((i as u32, test));
+            }
+        }
+    }
+
+    /// The objects reached at the start whose refcount is higher now, with their refcount
+    /// then and the references found to them then; `is_new` tells the window's survivors,
+    /// which may sit where an old object died.
     ///
     /// # Safety
     /// The GIL is held and tracking is paused.
@@ -211,21 +368,50 @@ impl Baseline {
         &self,
         state: &State,
         is_new: &dyn Fn(usize) -> bool,
-    ) -> FxHashMap<usize, usize> {
+    ) -> FxHashMap<usize, (isize, isize)> {
         let readable = Readable::of_self();
-        let mut grown = FxHashMap::default();
-        for &(op, tp, before) in &self.reached {
-            if !readable.contains(op, 16) {
+        let mut grown: FxHashMap<usize, (isize, isize)> = FxHashMap::default();
+        for (i, e) in self.entries.iter().enumerate() {
+            // The headers are far apart: reading one is a cache miss, which the loads of
+            // the next few overlap.
+            if let Some(ahead) = self.entries.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead.op);
+            }
+            if grown.contains_key(&e.op) || !readable.contains(e.op, 16) {
                 continue;
             }
             // SAFETY: the header's 16 bytes were just found mapped.
-            let header = unsafe { Header::new(op) };
-            if header.type_addr() == tp && refcount(state, op, header) > before && !is_new(op) {
-                grown.insert(op, tp);
+            let header = unsafe { Header::new(e.op) };
+            // A block freed since holds a free-list pointer where the refcount was.
+            let now = refcount(state, e.op, header);
+            let plausible = now <= u32::MAX as isize;
+            if header.type_addr() == e.tp && now > e.refcount && plausible && !is_new(e.op) {
+                grown.insert(e.op, (e.refcount, 0));
+            }
+        }
+        for e in &self.entries {
+            if let Some((_, found)) = grown.get_mut(&e.op) {
+                *found += e.found as isize;
             }
         }
         grown
     }
+}
+
+/// Entries ahead whose header is fetched while one is read.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Asks for the cache line at `addr`, which need not be mapped: a prefetch never faults.
+#[inline(always)]
+fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and never faults, whatever the
+    // address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
 /// `op`'s refcount less the agent's own reference (to a code object only).
@@ -234,28 +420,28 @@ fn refcount(state: &State, op: usize, header: Header) -> isize {
     header.refcnt() - isize::from(ours)
 }
 
-/// What the end of the screened call says: what must be looked at more closely.
+/// What the end of the screened calls says must be looked at more closely.
 #[derive(Default)]
 pub struct Screened {
-    /// A survivor has references beyond those found, or a native block of the window is left:
-    /// the snapshot, which finds references everywhere, must classify them.
-    pub survivors: bool,
-    /// Old objects' refcounts grew, which references found to them may explain: one more
-    /// call, counted with [`recount`], tells.
-    pub recount: bool,
+    /// A bit per test: survivors of every one of its runs have references beyond those
+    /// found, or native blocks of every one of them are left (the full method, whose
+    /// snapshot finds references everywhere, must classify them); or an old object gained
+    /// references that those found do not account for, and rose over its runs.
+    pub tests: u64,
 }
 
-/// The end of the screened call (see the module's doc). A recount leaves the old objects whose
-/// refcount grew in `baseline`, each with its references found now.
+/// The end of the screened calls of `tests` tests, each made as `runs` measured runs, test
+/// `i`'s numbered `i * runs + 1` to `(i + 1) * runs` (see the module's doc).
 ///
 /// # Safety
 /// The snapshot's contract (`snapshot::take`): the GIL is held and tracking is paused;
-/// `gc_objects` is a live list from `gc.get_objects()`.
+/// `gc_objects` is a live list from `gc.get_objects()`. `runs * tests` is at most 64.
 pub unsafe fn end(
     state: &State,
-    baseline: &mut Baseline,
+    baseline: &Baseline,
     gc_objects: usize,
     runs: u16,
+    tests: u16,
 ) -> Screened {
     let api = &state.api;
     let modules = modules::loaded();
@@ -265,17 +451,27 @@ pub unsafe fn end(
     let heap = unsafe { Heap::new(api, &modules, &gc_items) };
     let window = state.windows.view(&state.stacks);
     let survivors = Survivors::of(state, &window, &heap);
-    // As the report's rule has it, what may be a leak was left by every measured run.
-    let every = (1u64 << runs.min(63)) - 1;
+    // As the report's rule has it, what may be a leak was left by every measured run of a
+    // test: the runs of each, as a mask.
+    let masks: Vec<u64> = (0..tests)
+        .map(|i| ((1u64 << runs) - 1) << (i * runs))
+        .collect();
+    let every_run_of = |runs_seen: u64| {
+        masks
+            .iter()
+            .enumerate()
+            .filter(|(_, &m)| runs_seen & m == m)
+            .fold(0u64, |tests, (i, _)| tests | 1 << i)
+    };
     let mut native_runs = 0u64;
     state.live.for_each(|_, b| {
         if b.is_native() && b.state == ALLOCATED && window.holds(b.stack) {
             native_runs |= run_bit(window.run(b.stack));
         }
     });
-    let native = native_runs == every;
-    if native && debug() {
-        eprintln!("refhunt-debug: screen: native blocks of the window are left by every run");
+    let native = every_run_of(native_runs);
+    if native != 0 && debug() {
+        eprintln!("refhunt-debug: screen: native blocks left by every run of tests {native:#b}");
     }
     // SAFETY: the GIL is held and tracking is paused (caller's contract); `contains` takes
     // any word.
@@ -293,10 +489,7 @@ pub unsafe fn end(
     found.remove(&gc_objects);
     found.extend(grown.keys().map(|&op| (op, 0)));
     if found.is_empty() {
-        return Screened {
-            survivors: native,
-            recount: false,
-        };
+        return Screened { tests: native };
     }
     // SAFETY: the caller's contract is `count`'s.
     unsafe { count(state, &modules, &heap, &gc_items, gc_objects, &mut found) };
@@ -321,61 +514,37 @@ pub unsafe fn end(
             }
         }
     }
-    let unexplained = unexplained_runs.values().any(|&r| r == every);
-    baseline.candidates = grown
-        .into_iter()
-        .map(|(op, tp)| {
-            // SAFETY: as above.
-            let header = unsafe { Header::new(op) };
-            (op, tp, refcount(state, op, header), found[&op])
-        })
-        .collect();
-    Screened {
-        survivors: native || unexplained,
-        recount: !baseline.candidates.is_empty(),
-    }
-}
-
-/// After one more call: whether an old object whose refcount grew in the screened call
-/// gained references that nothing found accounts for (the census's gain) in this one.
-///
-/// # Safety
-/// As for [`end`].
-pub unsafe fn recount(state: &State, baseline: &Baseline, gc_objects: usize) -> bool {
-    let modules = modules::loaded();
-    // SAFETY: `gc_objects` is a live list (caller's contract).
-    let gc_items = unsafe { cpython::list_items(gc_objects) };
-    // SAFETY: its items are live.
-    let heap = unsafe { Heap::new(&state.api, &modules, &gc_items) };
-    let readable = Readable::of_self();
-    let mut found: FxHashMap<usize, isize> = FxHashMap::default();
-    let mut refcounts = Vec::new();
-    for &(op, tp, before, found_before) in &baseline.candidates {
-        if !readable.contains(op, 16) {
-            continue;
-        }
-        // SAFETY: the header's 16 bytes were just found mapped.
+    let unexplained = unexplained_runs
+        .values()
+        .fold(0, |tests, &r| tests | every_run_of(r));
+    // Old objects that gained references nothing found explains, a run's worth at least:
+    // the tests over whose runs they rose by as much.
+    let mut gained = FxHashSet::default();
+    for (&op, &(before, found_before)) in &grown {
+        // SAFETY: an object reached at the start, found mapped now with its type: live.
         let header = unsafe { Header::new(op) };
-        if header.type_addr() == tp {
-            found.insert(op, 0);
-            refcounts.push((op, refcount(state, op, header) - before, found_before));
+        let gain = refcount(state, op, header) - before;
+        if gain - (found[&op] - found_before) >= runs as isize {
+            gained.insert(op);
+            if debug() {
+                // SAFETY: as above.
+                let object = unsafe { Object::new(op) };
+                eprintln!(
+                    "refhunt-debug: screen: old {op:#x} {} gained {gain} references, {} found",
+                    object.tp().name(),
+                    found[&op] - found_before
+                );
+            }
         }
     }
-    // SAFETY: the caller's contract is `count`'s.
-    unsafe { count(state, &modules, &heap, &gc_items, gc_objects, &mut found) };
-    refcounts.into_iter().any(|(op, grew, found_before)| {
-        let more = grew > 0 && grew > found[&op] - found_before;
-        if more && debug() {
-            // SAFETY: a candidate found mapped with its type: live.
-            let object = unsafe { Object::new(op) };
-            eprintln!(
-                "refhunt-debug: screen: old {op:#x} {} grew by {grew}, found by {}",
-                object.tp().name(),
-                found[&op] - found_before
-            );
-        }
-        more
-    })
+    let took = baseline
+        .rises
+        .iter()
+        .filter(|&&(i, _)| gained.contains(&baseline.entries[i as usize].op))
+        .fold(0u64, |tests, &(_, test)| tests | 1 << test);
+    Screened {
+        tests: native | unexplained | took,
+    }
 }
 
 /// The bit of measured run `run` (1, 2, ...) in a mask of runs.

@@ -12,7 +12,7 @@
 use crate::attribution::{self, Attribution};
 use crate::brief;
 use crate::census::{Roots, PLAIN_GAIN};
-use crate::cpython::{self, read_usize, Api, Header, Object, PyObject, Type, VisitProc};
+use crate::cpython::{self, read_usize, Api, Header, Layout, Object, PyObject, Type, VisitProc};
 use crate::holds::History;
 use crate::hooks::State;
 use crate::live::{Block, ALLOCATED, BUFFER, NO_STACK};
@@ -516,26 +516,40 @@ unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
     }
     let module_type = walk.module_type;
     // SAFETY: the snapshot's contract is `visit_survivor`'s.
-    let mut visit = |word| unsafe { visit_survivor(word, walk) };
+    let visit = |word| unsafe { visit_survivor(word, walk) };
+    // SAFETY: `op` is a live container (caller's contract).
+    unsafe { untraversed_fields(op, &layout, module_type, visit) };
+}
+
+/// The references in `op`'s fields that its `tp_traverse` leaves out, but dict keys.
+///
+/// # Safety
+/// `op` is a live object; the GIL is held.
+pub unsafe fn untraversed_fields(
+    op: Object,
+    layout: &Layout,
+    module_type: usize,
+    mut visit: impl FnMut(usize),
+) {
     if let Some(tp) = op.as_type() {
         // A class holds the dict of its subclasses (weak references only); `import ast`
         // showed it.
         visit(tp.subclasses());
         // A heap type holds its name, its `__slots__` tuple and its qualified name (`_json`'s
         // types on 3.13 and functools' `_HashedSeq` showed them).
-        tp.heap_names(&layout)
+        tp.heap_names(layout)
             .into_iter()
             .flatten()
             .for_each(&mut visit);
     }
     // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
     if let Some(module) = op.as_module(module_type) {
-        visit(module.name_word(&layout));
+        visit(module.name_word(layout));
     }
     // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
     // made, but `PyObject_VisitManagedDict` then visits only the inline values.
-    // SAFETY: `op` is a live container (caller's contract).
-    unsafe { op.materialized_dict(&layout) }
+    // SAFETY: `op` is a live object (caller's contract).
+    unsafe { op.materialized_dict(layout) }
         .into_iter()
         .for_each(visit);
 }

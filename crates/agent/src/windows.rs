@@ -105,8 +105,9 @@ impl Windows {
         }
     }
 
-    pub fn baseline_mut(&mut self) -> Option<&mut Baseline> {
-        self.open.last_mut().and_then(|w| w.baseline.as_mut())
+    /// The innermost open window's screen baseline, which it gives up.
+    pub fn take_baseline(&mut self) -> Option<Baseline> {
+        self.open.last_mut().and_then(|w| w.baseline.take())
     }
 
     /// Gives the innermost open window its snapshot's capture.
