@@ -1,6 +1,7 @@
 """The Python API (`refhunt.check`, `refhunt.track`) and the pytest plugin, which pytester
 runs in a subprocess of the interpreter that runs these tests."""
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -200,6 +201,42 @@ def test_a_real_suite_has_no_false_alarm(env):
     assert plain.returncode == 0, plain.stdout[-2000:]
     assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-4000:]
     counts = re.compile(r"(\d+) passed\b(?! the screen)")
+    assert counts.search(checked.stdout).group(1) == counts.search(plain.stdout).group(1)
+    assert re.search(r"refhunt: \d+ tests checked \(\d+ passed the screen\), 0 leaking",
+                     checked.stdout), checked.stdout[-2000:]
+
+
+def _sdist_tests(package, version, folder, into):
+    """The test folder of `package`'s sdist of `version`, from PyPI (its wheels leave it out),
+    unpacked under `into` once."""
+    import tarfile
+    unpacked = into / ("%s-%s" % (package, version))
+    if not unpacked.is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
+                        ":all:", "-d", str(into), "%s==%s" % (package, version)],
+                       check=True, timeout=600)
+        with tarfile.open(into / ("%s-%s.tar.gz" % (package, version))) as tar:
+            tar.extractall(into, filter="data")
+    return unpacked / folder
+
+
+def test_msgpack_suite_from_its_sdist_has_no_false_alarm(env, tmp_path_factory):
+    """msgpack's own suite (160 tests of its C extension), from its sdist, as the user would run
+    it: the same tests pass with and without --refhunt, and none leaks."""
+    import re
+    found = env.python_output("import importlib.util as u; print(u.find_spec('msgpack') is not None)")
+    if found.strip() != "True":
+        pytest.skip("msgpack has no build for %r" % env)
+    version = env.python_output("import importlib.metadata as m; print(m.version('msgpack'))").strip()
+    suite = _sdist_tests("msgpack", version, "test", tmp_path_factory.getbasetemp())
+    command = [env.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)]
+    plain = subprocess.run(command, capture_output=True, text=True, cwd=str(env.tmp), timeout=600)
+    checked = subprocess.run(command + ["--refhunt"], capture_output=True, text=True,
+                             cwd=str(env.tmp), timeout=1200)
+    assert plain.returncode == 0, plain.stdout[-2000:]
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-4000:]
+    counts = re.compile(r"(\d+) passed\b(?! the screen)")
+    assert int(counts.search(plain.stdout).group(1)) >= 100, plain.stdout[-2000:]
     assert counts.search(checked.stdout).group(1) == counts.search(plain.stdout).group(1)
     assert re.search(r"refhunt: \d+ tests checked \(\d+ passed the screen\), 0 leaking",
                      checked.stdout), checked.stdout[-2000:]

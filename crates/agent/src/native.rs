@@ -91,9 +91,10 @@ enum Owner {
 }
 
 /// The native groups of the window (`window`): each site's blocks still allocated,
-/// classified by the scan. `object_stack` gives the creation stack of a leaked object at an address, to link
-/// the blocks that point to leaked objects; `owners` lists the leaked objects' blocks, sorted,
-/// whose own buffers go with their leak; `id_of` names a stack in the capture.
+/// classified by the scan. `object_stack` gives the creation stack of a leaked object at an
+/// address, to link the blocks that point to leaked objects; `owners` lists the blocks of
+/// leaked objects and of cyclic garbage, sorted, whose own buffers go with them; `id_of`
+/// names a stack in the capture.
 ///
 /// # Safety
 /// Tracking is paused and the state's lock is held: no block changes while it runs, but
