@@ -19,9 +19,13 @@ SUITE = '''
 import pytest
 import zoo, zoo_holders, zoo_native
 
+# Made before the tests: a reference leaked to it is gained by an old object.
+OLD = object()
+
 LEAKS = {
     "new_refs": lambda: zoo.leakNewRefs(5000, 100),
     "incref": lambda: zoo.leak_incref(object()),
+    "incref_old": lambda: zoo.leak_incref(OLD),
     "append": lambda: zoo.leak_append([], 20),
     "setitem": lambda: zoo.leak_setitem({}, 20),
     "build_value": lambda: zoo.leak_build_value(123456),
@@ -58,8 +62,8 @@ def test_error_path():
         zoo.leak_on_error(123456)
 '''
 LEAKING = {"test_leak[%s]" % n for n in (
-    "new_refs", "incref", "append", "setitem", "build_value", "container", "float", "tuple",
-    "fetched_error", "keep_arg", "malloc", "pymem_error_path", "lose_array", "strdup")}
+    "new_refs", "incref", "incref_old", "append", "setitem", "build_value", "container", "float",
+    "tuple", "fetched_error", "keep_arg", "malloc", "pymem_error_path", "lose_array", "strdup")}
 LEAKING.add("test_error_path")
 # `leak_on_error` raises (None takes no attribute) and leaks its int on that error path.
 CONTROL_TESTS = 7  # (zoo.touch_shared is none on 3.14, whose interned strings are mortal)

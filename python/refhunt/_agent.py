@@ -120,13 +120,15 @@ def screen(gc_objects, runs, tests):
     window's first notes the refcounts of what the objects of `gc.get_objects()` lead to and
     the references found to them, and returns None. The next ends the screened calls made
     since, of `tests` tests each made as `runs` measured runs (test i's are runs i * runs + 1
-    to (i + 1) * runs), with a bit for each test whose calls may have left a leak. Both
-    passes run the same code, so that their frames are alike."""
-    flagged = ctypes.c_uint64(0)
-    status = load().refhunt_screen(gc_objects, runs, tests, ctypes.byref(flagged))
+    to (i + 1) * runs), with what may have left a leak: (a bit for each test whose survivors
+    or native blocks the snapshot may classify, a bit for each test whose old objects only
+    the full method can tell). Both passes run the same code, so that their frames are
+    alike."""
+    flagged = (ctypes.c_uint64 * 2)()
+    status = load().refhunt_screen(gc_objects, runs, tests, flagged)
     if status < 0:
         _check(1)
-    return flagged.value if status else None
+    return (flagged[0], flagged[1]) if status else None
 
 
 def screen_test(test, runs, ended):

@@ -91,7 +91,10 @@ def screen(call: Callable[[], Any]) -> bool:
     try:
         counters = _counters.read()
         batch.run(call)
-        if batch.boundary():
+        survivors, old = batch.boundary()
+        if old:
+            return True
+        if survivors:
             _window.snapshot(counters, {"runs": SCREEN_RUNS, "warmup": 1})
             return json.loads(_agent.verdict())["might_leak"]
         return False
@@ -112,10 +115,10 @@ class Batch:
         self.tests = 0
         self.open = False
 
-    def boundary(self) -> Optional[int]:
+    def boundary(self) -> Optional[Tuple[int, int]]:
         """Opens the window and notes what the heap leads to; or, called again, says what
-        the tests' calls left: a bit for each test whose calls may have left a leak, the
-        window still open for a snapshot until `close()`. Both ends are this one call, which the caller makes from
+        the tests' calls left (see `_agent.screen`), the window still open for a snapshot
+        until `close()`. Both ends are this one call, which the caller makes from
         one function, so that the frames running the passes are alike."""
         if not self.open:
             _agent.install(sys.hexversion)

@@ -125,10 +125,11 @@ class _Session:
         """Logs the held reports; with the batch's verdict `ended`, after running the tests
         it did not clear again alone."""
         held, self.held = self.held, []
+        flagged = ended[0] | ended[1] if ended else 0
         for item, reports, outcome in held:
             if "slot" in outcome:
                 slot = outcome.pop("slot")
-                if ended is not None and ended >> slot & 1:
+                if ended is not None and flagged >> slot & 1:
                     reports = self._alone(item, nextitem)
                 else:
                     outcome["screened"] = True

@@ -341,12 +341,13 @@ pub unsafe extern "C" fn refhunt_mark_before(objects: *mut cpython::PyObject) ->
 /// `gc.get_objects()`, leads to, in the innermost window. The window's first notes the
 /// refcounts and the references found, and returns 0. The next ends the screened calls that
 /// ran between, of `tests` tests each made as `runs` measured runs: it sets `tests_flagged`
-/// to a bit per test whose calls must be looked at more closely (see `screen::end`), and
-/// returns 1. The two take the same arguments, so that the caller's frames are alike at
+/// to two masks of a bit per test whose calls must be looked at more closely (see
+/// `screen::Screened`), those whose survivors or native blocks the snapshot may classify,
+/// then those whose old objects only the full method can tell; and returns 1. The two take the same arguments, so that the caller's frames are alike at
 /// both. -1 on error (`refhunt_error()` says why).
 ///
 /// # Safety
-/// `objects` is a live `list`; `tests_flagged` points to a writable u64; the GIL is held;
+/// `objects` is a live `list`; `tests_flagged` points to two writable u64s; the GIL is held;
 /// tracking is paused.
 #[no_mangle]
 pub unsafe extern "C" fn refhunt_screen(
@@ -380,7 +381,9 @@ pub unsafe extern "C" fn refhunt_screen(
         let screened = unsafe { screen::end(s, &baseline, objects as usize, runs, tests) };
         s.screen_spare = baseline;
         // SAFETY: `tests_flagged` is writable (caller's contract).
-        unsafe { *tests_flagged = screened.tests };
+        unsafe { *tests_flagged = screened.survivors };
+        // SAFETY: as above.
+        unsafe { *tests_flagged.add(1) = screened.old };
         Ok(1)
     })
 }

@@ -157,6 +157,10 @@ impl<F: FnMut(usize, bool)> Walk<'_, F> {
                 }
             })
         };
+        // A class holds the keys its instances' dicts share, as the census counts them.
+        if let Some(tp) = object.as_type() {
+            pending.extend(tp.cached_keys(self.layout));
+        }
         if let Some(dict) = object.as_dict().filter(|_| self.layout.unicode_dicts()) {
             // SAFETY: the GIL is held; `dict_next` is `PyDict_Next`; its keys are live, and
             // strings, which `reached` passes on as untracked.
@@ -307,6 +311,16 @@ impl Baseline {
             })
         };
         recent.drain(&mut entries);
+        // One entry per object, in address order: each test's two reads of the refcounts go
+        // through the heap once, page after page.
+        entries.sort_unstable_by_key(|e| e.op);
+        entries.dedup_by(|later, kept| {
+            let same = later.op == kept.op;
+            if same {
+                kept.found += later.found;
+            }
+            same
+        });
         if debug() {
             eprintln!(
                 "refhunt-debug: screen: {} tracked, {} entries",
@@ -424,10 +438,12 @@ fn refcount(state: &State, op: usize, header: Header) -> isize {
 #[derive(Default)]
 pub struct Screened {
     /// A bit per test: survivors of every one of its runs have references beyond those
-    /// found, or native blocks of every one of them are left (the full method, whose
-    /// snapshot finds references everywhere, must classify them); or an old object gained
-    /// references that those found do not account for, and rose over its runs.
-    pub tests: u64,
+    /// found, or native blocks of every one of them are left. The snapshot, which finds
+    /// references everywhere, may classify them.
+    pub survivors: u64,
+    /// A bit per test: an old object gained references that those found do not account
+    /// for, and rose over its runs. Only the census of the full method can tell.
+    pub old: u64,
 }
 
 /// The end of the screened calls of `tests` tests, each made as `runs` measured runs, test
@@ -489,7 +505,10 @@ pub unsafe fn end(
     found.remove(&gc_objects);
     found.extend(grown.keys().map(|&op| (op, 0)));
     if found.is_empty() {
-        return Screened { tests: native };
+        return Screened {
+            survivors: native,
+            old: 0,
+        };
     }
     // SAFETY: the caller's contract is `count`'s.
     unsafe { count(state, &modules, &heap, &gc_items, gc_objects, &mut found) };
@@ -542,8 +561,14 @@ pub unsafe fn end(
         .iter()
         .filter(|&&(i, _)| gained.contains(&baseline.entries[i as usize].op))
         .fold(0u64, |tests, &(_, test)| tests | 1 << test);
+    if debug() {
+        eprintln!(
+            "refhunt-debug: screen: tests flagged by native blocks {native:#x}, survivors {unexplained:#x}, old objects {took:#x}"
+        );
+    }
     Screened {
-        tests: native | unexplained | took,
+        survivors: native | unexplained,
+        old: took,
     }
 }
 
