@@ -151,11 +151,18 @@ impl<F: FnMut(usize, bool)> Walk<'_, F> {
         let pending = &mut self.pending;
         // SAFETY: as above.
         unsafe {
-            untraversed_fields(object, self.layout, self.api.module_type, |word| {
-                if cpython::may_be_object(word) {
-                    pending.push(word)
-                }
-            })
+            let api = self.api;
+            untraversed_fields(
+                object,
+                self.layout,
+                api.module_type,
+                &api.descr_types,
+                |word| {
+                    if cpython::may_be_object(word) {
+                        pending.push(word)
+                    }
+                },
+            )
         };
         // A class holds the keys its instances' dicts share, as the census counts them.
         if let Some(tp) = object.as_type() {

@@ -118,6 +118,7 @@ struct Walk<'a> {
     unicode_type: usize,
     dict_next: cpython::DictNext,
     module_type: usize,
+    descr_types: [usize; 5],
     layout: cpython::Layout,
     weakref_types: [usize; 3],
 }
@@ -237,6 +238,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             unicode_type: api.unicode_type,
             dict_next: api.dict_next,
             module_type: api.module_type,
+            descr_types: api.descr_types,
             layout: state.layout,
             weakref_types: api.weakref_types,
         };
@@ -517,11 +519,11 @@ unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
             })
         };
     }
-    let module_type = walk.module_type;
+    let (module_type, descr_types) = (walk.module_type, walk.descr_types);
     // SAFETY: the snapshot's contract is `visit_survivor`'s.
     let visit = |word| unsafe { visit_survivor(word, walk) };
     // SAFETY: `op` is a live container (caller's contract).
-    unsafe { untraversed_fields(op, &layout, module_type, visit) };
+    unsafe { untraversed_fields(op, &layout, module_type, &descr_types, visit) };
 }
 
 /// The references in `op`'s fields that its `tp_traverse` leaves out, but dict keys.
@@ -532,6 +534,7 @@ pub unsafe fn untraversed_fields(
     op: Object,
     layout: &Layout,
     module_type: usize,
+    descr_types: &[usize; 5],
     mut visit: impl FnMut(usize),
 ) {
     if let Some(tp) = op.as_type() {
@@ -549,6 +552,12 @@ pub unsafe fn untraversed_fields(
     if let Some(module) = op.as_module(module_type) {
         visit(module.name_word(layout));
     }
+    // A descriptor holds its names (a class's `__weakref__` and `__dict__` getters showed
+    // them, one per class made in a test).
+    op.descr_names(descr_types)
+        .into_iter()
+        .flatten()
+        .for_each(&mut visit);
     // 3.13: an object whose attributes still live inline owns its `__dict__` once one is
     // made, but `PyObject_VisitManagedDict` then visits only the inline values.
     // SAFETY: `op` is a live object (caller's contract).

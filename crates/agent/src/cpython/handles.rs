@@ -215,6 +215,16 @@ impl Object {
         (self.tp().0 == code_type).then_some(Code(self))
     }
 
+    /// A descriptor's name and qualified name, which its traversal leaves out, if its type is
+    /// one of `descr_types` (`Api::descr_types`).
+    pub fn descr_names(self, descr_types: &[usize; 5]) -> Option<[usize; 2]> {
+        let tp = self.tp().0;
+        // SAFETY: an object of a descriptor type is a live `PyDescrObject`.
+        descr_types
+            .contains(&tp)
+            .then(|| DESCR_NAMES.map(|at| unsafe { read_usize(self.0 + at) }))
+    }
+
     /// The object as a module, if its type is exactly `module_type` (`Api::module_type`).
     pub fn as_module(self, module_type: usize) -> Option<Module> {
         (self.tp().0 == module_type).then_some(Module(self))

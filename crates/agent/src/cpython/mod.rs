@@ -103,6 +103,9 @@ const TYPE_CACHE_VALUE: usize = 16;
 const CODE_CACHED_OBJECTS: usize = 4;
 
 // PyTypeObject and PyObject offsets, the same on every supported version.
+/// `PyDescrObject`'s `d_name` and `d_qualname`, after the header and `d_type`
+/// (Include/descrobject.h, alike in every version).
+const DESCR_NAMES: [usize; 2] = [24, 32];
 const OB_REFCNT: usize = 0;
 /// 3.14+ links its object freelists through their members' first word (`_PyFreeList_Push`
 /// writes the next member over `ob_refcnt`): a freed dict kept there still has its type and
@@ -228,6 +231,8 @@ pub struct Api {
     pub standard_frees: [usize; 2],
     /// The weak reference types, whose referent field is no reference.
     pub weakref_types: [usize; 3],
+    /// The descriptor types, whose traversal leaves out their names.
+    pub descr_types: [usize; 5],
     /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
     pub eval_loop: (usize, usize),
 }
@@ -306,6 +311,14 @@ impl Api {
                     c"_PyWeakref_RefType",
                     c"_PyWeakref_ProxyType",
                     c"_PyWeakref_CallableProxyType",
+                ]
+                .map(|name| sym(name).map_or(0, |p| p as usize)),
+                descr_types: [
+                    c"PyMethodDescr_Type",
+                    c"PyClassMethodDescr_Type",
+                    c"PyGetSetDescr_Type",
+                    c"PyMemberDescr_Type",
+                    c"PyWrapperDescr_Type",
                 ]
                 .map(|name| sym(name).map_or(0, |p| p as usize)),
                 eval_loop: symbol_extent(eval),
