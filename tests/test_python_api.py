@@ -158,6 +158,31 @@ def test_marker_alone_checks_one_test(pytester, zoo_path, monkeypatch):
     assert "7 int per call" in result.stdout.str()
 
 
+def test_an_interrupted_batch_reports_the_tests_that_ran(pytester, zoo_path, monkeypatch):
+    """Ctrl-C in the middle of a batch: the tests before it are reported as they ran, and
+    none as checked, since the batch never ended."""
+    monkeypatch.setenv("PYTHONPATH", zoo_path)
+    pytester.makepyfile(test_interrupted="""
+        import zoo
+
+        def test_one():
+            zoo.leakNewRefs(5000, 7)
+
+        def test_two():
+            assert "x".upper() == "X"
+
+        def test_three():
+            raise KeyboardInterrupt
+
+        def test_four():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("--refhunt", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert "KeyboardInterrupt" in result.stdout.str()
+    assert "tests checked" not in result.stdout.str()
+
+
 def test_unittest_failures_and_skips_are_reported_once(pytester, zoo_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", zoo_path)
     pytester.makepyfile(test_cases="""

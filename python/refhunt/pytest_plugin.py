@@ -109,8 +109,10 @@ class _Session:
         try:
             self.held[-1][1].extend(runtestprotocol(item, nextitem=nextitem, log=False))
         except BaseException:
+            # Interrupted: the tests held are logged as they ran, none lost.
             self.batch.close()
-            self._log_held(None, nextitem)
+            held, self.held = self.held, []
+            self._log_unchecked(held)
             raise
         finally:
             self.in_batch = None
@@ -121,23 +123,38 @@ class _Session:
             self._log_held(ended, nextitem)
         return True
 
-    def _log_held(self, ended: Any, nextitem: Any) -> None:
-        """Logs the held reports; with the batch's verdict `ended`, after running the tests
-        it did not clear again alone."""
+    def _log_held(self, ended: Tuple[int, int], nextitem: Any) -> None:
+        """Logs the held reports, after running again alone the tests that the batch's
+        verdict `ended` did not clear."""
         held, self.held = self.held, []
-        flagged = ended[0] | ended[1] if ended else 0
-        for item, reports, outcome in held:
+        flagged = ended[0] | ended[1]
+        for i, (item, reports, outcome) in enumerate(held):
             if "slot" in outcome:
-                slot = outcome.pop("slot")
-                if ended is not None and flagged >> slot & 1:
-                    reports = self._alone(item, nextitem)
+                if flagged >> outcome.pop("slot") & 1:
+                    try:
+                        reports = self._alone(item, nextitem)
+                    except BaseException:
+                        self._log_unchecked(held[i:])
+                        raise
                 else:
                     outcome["screened"] = True
-            ihook = item.ihook
-            ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+            self._log(item, reports)
+
+    def _log_unchecked(self, held: List[Tuple[Any, List[Any], Dict[str, Any]]]) -> None:
+        """Logs held reports as they ran, when an interruption leaves no time to check them:
+        as tests refhunt did not check."""
+        for item, reports, _ in held:
             for report in reports:
-                ihook.pytest_runtest_logreport(report=report)
-            ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+                report.user_properties = [p for p in report.user_properties if p[0] != _PROPERTY]
+            self._log(item, reports)
+
+    @staticmethod
+    def _log(item: Any, reports: List[Any]) -> None:
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        for report in reports:
+            ihook.pytest_runtest_logreport(report=report)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     def _alone(self, item: Any, nextitem: Any) -> List[Any]:
         """Runs `item` again, screened alone: its reports."""
