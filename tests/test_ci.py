@@ -137,8 +137,10 @@ def test_a_baseline_gates_on_new_leaks_only(native_zoo):
     first = env.run("python", program, refhunt_args=("--baseline", str(baseline)))
     assert first.rc == 0 and first.leaks, first.stderr
     rules = [l for l in baseline.read_text().splitlines() if not l.startswith("#")]
-    assert len(rules) == len(first.leaks) + len(first.report["unexplained"]) + len(
+    # A rule per finding, and a second by site for those whose holder is named.
+    findings = len(first.leaks) + len(first.report["unexplained"]) + len(
         first.report["native_leaks"])
+    assert findings <= len(rules) <= 2 * findings, rules
     known = env.run("python", program,
                     refhunt_args=("--suppress", str(baseline), "--fail-on-leak"))
     assert known.rc == 0, known.stderr

@@ -347,15 +347,22 @@ pub fn baseline(findings: &[Finding]) -> String {
         "# refhunt baseline: the leaks of one run; `refhunt run --suppress FILE` drops them\n",
     );
     for f in findings {
-        let mut line = format!("kind={} type={}", f.kind.name(), no_spaces(&f.type_name));
-        // A holder is the C code at fault; the objects it keeps may come from anywhere.
-        match (&f.holder, &f.site) {
-            (Some(holder), _) => line.push_str(&format!(" holder={}", no_spaces(holder))),
-            (None, Some(site)) => line.push_str(&format!(" site={}", no_spaces(site))),
-            (None, None) => {}
+        let rule = format!("kind={} type={}", f.kind.name(), no_spaces(&f.type_name));
+        // A holder is the C code at fault; the objects it keeps may come from anywhere. But
+        // a holder is named only when a breakpoint saw it take the reference, which another
+        // run may miss: the site goes beside it, a rule of its own.
+        let terms: Vec<String> = match (&f.holder, &f.site) {
+            (Some(holder), site) => std::iter::once(format!(" holder={}", no_spaces(holder)))
+                .chain(site.iter().map(|s| format!(" site={}", no_spaces(s))))
+                .collect(),
+            (None, Some(site)) => vec![format!(" site={}", no_spaces(site))],
+            (None, None) => vec![String::new()],
+        };
+        for term in terms {
+            out.push_str(&rule);
+            out.push_str(&term);
+            out.push('\n');
         }
-        out.push_str(&line);
-        out.push('\n');
     }
     out
 }
@@ -421,6 +428,28 @@ mod tests {
         assert!(glob("*", ""));
         assert!(glob("a*b*c", "aXXbYYbc"));
         assert!(!glob("a*b*c", "aXXbYYb"));
+    }
+
+    #[test]
+    fn a_baseline_still_matches_a_leak_whose_holder_goes_unnamed() {
+        let held = finding(
+            Kind::References,
+            "tuple",
+            "holders.c:292",
+            Some("singleton"),
+        );
+        let text = baseline(&[
+            held.clone(),
+            finding(Kind::Objects, "int", "zoo.c:19", None),
+        ]);
+        let rules = Suppressions::parse(&text).unwrap();
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 3);
+        assert!(rules.matching(&held).is_some());
+        let unnamed = finding(Kind::References, "tuple", "holders.c:292", None);
+        assert!(rules.matching(&unnamed).is_some());
+        assert!(rules
+            .matching(&finding(Kind::Objects, "int", "zoo.c:20", None))
+            .is_none());
     }
 
     #[test]
