@@ -32,6 +32,7 @@ use crate::snapshot::untraversed_fields;
 use crate::survivors::{Heap, Survivors};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::{c_int, c_void};
+use std::mem::take;
 
 /// The objects reached when the screened calls began, each with its type, its refcount less
 /// the agent's own reference (a code object a stack of the window keeps), and the references
@@ -349,34 +350,48 @@ impl Baseline {
     /// # Safety
     /// The GIL is held and tracking is paused.
     pub unsafe fn mark_test(&mut self, state: &State, test: u16, runs: u16, ended: bool) {
+        // Their memory is reused from test to test.
+        let (mut marks, mut rises) = (take(&mut self.marks), take(&mut self.rises));
+        // SAFETY: the GIL is held and tracking is paused (caller's contract).
+        let now = unsafe { self.refcounts_now(state) };
+        if ended {
+            rises.extend(now.enumerate().filter_map(|(i, (_, n))| {
+                let before = marks.get(i).copied().unwrap_or(isize::MAX);
+                let rose = n.is_some_and(|n| n.saturating_sub(before) >= runs as isize);
+                rose.then_some((i as u32, test))
+            }));
+        } else {
+            marks.clear();
+            marks.extend(now.map(|(_, n)| n.unwrap_or(isize::MAX)));
+        }
+        (self.marks, self.rises) = (marks, rises);
+    }
+
+    /// Each entry with its object's refcount now: none if its memory is unmapped, holds
+    /// another type, or holds a free-list pointer where the refcount was (a freed block).
+    ///
+    /// # Safety
+    /// The GIL is held and tracking is paused.
+    unsafe fn refcounts_now<'a>(
+        &'a self,
+        state: &'a State,
+    ) -> impl Iterator<Item = (&'a Entry, Option<isize>)> + 'a {
         let readable = Readable::of_self();
-        let now = |i: usize, e: &Entry| {
+        self.entries.iter().enumerate().map(move |(i, e)| {
+            // The headers are far apart: reading one is a cache miss, which the loads of
+            // the next few overlap.
             if let Some(ahead) = self.entries.get(i + PREFETCH_AHEAD) {
                 prefetch(ahead.op);
             }
             if !readable.contains(e.op, 16) {
-                return None;
+                return (e, None);
             }
             // SAFETY: the header's 16 bytes were just found mapped.
             let header = unsafe { Header::new(e.op) };
-            (header.type_addr() == e.tp).then(|| refcount(state, e.op, header))
-        };
-        if !ended {
-            self.marks.clear();
-            self.marks.extend(
-                self.entries
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| now(i, e).unwrap_or(isize::MAX)),
-            );
-            return;
-        }
-        for (i, e) in self.entries.iter().enumerate() {
-            let before = self.marks.get(i).copied().unwrap_or(isize::MAX);
-            if now(i, e).is_some_and(|n| n.saturating_sub(before) >= runs as isize) {
-                self.rises.push((i as u32, test));
-            }
-        }
+            let now = refcount(state, e.op, header);
+            let live = header.type_addr() == e.tp && now <= u32::MAX as isize;
+            (e, live.then_some(now))
+        })
     }
 
     /// The objects reached at the start whose refcount is higher now, with their refcount
@@ -390,32 +405,12 @@ impl Baseline {
         state: &State,
         is_new: &dyn Fn(usize) -> bool,
     ) -> FxHashMap<usize, (isize, isize)> {
-        let readable = Readable::of_self();
-        let mut grown: FxHashMap<usize, (isize, isize)> = FxHashMap::default();
-        for (i, e) in self.entries.iter().enumerate() {
-            // The headers are far apart: reading one is a cache miss, which the loads of
-            // the next few overlap.
-            if let Some(ahead) = self.entries.get(i + PREFETCH_AHEAD) {
-                prefetch(ahead.op);
-            }
-            if grown.contains_key(&e.op) || !readable.contains(e.op, 16) {
-                continue;
-            }
-            // SAFETY: the header's 16 bytes were just found mapped.
-            let header = unsafe { Header::new(e.op) };
-            // A block freed since holds a free-list pointer where the refcount was.
-            let now = refcount(state, e.op, header);
-            let plausible = now <= u32::MAX as isize;
-            if header.type_addr() == e.tp && now > e.refcount && plausible && !is_new(e.op) {
-                grown.insert(e.op, (e.refcount, 0));
-            }
-        }
-        for e in &self.entries {
-            if let Some((_, found)) = grown.get_mut(&e.op) {
-                *found += e.found as isize;
-            }
-        }
-        grown
+        // SAFETY: as above (caller's contract); an entry is one object's, all its
+        // references summed.
+        unsafe { self.refcounts_now(state) }
+            .filter(|&(e, now)| now.is_some_and(|n| n > e.refcount) && !is_new(e.op))
+            .map(|(e, _)| (e.op, (e.refcount, e.found as isize)))
+            .collect()
     }
 }
 
