@@ -120,12 +120,13 @@ def test_the_screen_passes_no_leak_that_the_full_method_finds(env, suite):
     passed = passed_the_screen(junit)
     assert len(passed) >= 6 and not passed & LEAKING, (passed, screened.stdout[-4000:])
     # What the screened run's full method reports is what the full run reports: the same
-    # types and sites (their counts are checked below: on 3.14 a run now and then misses one
-    # of 80 leaked tuples, and in one of four CI runs all of test_leak[container]; see the
-    # note).
-    found = uncounted(leaking(screened))
-    assert len(found) >= len(LEAKING) - 1, screened.stdout[-6000:]
-    assert found == {t: said for t, said in uncounted(leaking(full)).items() if t in found}
+    # objects, counts and sites; for native blocks the same sites (how many of them a scan
+    # finds still pointed to varies with what the stack held).
+    found, expected = leaking(screened), leaking(full)
+    assert set(found) == LEAKING, screened.stdout[-6000:]
+    assert uncounted(found) == uncounted(expected)
+    assert ({t: said for t, said in found.items() if "native blocks" not in said}
+            == {t: said for t, said in expected.items() if "native blocks" not in said})
     # Type, rate and C line, as the full method gives them.
     seed = leaking(screened)["test_leak[new_refs]"]
     assert "400 int (leaked, 100 int per call) created at " in seed

@@ -102,6 +102,11 @@ int main(void) {
     SHOW("dict_keys", offsetof(PyDictObject, ma_keys));
     SHOW("dict_values", offsetof(PyDictObject, ma_values));
     SHOW("gc_head", sizeof(PyGC_Head));
+#if PY_VERSION_HEX >= 0x030B0000
+    SHOW("coro_origin", offsetof(PyCoroObject, cr_origin_or_finalizer));
+#else
+    SHOW("coro_origin", offsetof(PyCoroObject, cr_origin));
+#endif
 #if PY_VERSION_HEX >= 0x030C0000
     SHOW("code_cached", offsetof(PyCodeObject, _co_cached));
     SHOW("code_cached_objects", sizeof(_PyCoCached) / sizeof(PyObject *));

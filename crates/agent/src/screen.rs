@@ -153,17 +153,11 @@ impl<F: FnMut(usize, bool)> Walk<'_, F> {
         // SAFETY: as above.
         unsafe {
             let api = self.api;
-            untraversed_fields(
-                object,
-                self.layout,
-                api.module_type,
-                &api.descr_types,
-                |word| {
-                    if cpython::may_be_object(word) {
-                        pending.push(word)
-                    }
-                },
-            )
+            untraversed_fields(object, self.layout, api, |word| {
+                if cpython::may_be_object(word) {
+                    pending.push(word)
+                }
+            })
         };
         // A class holds the keys its instances' dicts share, as the census counts them.
         if let Some(tp) = object.as_type() {

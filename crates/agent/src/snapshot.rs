@@ -114,13 +114,8 @@ struct Walk<'a> {
     seen: FxHashSet<usize>,
     /// Containers found by traversal that the collector does not track, still to traverse.
     queue: Vec<usize>,
-    code_type: usize,
-    unicode_type: usize,
-    dict_next: cpython::DictNext,
-    module_type: usize,
-    descr_types: [usize; 5],
+    api: &'a Api,
     layout: cpython::Layout,
-    weakref_types: [usize; 3],
 }
 
 impl Walk<'_> {
@@ -133,7 +128,7 @@ impl Walk<'_> {
         // `is_gc` needs.
         unsafe {
             let op = Object::new(op);
-            op.as_code(self.code_type).is_some() || op.is_gc()
+            op.as_code(self.api.code_type).is_some() || op.is_gc()
         }
     }
 }
@@ -234,13 +229,8 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             visited: Vec::new(),
             seen: FxHashSet::default(),
             queue: Vec::new(),
-            code_type: api.code_type,
-            unicode_type: api.unicode_type,
-            dict_next: api.dict_next,
-            module_type: api.module_type,
-            descr_types: api.descr_types,
+            api,
             layout: state.layout,
-            weakref_types: api.weakref_types,
         };
         // The snapshot's own lists (`gc.get_objects()` and the garbage) hold a reference to each
         // of their items, found here; they hold nothing for the program, so an item they refer
@@ -473,7 +463,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     }
     // SAFETY: the snapshot's contract is theirs.
     unsafe { visit_heap_type(tp, walk) };
-    if let Some(code) = op.as_code(walk.code_type) {
+    if let Some(code) = op.as_code(walk.api.code_type) {
         let layout = walk.layout;
         for word in code
             .object_fields(&layout)
@@ -486,7 +476,7 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
     }
     // A str holds characters, not references, and a compact one ends before its type's
     // `tp_basicsize`: the next block's words once read like a pointer.
-    if tp.addr() == walk.unicode_type {
+    if tp.addr() == walk.api.unicode_type {
         return;
     }
     // A variable-size object's first word is its size (an int's, a bytes').
@@ -510,7 +500,7 @@ unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
     let layout = walk.layout;
     // 3.11+: a dict whose keys are all strings does not visit its keys.
     if let Some(dict) = op.as_dict().filter(|_| layout.unicode_dicts()) {
-        let dict_next = walk.dict_next;
+        let dict_next = walk.api.dict_next;
         // SAFETY: `op` is a live dict and the GIL is held (the snapshot's contract); `walk` is
         // borrowed only through the pointer for each call.
         unsafe {
@@ -519,11 +509,11 @@ unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
             })
         };
     }
-    let (module_type, descr_types) = (walk.module_type, walk.descr_types);
+    let api = walk.api;
     // SAFETY: the snapshot's contract is `visit_survivor`'s.
     let visit = |word| unsafe { visit_survivor(word, walk) };
     // SAFETY: `op` is a live container (caller's contract).
-    unsafe { untraversed_fields(op, &layout, module_type, &descr_types, visit) };
+    unsafe { untraversed_fields(op, &layout, api, visit) };
 }
 
 /// The references in `op`'s fields that its `tp_traverse` leaves out, but dict keys.
@@ -533,8 +523,7 @@ unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
 pub unsafe fn untraversed_fields(
     op: Object,
     layout: &Layout,
-    module_type: usize,
-    descr_types: &[usize; 5],
+    api: &Api,
     mut visit: impl FnMut(usize),
 ) {
     if let Some(tp) = op.as_type() {
@@ -549,12 +538,16 @@ pub unsafe fn untraversed_fields(
             .for_each(&mut visit);
     }
     // A module holds its name apart from its dict (3.13's `PyModule_Create` showed it).
-    if let Some(module) = op.as_module(module_type) {
+    if let Some(module) = op.as_module(api.module_type) {
         visit(module.name_word(layout));
     }
+    // A coroutine made while origin tracking is on (asyncio's debug mode) holds its origin.
+    op.coroutine_origin(&api.frame_types, layout)
+        .into_iter()
+        .for_each(&mut visit);
     // A descriptor holds its names (a class's `__weakref__` and `__dict__` getters showed
     // them, one per class made in a test).
-    op.descr_names(descr_types)
+    op.descr_names(&api.descr_types)
         .into_iter()
         .flatten()
         .for_each(&mut visit);
@@ -596,13 +589,17 @@ unsafe fn scan_c_fields(op: Object, walk: &mut Walk) {
     unsafe { visit_heap_type(tp, walk) };
     // A weak reference points at its referent without holding it.
     let weak = walk
+        .api
         .weakref_types
         .iter()
         .any(|&w| w != 0 && tp.derives_from(w));
-    for word in op.fields().filter(|_| !weak) {
+    // A frame's header holds borrowed words, and stale or unset ones; its traversal visits
+    // what it holds (`untraversed_fields` what it does not).
+    let frame = op.holds_frame(&walk.api.frame_types);
+    for word in op.fields().filter(|_| !weak && !frame) {
         owned(word, Owner::Field(tp.addr()), walk);
     }
-    if let Some(module) = op.as_module(walk.module_type) {
+    if let Some(module) = op.as_module(walk.api.module_type) {
         // SAFETY: `op` is a live object (caller's contract).
         for word in unsafe { module.state_words(&walk.layout, 1 << 20) } {
             owned(word, Owner::ModuleState(op.addr()), walk);

@@ -57,6 +57,9 @@ pub struct Layout {
     /// 3.12+: `PyCodeObject._co_cached`, a C struct of four objects made on demand
     /// (`co_code`, `co_varnames`, `co_cellvars`, `co_freevars`) that no traversal visits.
     pub code_cached: Option<usize>,
+    /// `PyCoroObject.cr_origin` (3.11+: `cr_origin_or_finalizer`): where a coroutine made
+    /// while origin tracking is on keeps its origin, which its traversal leaves out.
+    pub coro_origin: usize,
     /// `[start, end)` offsets in `PyInterpreterState` of the freelists (3.11+, whose main
     /// interpreter is static data). Their arrays keep stale pointers past their count, to
     /// memory that now holds other objects: not references.
@@ -172,6 +175,7 @@ impl Layout {
             ascii_size: 48,
             compact_size: 72,
             code_cached: None,
+            coro_origin: if minor == 9 { 96 } else { 88 },
             freelists: None,
             type_cache: None,
             frame_locals: None,
@@ -202,6 +206,7 @@ impl Layout {
                 ascii_size: 48,
                 compact_size: 72,
                 code_cached: None,
+                coro_origin: 64,
                 freelists: Some((3608, 7128)),
                 type_cache: Some((9056, 107360)),
                 frame_locals: Some((72, 76)),
@@ -229,6 +234,7 @@ impl Layout {
                 ascii_size: 40,
                 compact_size: 56,
                 code_cached: Some(if minor == 12 { 152 } else { 160 }),
+                coro_origin: 56,
                 freelists: Some(if minor == 12 {
                     (267408, 273400)
                 } else {
@@ -264,6 +270,7 @@ impl Layout {
                 ascii_size: 40,
                 compact_size: 56,
                 code_cached: Some(160),
+                coro_origin: 56,
                 freelists: Some(if minor == 14 {
                     (11120, 11744)
                 } else {

@@ -233,6 +233,9 @@ pub struct Api {
     pub weakref_types: [usize; 3],
     /// The descriptor types, whose traversal leaves out their names.
     pub descr_types: [usize; 5],
+    /// The generator, coroutine, async generator and frame types, whose fixed part is an
+    /// interpreter frame's header or room for one (see [`Object::holds_frame`]).
+    pub frame_types: [usize; 4],
     /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
     pub eval_loop: (usize, usize),
 }
@@ -319,6 +322,13 @@ impl Api {
                     c"PyGetSetDescr_Type",
                     c"PyMemberDescr_Type",
                     c"PyWrapperDescr_Type",
+                ]
+                .map(|name| sym(name).map_or(0, |p| p as usize)),
+                frame_types: [
+                    c"PyGen_Type",
+                    c"PyCoro_Type",
+                    c"PyAsyncGen_Type",
+                    c"PyFrame_Type",
                 ]
                 .map(|name| sym(name).map_or(0, |p| p as usize)),
                 eval_loop: symbol_extent(eval),

@@ -224,6 +224,7 @@ fn layouts_match_the_installed_headers() {
             h.get("code_cached").map(|&v| v as usize),
             "{what}"
         );
+        assert_eq!(l.coro_origin, at("coro_origin"), "{what}");
         assert_eq!(l.compact_size, at("compact_size"), "{what}");
         assert_eq!(l.tuple_items, at("tuple_items"), "{what}");
         assert_eq!(
