@@ -98,6 +98,26 @@ def test_a_word_that_a_generator_never_set_holds_nothing(env):
     assert not any("generator" in (h.get("evidence") or "") for h in r.leaks + r.report.get("held", [])), r.stderr
 
 
+def test_a_coroutines_origin_is_held_by_the_coroutine(env):
+    """Origin tracking (asyncio's debug mode) gives each coroutine a tuple that its traversal
+    leaves out: the coroutine holds it, and the tuple is as reachable as the coroutine."""
+    script = env.script("origin.py", textwrap.dedent("""\
+        import sys
+        sys.set_coroutine_origin_tracking_depth(3)
+        async def work():
+            pass
+        kept = [work() for _ in range(50)]
+        for c in kept:
+            c.close()
+    """))
+    r = env.run("python", script)
+    assert r.leaks == [], r.stderr
+    assert [g for g in r.at("origin.py", 3) if g["type_name"] == "tuple"] == [], r.stderr
+    # 50 coroutines and their 50 tuples, reachable from the module's list.
+    counts = {c["class"]: c["count"] for c in r.report["not_leaks"]}
+    assert counts["reachable"] >= 100 and counts.get("held_outside", 0) < 50, counts
+
+
 def test_the_self_check_finds_nothing_unseen_in_the_seed_case(env):
     r = env.run("python", "-c", "import zoo; zoo.leakNewRefs(5000, 100000)")
     assert r.report["counters"]["unseen"] == 0
