@@ -20,9 +20,9 @@ use crate::cpython::{self, Api, Header, Layout, Object, PyObject, Type, VisitPro
 use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
 use crate::pyframes;
+use crate::shadow::Counts;
 use crate::survivors::Heap;
-use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::hash_map::Entry;
+use rustc_hash::FxHashSet;
 use std::ffi::{c_int, c_void};
 
 /// A plain window reports an object whose unexplained references grew by this many.
@@ -60,7 +60,7 @@ pub struct Gain {
 struct Count<'a> {
     /// Every object reached or queued, with the references found to it: a container is
     /// queued when it is first entered here.
-    found: FxHashMap<usize, i64>,
+    found: Counts,
     queue: Vec<usize>,
     heap: &'a Heap,
     api: &'a Api,
@@ -88,17 +88,13 @@ impl Count<'_> {
     /// # Safety
     /// `op` is a live object; the GIL is held.
     unsafe fn reached(&mut self, op: usize) {
-        match self.found.entry(op) {
-            Entry::Occupied(mut e) => *e.get_mut() += 1,
-            Entry::Vacant(e) => {
-                e.insert(1);
-                // SAFETY: `op` is a live object and the GIL is held (caller's contract), as
-                // `is_gc` needs.
-                let object = unsafe { Object::new(op) };
-                // SAFETY: as above.
-                if object.as_code(self.api.code_type).is_some() || unsafe { object.is_gc() } {
-                    self.queue.push(op);
-                }
+        if !self.found.add(op) {
+            // SAFETY: `op` is a live object and the GIL is held (caller's contract), as
+            // `is_gc` needs.
+            let object = unsafe { Object::new(op) };
+            // SAFETY: as above.
+            if object.as_code(self.api.code_type).is_some() || unsafe { object.is_gc() } {
+                self.queue.push(op);
             }
         }
     }
@@ -144,7 +140,7 @@ impl Count<'_> {
             // SAFETY: the GIL is held; `dict_next` is `PyDict_Next`.
             unsafe {
                 dict.unicode_keys(self.api.dict_next, |key| {
-                    *found.entry(key).or_default() += 1
+                    found.add(key);
                 })
             };
         }
@@ -152,7 +148,7 @@ impl Count<'_> {
         // showed them as unexplained references to its attribute names).
         if let Some(tp) = op.as_type() {
             for key in tp.cached_keys(self.layout) {
-                *self.found.entry(key).or_default() += 1;
+                self.found.add(key);
             }
         }
     }
@@ -180,14 +176,14 @@ unsafe fn count(
     heap: &Heap,
     roots: &Roots,
     extra: &[usize],
-) -> FxHashMap<usize, i64> {
+) -> Counts {
     let Roots {
         gc_items,
         lists,
         ours,
     } = *roots;
     let mut c = Count {
-        found: FxHashMap::with_capacity_and_hasher(gc_items.len() * 3, Default::default()),
+        found: Counts::default(),
         queue: gc_items
             .iter()
             .chain(extra)
@@ -226,20 +222,18 @@ unsafe fn count(
         // SAFETY: `m` is loaded, so its writable segments are mapped, as `static_words`
         // needs; `probe` takes any word, and `heap` was made from this census's objects.
         unsafe {
-            m.static_words(&borrowed, |word| match c.found.get_mut(&word) {
-                Some(n) => *n += 1,
-                None if extension => c.probe(word),
-                None => {}
+            m.static_words(&borrowed, |word| {
+                if !c.found.add_if_counted(word) && extension {
+                    c.probe(word)
+                }
             })
         };
     }
-    for op in lists {
+    for &op in lists {
         c.found.remove(op);
     }
-    for op in ours {
-        if let Some(n) = c.found.get_mut(op) {
-            *n += 1;
-        }
+    for &op in ours {
+        c.found.add_if_counted(op);
     }
     c.found
 }
@@ -277,24 +271,24 @@ impl Census {
         let heap = unsafe { Heap::new(api, &modules, roots.gc_items) };
         // SAFETY: the caller's contract is `count`'s.
         let found = unsafe { count(api, layout, &modules, &heap, roots, &[]) };
-        let mut subjects: Vec<Subject> = found
-            .into_iter()
+        let mut subjects: Vec<Subject> = Vec::new();
+        found.for_each(|op, found| {
             // SAFETY: each word found is a live object reached by a traversal, or a probed
             // word whose 16-byte header is mapped and whose type is a live type.
-            .filter(|&(op, _)| unsafe { !left_out(op, layout) })
-            .map(|(op, found)| {
-                // SAFETY: `op` passed the filter, so its header is readable.
-                let header = unsafe { Header::new(op) };
-                let refcnt = header.refcnt() as i64;
-                Subject {
-                    op,
-                    tp: header.type_addr(),
-                    unexplained: refcnt - found,
-                    last: refcnt,
-                    grew: 0,
-                }
-            })
-            .collect();
+            if unsafe { left_out(op, layout) } {
+                return;
+            }
+            // SAFETY: as above, its header is readable.
+            let header = unsafe { Header::new(op) };
+            let refcnt = header.refcnt() as i64;
+            subjects.push(Subject {
+                op,
+                tp: header.type_addr(),
+                unexplained: refcnt - i64::from(found),
+                last: refcnt,
+                grew: 0,
+            });
+        });
         // In address order, each boundary reads them as the heap lies.
         subjects.sort_unstable_by_key(|s| s.op);
         Census {
@@ -357,7 +351,7 @@ impl Census {
         let mut gains = Vec::new();
         for s in &self.subjects {
             // Alive at the end only if something still leads to it.
-            let Some(&f) = found.get(&s.op) else {
+            let Some(f) = found.get(s.op) else {
                 continue;
             };
             // SAFETY: `s.op` was found again at the end, so it is a live object reached by a
@@ -368,7 +362,7 @@ impl Census {
             if header.type_addr() != s.tp || is_new(s.op) || unsafe { left_out(s.op, layout) } {
                 continue;
             }
-            let unexplained = header.refcnt() as i64 - f;
+            let unexplained = header.refcnt() as i64 - i64::from(f);
             let gained = unexplained - s.unexplained;
             let wanted = if repeated {
                 gained >= runs as i64 && s.grew >= runs

@@ -1,17 +1,18 @@
-//! The blocks allocated in the tracking window and not yet freed, in a shadow of the heap: one
-//! 32-bit record for every 16 bytes of address space that has held a recorded block.
+//! The blocks allocated in the tracking window and not yet freed, in a shadow of the heap
+//! ([`Shadow`]): one 32-bit record for every 16 bytes of address space that has held a
+//! recorded block.
 //!
 //! Every block of Python's object allocator is 16-byte aligned, so a block's record sits at a
-//! fixed place: recording, freeing and looking up cost a two-level index and one store, with
-//! no hashing, no probing and no rehash. The records live in pages mapped straight from the
-//! kernel, never through an allocator the hooks may be servicing, and only the pages that
-//! hold records take memory: a quarter of the bytes of the blocks recorded, where a hash map
-//! of blocks took about as much as the blocks.
+//! fixed place: recording, freeing and looking up cost a two-level index and one store. The
+//! records take a quarter of the bytes of the blocks recorded, where a hash map of blocks
+//! took about as much as the blocks.
 //!
 //! A record packs, from the low bits: the creation stack (23 bits), the block size in 16-byte
 //! units (5 bits; 0 for a block over 512 bytes, whose size sits in a side table), where the
 //! object starts (2 bits, in 16-byte units), and the state (2 bits, never 0: 0 is "no block").
 
+pub use crate::shadow::map;
+use crate::shadow::Shadow;
 use rustc_hash::FxHashMap;
 
 /// No creation event seen yet (3.13+), or a block that holds no object.
@@ -48,106 +49,19 @@ pub struct Block {
     pub object_offset: u8,
 }
 
-/// Levels of the index: address bits 36.. pick a directory, 20..36 a page of records, and
-/// 4..20 the record. A directory holds the pages' addresses, then for each page a bitmap of
-/// the 4 KiB pieces written to: a scan reads only those, since reading the others would map
-/// zero pages, one fault each.
-const DIRS: usize = 1 << 11;
-const PAGES_PER_DIR: usize = 1 << 16;
-const RECORDS_PER_PAGE: usize = 1 << 16;
-const RECORDS_PER_PIECE: usize = 1024;
-const DIR_BYTES: usize = PAGES_PER_DIR * 16;
-
-/// The table of recorded blocks (see the index above).
-///
-/// Invariant, which every unsafe block here rests on: a non-null `dirs[d]` is a mapping of
-/// `DIR_BYTES` that the table owns, its first `PAGES_PER_DIR` words page pointers and the
-/// next as many words their pieces' bitmaps; a non-null page pointer is a mapping of
-/// `RECORDS_PER_PAGE` records that the table owns. Mappings start zeroed.
+/// The table of recorded blocks.
+#[derive(Default)]
 pub struct LiveTable {
-    dirs: Box<[*mut *mut u32; DIRS]>,
+    records: Shadow,
     /// Sizes of blocks over 512 bytes: few, so a map serves. Keyed by [`large_key`], so that
     /// the scan for pointers to native blocks does not find them here.
     large: FxHashMap<usize, u32>,
-}
-
-// SAFETY: the raw pointers are to mappings the table owns alone (no other reference to them
-// exists), so moving the table to another thread moves sole ownership; and the table is
-// only used under the agent's lock.
-unsafe impl Send for LiveTable {}
-
-impl Default for LiveTable {
-    fn default() -> Self {
-        LiveTable {
-            dirs: Box::new([std::ptr::null_mut(); DIRS]),
-            large: FxHashMap::default(),
-        }
-    }
-}
-
-impl Drop for LiveTable {
-    fn drop(&mut self) {
-        for &dir in self.dirs.iter().filter(|d| !d.is_null()) {
-            // SAFETY: `dir` is a directory the table owns (the invariant on `LiveTable`), so
-            // its page pointers are readable, and it and its pages are mappings of the sizes
-            // unmapped here, each unmapped once, as the table is dropped.
-            unsafe {
-                for i in 0..PAGES_PER_DIR {
-                    let page = *dir.add(i);
-                    if !page.is_null() {
-                        unmap(page, RECORDS_PER_PAGE * 4);
-                    }
-                }
-                unmap(dir, DIR_BYTES);
-            }
-        }
-    }
 }
 
 /// A large block's key in the side table: its address with the top bit flipped, which no
 /// pointer has.
 fn large_key(addr: usize) -> usize {
     addr ^ 1 << 63
-}
-
-/// Zeroed memory from the kernel; null if refused.
-pub fn map<T>(bytes: usize) -> *mut T {
-    // SAFETY: an anonymous private mapping at an address the kernel picks touches no
-    // existing memory.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        std::ptr::null_mut()
-    } else {
-        p as *mut T
-    }
-}
-
-/// Gives a mapping back to the kernel.
-///
-/// # Safety
-/// `p` is a mapping of `bytes` from [`map`], which nothing uses any more.
-unsafe fn unmap<T>(p: *mut T, bytes: usize) {
-    // SAFETY: `p` is an unused mapping of `bytes` (caller's contract).
-    unsafe { libc::munmap(p as *mut libc::c_void, bytes) };
-}
-
-/// The directory, page and record of an address; `None` for one the table cannot hold.
-#[inline]
-fn index(addr: usize) -> Option<(usize, usize, usize)> {
-    (addr.is_multiple_of(16) && addr >> 47 == 0).then_some((
-        addr >> 36,
-        (addr >> 20) & (PAGES_PER_DIR - 1),
-        (addr >> 4) & (RECORDS_PER_PAGE - 1),
-    ))
 }
 
 fn pack(b: Block) -> u32 {
@@ -194,59 +108,6 @@ impl Block {
 }
 
 impl LiveTable {
-    /// Where `addr`'s record is, if its page exists; null otherwise, and for an address the
-    /// table cannot hold (unaligned).
-    #[inline]
-    fn find(&self, addr: usize) -> *mut u32 {
-        let Some((d, p, r)) = index(addr) else {
-            return std::ptr::null_mut();
-        };
-        let dir = self.dirs[d];
-        if dir.is_null() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: `dir` is a directory the table owns (the invariant on `LiveTable`) and
-        // `p < PAGES_PER_DIR`, so its page pointer is readable; a non-null page holds
-        // `RECORDS_PER_PAGE` records, and `r` is below that.
-        unsafe {
-            let page = *dir.add(p);
-            if page.is_null() {
-                return page;
-            }
-            page.add(r)
-        }
-    }
-
-    /// Where `addr`'s record goes, mapping its page if needed, and marking its piece written;
-    /// null if the address cannot be held or the kernel refused memory: it goes unrecorded.
-    #[inline]
-    fn make(&mut self, addr: usize) -> *mut u32 {
-        let Some((d, p, r)) = index(addr) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: a directory is mapped here if missing, and then (the invariant on
-        // `LiveTable`) holds `PAGES_PER_DIR` page pointers, `p` below that, and the pieces'
-        // bitmaps after them; a page is mapped if missing, with `RECORDS_PER_PAGE` records,
-        // `r` below that, whose piece `r / RECORDS_PER_PIECE` is below 64.
-        unsafe {
-            if self.dirs[d].is_null() {
-                self.dirs[d] = map(DIR_BYTES);
-                if self.dirs[d].is_null() {
-                    return std::ptr::null_mut();
-                }
-            }
-            let dir = self.dirs[d];
-            if (*dir.add(p)).is_null() {
-                *dir.add(p) = map(RECORDS_PER_PAGE * 4);
-                if (*dir.add(p)).is_null() {
-                    return std::ptr::null_mut();
-                }
-            }
-            *(dir.add(PAGES_PER_DIR + p) as *mut u64) |= 1 << (r / RECORDS_PER_PIECE);
-            (*dir.add(p)).add(r)
-        }
-    }
-
     pub fn insert(&mut self, addr: usize, block: Block) {
         self.upsert(addr, |_| block);
     }
@@ -255,7 +116,7 @@ impl LiveTable {
     /// probe of the table.
     #[inline]
     pub fn upsert(&mut self, addr: usize, new: impl FnOnce(Option<Block>) -> Block) {
-        let slot = self.make(addr);
+        let slot = self.records.make(addr);
         if slot.is_null() {
             return;
         }
@@ -277,7 +138,7 @@ impl LiveTable {
     }
 
     pub fn remove(&mut self, addr: usize) -> Option<Block> {
-        let slot = self.find(addr);
+        let slot = self.records.find(addr);
         if slot.is_null() {
             return None;
         }
@@ -293,7 +154,7 @@ impl LiveTable {
     }
 
     pub fn get(&self, addr: usize) -> Option<Block> {
-        let slot = self.find(addr);
+        let slot = self.records.find(addr);
         if slot.is_null() {
             return None;
         }
@@ -308,36 +169,10 @@ impl LiveTable {
 
     /// Every record, in address order.
     pub fn for_each(&self, mut f: impl FnMut(usize, Block)) {
-        for (d, &dir) in self.dirs.iter().enumerate() {
-            if dir.is_null() {
-                continue;
-            }
-            for p in 0..PAGES_PER_DIR {
-                // SAFETY: `dir` is a directory the table owns (the invariant on `LiveTable`),
-                // with `PAGES_PER_DIR` page pointers.
-                let page = unsafe { *dir.add(p) };
-                if page.is_null() {
-                    continue;
-                }
-                // SAFETY: the pieces' bitmaps follow the page pointers in the directory.
-                let pieces = unsafe { *(dir.add(PAGES_PER_DIR + p) as *const u64) };
-                for piece in (0..64).filter(|i| pieces & 1 << i != 0) {
-                    let first = piece * RECORDS_PER_PIECE;
-                    // SAFETY: `page` holds `RECORDS_PER_PAGE` (64 pieces of
-                    // `RECORDS_PER_PIECE`) initialized records, and `&self` keeps them from
-                    // being written while the slice lives.
-                    let records =
-                        unsafe { std::slice::from_raw_parts(page.add(first), RECORDS_PER_PIECE) };
-                    for (r, &record) in records.iter().enumerate() {
-                        if record != 0 {
-                            let addr = d << 36 | p << 20 | (first + r) << 4;
-                            let large = || self.large.get(&large_key(addr)).copied().unwrap_or(0);
-                            f(addr, unpack(record, large));
-                        }
-                    }
-                }
-            }
-        }
+        self.records.for_each(|addr, record| {
+            let large = || self.large.get(&large_key(addr)).copied().unwrap_or(0);
+            f(addr, unpack(record, large));
+        });
     }
 }
 

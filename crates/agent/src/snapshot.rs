@@ -21,6 +21,7 @@ use crate::native;
 use crate::paths;
 use crate::pyframes::{self, PyFrameRef};
 use crate::survivors::{Heap, Survivors};
+use crate::tally::{Held, Owner, Tally};
 use refhunt_core::capture::{
     Capture, Class, Group, Module, NativeGroup, PyFrame, RefWrites, Stack, Unexplained, Watched,
 };
@@ -70,40 +71,9 @@ pub struct Unseen {
     pub by_type: Vec<(String, u64)>,
 }
 
-/// What points at one survivor; kept only for the survivors something points at.
-#[derive(Clone, Copy, Default)]
-struct Held {
-    /// References found in objects.
-    found: i64,
-    /// References from the snapshot's own lists (`gc.get_objects()`, the garbage).
-    ours: i64,
-    /// Pointers found in static data.
-    statics: i64,
-    /// Pointers found in memory that C code owns through an object: a module's state, or a
-    /// field of an object's C struct that its `tp_traverse` does not visit.
-    owned: i64,
-    /// The first such owner, to say where.
-    owner: Option<Owner>,
-    /// Referred to by an object outside the survivors.
-    outside_holder: bool,
-}
-
-/// Where a pointer from C memory was found.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Owner {
-    /// The static data of the loaded module at this index.
-    Static(usize),
-    /// The state (`PyModule_GetState`) of this module object.
-    ModuleState(usize),
-    /// A C field of an object of this type.
-    Field(usize),
-    /// A buffer that the static data of the loaded module at this index points to.
-    StaticBuffer(usize),
-}
-
 struct Walk<'a> {
     survivors: &'a Survivors<'a>,
-    held: FxHashMap<usize, Held>,
+    held: Tally,
     /// The survivor being traversed, if the holder is one.
     holder: Option<usize>,
     /// (holder, held) between survivors.
@@ -147,11 +117,9 @@ unsafe extern "C" fn visit(op: *mut PyObject, arg: *mut c_void) -> c_int {
     // paused); a word `may_be_object` lets through is a live object (caller's contract).
     if unsafe { walk.survivors.contains(op) } {
         walk.visited.push(op);
-        let held = walk.held.entry(op).or_default();
-        held.found += 1;
-        match walk.holder {
-            Some(h) => walk.edges.push((h, op)),
-            None => held.outside_holder = true,
+        walk.held.found(op, walk.holder.is_none());
+        if let Some(h) = walk.holder {
+            walk.edges.push((h, op));
         }
     } else if cpython::may_be_object(op)
         // SAFETY: a word `may_be_object` lets through is a live object (caller's contract),
@@ -223,7 +191,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         let survivors = Survivors::of(state, &window, &types);
         let mut walk = Walk {
             survivors: &survivors,
-            held: FxHashMap::default(),
+            held: Tally::default(),
             holder: None,
             edges: Vec::new(),
             visited: Vec::new(),
@@ -238,7 +206,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         let garbage_items = cpython::list_items(garbage);
         for &op in gc_items.iter().chain(&garbage_items) {
             if survivors.contains(op) {
-                walk.held.entry(op).or_default().ours += 1;
+                walk.held.ours(op);
             }
         }
         walk.seen.extend([gc_objects, garbage]);
@@ -262,15 +230,15 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         for &code in &state.codes {
             // The agent's own reference to each code object in a stored stack.
             if survivors.contains(code) {
-                walk.held.entry(code).or_default().found += 1;
+                walk.held.found(code, false);
             }
         }
-        let (held, edges) = (walk.held, walk.edges);
+        let (mut held, edges) = (walk.held, walk.edges);
         let attribution = Attribution::new(state, &modules);
         let in_flight = cpython::list_items(in_flight);
-        let classes = classify(
+        classify(
             &survivors,
-            &held,
+            &mut held,
             &edges,
             &garbage_items,
             &in_flight,
@@ -292,24 +260,24 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
                     survivors.contains(h.object)
                 );
             }
-            explain(&survivors, &classes, &held, &attribution, api);
+            explain(&survivors, &held, &held, &attribution, api);
         }
         let grouped = group(
             &survivors,
-            &classes,
+            &held,
             &attribution,
             state,
             &gc_items,
             &|class, op| {
-                let h = held.get(&op);
+                let h = held.get(op);
                 (
-                    evidence(class, op, h, &modules, api),
-                    held_by_extension(h, &modules),
+                    evidence(class, op, h.as_ref(), &modules, api),
+                    held_by_extension(h.as_ref(), &modules),
                 )
             },
             &|op| {
-                held.get(&op)
-                    .map_or(Object::new(op).refcnt() as i64, |h| unexplained(op, h))
+                held.get(op)
+                    .map_or(Object::new(op).refcnt() as i64, |h| unexplained(op, &h))
             },
         );
         let mut unexplained = grouped.unexplained;
@@ -320,7 +288,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             survivors.for_each(|op, b| {
                 // A collection frees cyclic garbage, and with it the buffers it owns (msgpack's
                 // Unpacker in a cycle with its ext_hook holds a megabyte).
-                let class = class_of(op, &b, &classes, &attribution);
+                let class = class_of(op, &b, &held, &attribution);
                 if class.is_leak() || class == Class::Garbage {
                     let block = op - b.object_offset as usize;
                     owners.push((block, block + b.size as usize));
@@ -334,7 +302,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             &modules,
             &|word| {
                 let b = survivors.get(word)?;
-                (b.stack < BUFFER && class_of(word, &b, &classes, &attribution).is_leak())
+                (b.stack < BUFFER && class_of(word, &b, &held, &attribution).is_leak())
                     .then(|| (b.stack, Object::new(word).tp().name()))
             },
             &owners,
@@ -576,12 +544,9 @@ unsafe fn scan_c_fields(op: Object, walk: &mut Walk) {
             walk.visited.swap_remove(i);
             return;
         }
-        let held = walk.held.entry(word).or_default();
-        held.owned += 1;
-        held.owner.get_or_insert(owner);
-        match walk.holder {
-            Some(h) => walk.edges.push((h, word)),
-            None => held.outside_holder = true,
+        walk.held.pointer(word, true, owner, walk.holder.is_none());
+        if let Some(h) = walk.holder {
+            walk.edges.push((h, word));
         }
     };
     let tp = op.tp();
@@ -640,9 +605,7 @@ unsafe fn scan_statics(
         let on_word = |word| {
             // SAFETY: `at_or_text` takes any word while the live table is accurate.
             if let Some(word) = unsafe { walk.survivors.at_or_text(word) } {
-                let held = walk.held.entry(word).or_default();
-                held.statics += 1;
-                held.owner.get_or_insert(Owner::Static(i));
+                walk.held.pointer(word, false, Owner::Static(i), false);
             } else if let Some(size) = walk
                 .survivors
                 .buffer(word)
@@ -655,10 +618,7 @@ unsafe fn scan_statics(
                     let word = unsafe { read_usize(at) };
                     // SAFETY: `contains` takes any word while the live table is accurate.
                     if unsafe { walk.survivors.contains(word) } {
-                        let held = walk.held.entry(word).or_default();
-                        held.owned += 1;
-                        held.outside_holder = true;
-                        held.owner.get_or_insert(Owner::StaticBuffer(i));
+                        walk.held.pointer(word, true, Owner::StaticBuffer(i), true);
                     }
                 }
             } else if probe
@@ -678,20 +638,20 @@ unsafe fn scan_statics(
     }
 }
 
-/// The class of every survivor that something points at, that the collector found to be
-/// garbage, or that holds another survivor. Every other survivor is a leak: nothing explains
-/// any of its references.
+/// Gives a class, in `held`, to every survivor that something points at, that the collector
+/// found to be garbage, or that holds another survivor. Every other survivor is a leak:
+/// nothing explains any of its references.
 ///
 /// # Safety
 /// The snapshot's contract (see [`take`]); `held` is keyed by survivors.
 unsafe fn classify(
     survivors: &Survivors,
-    held: &FxHashMap<usize, Held>,
+    held: &mut Tally,
     edges: &[(usize, usize)],
     garbage: &[usize],
     in_flight: &[usize],
     attribution: &Attribution,
-) -> FxHashMap<usize, Class> {
+) {
     // SAFETY: `get` takes any word while the live table is accurate, and `leak_class` reads
     // a stack's code objects, which the agent holds, with the GIL held.
     let leak = |op: usize| unsafe {
@@ -699,29 +659,27 @@ unsafe fn classify(
             .get(op)
             .map_or(Class::Leaked, |b| attribution.leak_class(b.stack))
     };
-    let mut classes = FxHashMap::with_capacity_and_hasher(held.len(), Default::default());
-    for (&op, h) in held {
+    held.classify_each(|op, h| {
         // Pointers from C memory matter only where the references found in objects fall
         // short: a cache's stale or borrowed pointer to a list item changes nothing.
         // SAFETY: `op` is a survivor (caller's contract), a live object whose refcount is
         // readable.
-        let class = unsafe {
-            if unexplained(op, h) > 0 {
+        unsafe {
+            if unexplained(op, &h) > 0 {
                 leak(op)
             } else if h.owner.is_some() && h.ours + h.found < Object::new(op).refcnt() as i64 {
                 Class::HeldOutside
             } else {
                 Class::Reachable
             }
-        };
-        classes.insert(op, class);
-    }
+        }
+    });
     for &op in garbage
         .iter()
         // SAFETY: `contains` takes any word while the live table is accurate.
         .filter(|&&op| unsafe { survivors.contains(op) })
     {
-        classes.insert(op, Class::Garbage);
+        held.set_class(op, Class::Garbage);
     }
     // What the program still holds where no traversal looks (the exception a `with` block
     // ends with: the thread state and the value stack hold it) is reachable, and so is all
@@ -738,18 +696,29 @@ unsafe fn classify(
             held_by.entry(h).or_default().push(t);
         }
         while let Some(op) = queue.pop() {
-            if classes.insert(op, Class::Reachable) != Some(Class::Reachable) {
+            if held.set_class(op, Class::Reachable) != Some(Class::Reachable) {
                 queue.extend(held_by.get(&op).into_iter().flatten());
             }
         }
+    }
+    for &(h, _) in edges {
+        if held.class(h).is_none() {
+            held.set_class(h, leak(h));
+        }
+    }
+    // Only leaked holders and garbage pass their class on: without them (a program that
+    // leaks nothing) nothing below would change.
+    let passes_on = |&(h, _): &(usize, usize)| {
+        held.class(h)
+            .is_some_and(|c| c.is_leak() || c == Class::Garbage)
+    };
+    if !edges.iter().any(passes_on) {
+        return;
     }
     // Each target's holders, side by side: a list per target would be an allocation per
     // survivor, the most of a snapshot of millions.
     let mut holders: Vec<(usize, usize)> = edges.iter().map(|&(h, t)| (t, h)).collect();
     holders.sort_unstable();
-    for &(_, h) in &holders {
-        classes.entry(h).or_insert_with(|| leak(h));
-    }
     // Held only by leaked objects: indirectly leaked; only by garbage: garbage. Repeat until
     // nothing changes (chains of containers).
     loop {
@@ -757,10 +726,10 @@ unsafe fn classify(
         for hs in holders.chunk_by(|a, b| a.0 == b.0) {
             let t = hs[0].0;
             // Pointers in C fields of leaked objects go with them; static data stays.
-            let h = &held[&t];
-            let inheritable = match classes[&t] {
-                Class::Reachable => true,
-                Class::HeldOutside => {
+            let h = held.get(t).unwrap_or_default();
+            let inheritable = match held.class(t) {
+                Some(Class::Reachable) => true,
+                Some(Class::HeldOutside) => {
                     !matches!(h.owner, Some(Owner::Static(_) | Owner::StaticBuffer(_)))
                 }
                 _ => false,
@@ -768,7 +737,7 @@ unsafe fn classify(
             if !inheritable || h.outside_holder {
                 continue;
             }
-            let class_of = |&(_, h): &(usize, usize)| classes[&h];
+            let class_of = |&(_, h): &(usize, usize)| held.class(h).unwrap_or(Class::Leaked);
             let inherited = if hs.iter().all(|h| class_of(h).is_leak()) {
                 Class::Indirect
             } else if hs.iter().all(|h| class_of(h) == Class::Garbage) {
@@ -776,14 +745,13 @@ unsafe fn classify(
             } else {
                 continue;
             };
-            classes.insert(t, inherited);
+            held.set_class(t, inherited);
             changed = true;
         }
         if !changed {
             break;
         }
     }
-    classes
 }
 
 /// References to `op` that nothing found accounts for.
@@ -800,14 +768,9 @@ unsafe fn unexplained(op: usize, h: &Held) -> i64 {
 ///
 /// # Safety
 /// The GIL is held (as for [`Attribution::leak_class`]).
-unsafe fn class_of(
-    op: usize,
-    b: &Block,
-    classes: &FxHashMap<usize, Class>,
-    attribution: &Attribution,
-) -> Class {
-    match classes.get(&op) {
-        Some(&class) => class,
+unsafe fn class_of(op: usize, b: &Block, classes: &Tally, attribution: &Attribution) -> Class {
+    match classes.class(op) {
+        Some(class) => class,
         // SAFETY: the GIL is held (caller's contract), which is all `leak_class` needs.
         None => unsafe { attribution.leak_class(b.stack) },
     }
@@ -819,8 +782,8 @@ unsafe fn class_of(
 /// The snapshot's contract (see [`take`]).
 unsafe fn explain(
     survivors: &Survivors,
-    classes: &FxHashMap<usize, Class>,
-    held: &FxHashMap<usize, Held>,
+    classes: &Tally,
+    held: &Tally,
     attribution: &Attribution,
     api: &Api,
 ) {
@@ -832,7 +795,7 @@ unsafe fn explain(
             if class_of(op, &b, classes, attribution) != Class::Leaked {
                 return;
             }
-            let h = held.get(&op).copied().unwrap_or_default();
+            let h = held.get(op).unwrap_or_default();
             let repr = (api.repr)(op as *mut PyObject);
             let text = if repr.is_null() {
                 (api.err_clear)();
@@ -865,7 +828,7 @@ unsafe fn explain(
 /// The snapshot's contract (see [`take`]); `gc_items` are live objects.
 unsafe fn group(
     survivors: &Survivors,
-    classes: &FxHashMap<usize, Class>,
+    classes: &Tally,
     attribution: &Attribution,
     state: &State,
     gc_items: &[usize],

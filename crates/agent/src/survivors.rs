@@ -154,6 +154,8 @@ impl<'a> Survivors<'a> {
     }
 }
 
+const RECENT_TYPES: usize = 16;
+
 /// What is known for certain about the heap at the snapshot, to tell real objects from words
 /// that only look like them without reading unmapped memory. A type is static (inside a
 /// module's writable segment) or a heap type the collector tracks.
@@ -165,7 +167,8 @@ pub struct Heap {
     segments: Vec<(usize, usize)>,
     type_type: usize,
     unicode_type: usize,
-    last_type: std::cell::Cell<(usize, bool)>,
+    /// Recent answers of `is_type`, by the type's address.
+    recent_types: [std::cell::Cell<(usize, bool)>; RECENT_TYPES],
 }
 
 impl Heap {
@@ -191,7 +194,7 @@ impl Heap {
             segments,
             type_type: api.type_type,
             unicode_type: api.unicode_type,
-            last_type: std::cell::Cell::new((0, false)),
+            recent_types: Default::default(),
         }
     }
 
@@ -206,14 +209,16 @@ impl Heap {
     /// # Safety
     /// The objects `new` was given are still live, and the modules still loaded.
     pub unsafe fn is_type(&self, tp: usize) -> bool {
-        // Neighbouring survivors mostly share a type.
-        let (last, answer) = self.last_type.get();
+        // Neighbouring survivors mostly share a few types (a list of tuples of ints and
+        // strs: three).
+        let recent = &self.recent_types[(tp >> 4) % RECENT_TYPES];
+        let (last, answer) = recent.get();
         if tp == last && tp != 0 {
             return answer;
         }
         // SAFETY: the caller's contract is `check_type`'s.
         let answer = unsafe { self.check_type(tp) };
-        self.last_type.set((tp, answer));
+        recent.set((tp, answer));
         answer
     }
 
