@@ -56,6 +56,15 @@ SLOW = {
     ),
 }
 
+# Ten million objects: how the snapshot scales past the big heap. Only memray runs beside
+# refhunt, once: tracemalloc took a minute on the big heap alone.
+HUGE = {
+    "huge heap": (
+        "data = [(i, str(i)) for i in range(3333334)]\n"
+        "total = sum(len(s) for _, s in data)\n"
+    ),
+}
+
 # A real test suite, shipped in simplejson's wheel, under pytest.
 PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "simplejson.tests"]
 
@@ -196,9 +205,9 @@ def main():
 
     lines = ["# Benchmarks: refhunt beside valgrind, memray and tracemalloc", "",
              "Written by `bench/run.sh` on %s, %d cores. Medians of %d interleaved rounds (plain "
-             "and refhunt run three times a round; on the slow workloads, the big heap, the nine "
-             "extensions and the pytest suite, plain and refhunt's default once a round and the "
-             "others once in all). Wall "
+             "and refhunt run three times a round; on the slow workloads, the big and huge heaps, "
+             "the nine extensions and the pytest suite, plain and refhunt's default once a round "
+             "and the others once in all). Wall "
              "time is the whole process with its report; ratios are to the plain run. "
              "\"Report\" is the time from the program's end to a readable report. \"Line\" says "
              "whether the tool named zoo.c:19, the line that leaks, on the seed case."
@@ -213,6 +222,7 @@ def main():
                   "|---|---|---:|---:|---:|---:|---|"]
         workloads = [(w, code, "fast") for w, code in WORKLOADS.items()]
         workloads += [(w, code, "slow") for w, code in SLOW.items()]
+        workloads += [(w, code, "huge") for w, code in HUGE.items()]
         workloads.append(("pytest simplejson", "", "pytest"))
         for workload, code, kind in workloads:
             script = tools.script(workload.replace(" ", "_"), code)
@@ -224,6 +234,8 @@ def main():
                        ("tracemalloc, 25 frames", tools.tracemalloc)]
             if kind == "slow":
                 configs = configs[:2] + configs[4:]
+            if kind == "huge":
+                configs = configs[:2] + configs[4:5]
             if kind == "pytest":
                 configs = [("plain", tools.pytest_plain),
                            ("pytest --refhunt (screened)", tools.pytest_refhunt),
