@@ -370,7 +370,8 @@ impl Baseline {
         &'a self,
         state: &'a State,
     ) -> impl Iterator<Item = (&'a Entry, Option<isize>)> + 'a {
-        let readable = Readable::of_self();
+        // The entries are in address order.
+        let mut readable = Readable::of_self().ascending();
         self.entries.iter().enumerate().map(move |(i, e)| {
             // The headers are far apart: reading one is a cache miss, which the loads of
             // the next few overlap.
