@@ -53,6 +53,7 @@ int main(void) {
     SHOW("frame_code", offsetof(PyFrameObject, f_code));
     SHOW("frame_previous", offsetof(PyFrameObject, f_back));
     SHOW("frame_instr", offsetof(PyFrameObject, f_lasti));
+    SHOW("frame_gen", offsetof(PyFrameObject, f_gen));
 #endif
 #if PY_VERSION_HEX >= 0x030B0000
     SHOW("frame_previous", offsetof(_PyInterpreterFrame, previous));

@@ -201,7 +201,7 @@ unsafe fn count(
     }
     // SAFETY: the GIL is held (caller's contract), so the frame lists stay put, and each
     // local of a running frame is a live object.
-    unsafe { pyframes::running_locals(api, layout, |word| c.reached(word)) };
+    unsafe { pyframes::running_references(api, layout, |word| c.reached(word)) };
     while let Some(op) = c.queue.pop() {
         // SAFETY: only live containers and code objects are queued: the caller's `gc_items`
         // and `extra`, and objects `reached` found to be one; the GIL is held.

@@ -13,15 +13,12 @@ pub struct PyFrameRef {
     pub offset: i32,
 }
 
-/// Every object that the locals of a running frame refer to, on every thread (3.11+, where
-/// such frames are not objects and no traversal sees their locals). Values may repeat.
+/// Every object that running frames refer to where no traversal looks, on every thread (see
+/// [`Frame::running_references`]). Values may repeat.
 ///
 /// # Safety
 /// The caller holds the GIL, so no frame list changes under the walk.
-pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize)) {
-    if !layout.frames_hold_locals() {
-        return; // up to 3.10 frames are objects, whose traversal visits their locals
-    }
+pub unsafe fn running_references(api: &Api, layout: &Layout, mut f: impl FnMut(usize)) {
     // SAFETY: the GIL is held (caller's contract), so the main interpreter's thread states are
     // live and stay as they are during the walk.
     let mut tstate = unsafe { (api.thread_head)((api.main_interpreter)()) } as usize;
@@ -32,7 +29,7 @@ pub unsafe fn running_locals(api: &Api, layout: &Layout, mut f: impl FnMut(usize
         let mut frame = thread.innermost();
         while let Some(fr) = frame {
             if let Some(code) = fr.code(api.code_type) {
-                fr.running_locals(code).for_each(&mut f);
+                fr.running_references(code).for_each(&mut f);
             }
             frame = fr.previous();
         }

@@ -233,7 +233,7 @@ unsafe fn walk(
     // SAFETY: as above.
     unsafe { w.drain() };
     // SAFETY: the GIL is held, so the frames stay put; their locals are live objects.
-    unsafe { pyframes::running_locals(api, layout, |op| w.reached(op)) };
+    unsafe { pyframes::running_references(api, layout, |op| w.reached(op)) };
     // The census's statics: the extensions' and the interpreter's, less its borrowed words
     // (its freelists, its type cache's values); its method cache holds the names it caches.
     let own = modules::find(modules, refcount as *const () as usize);

@@ -221,7 +221,14 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             references_of(op, &mut walk);
         });
         walk.holder = None;
-        pyframes::running_locals(api, layout, |word| visit_survivor(word, &mut walk));
+        // What running frames refer to counts, and the containers among it are walked too
+        // (up to 3.10 the frames themselves, which the collector does not track while they
+        // run: their locals and their callers).
+        pyframes::running_references(api, layout, |word| {
+            // SAFETY: a running frame's references are live objects, and `walk` is borrowed
+            // only through the pointer for the call.
+            visit(word as *mut PyObject, &mut walk as *mut Walk as *mut c_void);
+        });
         let borrowed = layout.borrowed_at((api.main_interpreter)() as usize);
         scan_statics(&modules, &types, &mut walk, &borrowed);
         while let Some(op) = walk.queue.pop() {

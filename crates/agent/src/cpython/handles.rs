@@ -691,12 +691,18 @@ impl<'l> Frame<'l> {
         }
     }
 
-    /// 3.11+: what the locals of a frame its thread runs refer to, and its frame object if one
-    /// was made, which no traversal visits (the frame is not an object); nothing for a
-    /// generator's or a frame object's frame, whose traversals visit their locals. `code` is
-    /// the code it runs.
-    pub fn running_locals(self, code: Code) -> impl Iterator<Item = usize> + 'l {
+    /// What a frame its thread runs refers to where no traversal looks. 3.11+: its locals and
+    /// its frame object if one was made (the frame is not an object); nothing for a
+    /// generator's or a frame object's frame, whose traversals visit their locals. 3.9-3.10:
+    /// the frame object itself, which the C call that runs it holds (`_PyEval_EvalCode`'s
+    /// `f`), unless a generator owns it. `code` is the code it runs.
+    pub fn running_references(self, code: Code) -> impl Iterator<Item = usize> + 'l {
         let l = self.layout;
+        // A generator holds its frame, and `gen_send_ex` runs it with no reference of its own.
+        let held_by_call = l
+            .frame_gen
+            .filter(|&at| self.word(at) == 0)
+            .map(|_| self.frame);
         let running = self.owner() == Some(FRAME_OWNED_BY_THREAD);
         let (localsplus, n) = match l.frame_locals {
             Some((localsplus, _)) if running => (localsplus, code.nlocalsplus(l)),
@@ -711,7 +717,7 @@ impl<'l> Frame<'l> {
         (0..n)
             // SAFETY: a running frame holds `co_nlocalsplus` locals from `localsplus`.
             .map(move |i| l.frame_object(unsafe { read_usize(frame + localsplus + 8 * i) }))
-            .chain(std::iter::once(frame_obj))
+            .chain([frame_obj, held_by_call.unwrap_or(0)])
             .filter(|&word| word != 0)
     }
 

@@ -75,6 +75,8 @@ pub struct Layout {
     /// 3.11+: `_PyInterpreterFrame.frame_obj`, the frame object once one was made (by a
     /// traceback, say), which a running frame holds where no traversal looks.
     pub frame_obj: Option<usize>,
+    /// 3.9-3.10: `PyFrameObject.f_gen`, the generator that owns the frame, if one does.
+    pub frame_gen: Option<usize>,
     /// 3.14+: a frame's code and locals are tagged `_PyStackRef`s, not plain pointers.
     pub stackrefs: bool,
     /// `PyTupleObject.ob_item` (3.14 caches the hash before it).
@@ -180,6 +182,7 @@ impl Layout {
             type_cache: None,
             frame_locals: None,
             frame_obj: None,
+            frame_gen: Some(if minor == 9 { 96 } else { 88 }),
             stackrefs: false,
             tuple_items: 24,
             module: MODULE_UP_TO_3_14,
@@ -211,6 +214,7 @@ impl Layout {
                 type_cache: Some((9056, 107360)),
                 frame_locals: Some((72, 76)),
                 frame_obj: Some(40),
+                frame_gen: None,
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
@@ -247,6 +251,7 @@ impl Layout {
                 }),
                 frame_locals: Some((72, 72)),
                 frame_obj: Some(48),
+                frame_gen: None,
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
@@ -283,6 +288,7 @@ impl Layout {
                 }),
                 frame_locals: Some((80, 72)),
                 frame_obj: Some(48),
+                frame_gen: None,
                 stackrefs: true,
                 tuple_items: 32,
                 module: if minor == 14 {
@@ -339,11 +345,6 @@ impl Layout {
     /// characters start.
     pub fn str_headers(&self) -> [usize; 2] {
         [self.ascii_size, self.compact_size]
-    }
-
-    /// 3.11+: a running frame is no object, and keeps locals that no traversal visits.
-    pub fn frames_hold_locals(&self) -> bool {
-        self.frame_locals.is_some()
     }
 
     /// 3.11+: a dict whose keys are all strings does not visit its keys.

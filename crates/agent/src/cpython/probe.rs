@@ -225,6 +225,11 @@ fn layouts_match_the_installed_headers() {
             "{what}"
         );
         assert_eq!(l.coro_origin, at("coro_origin"), "{what}");
+        assert_eq!(
+            l.frame_gen,
+            h.get("frame_gen").map(|&v| v as usize),
+            "{what}"
+        );
         assert_eq!(l.compact_size, at("compact_size"), "{what}");
         assert_eq!(l.tuple_items, at("tuple_items"), "{what}");
         assert_eq!(
