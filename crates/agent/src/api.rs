@@ -58,7 +58,8 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
             return Ok(());
         }
         let layout = Layout::for_interpreter(hexversion)?;
-        let api = Api::resolve()?;
+        let mut api = Api::resolve()?;
+        api.find_lookdict(&layout);
         if !crate::libc_fns::init() {
             return Err("the C library's malloc family was not found".into());
         }

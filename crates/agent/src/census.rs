@@ -65,7 +65,6 @@ struct Count<'a> {
     heap: &'a Heap,
     api: &'a Api,
     layout: &'a Layout,
-    unicode_dicts: bool,
 }
 
 /// The visit function of the census's traversals.
@@ -135,11 +134,11 @@ impl Count<'_> {
         // SAFETY: `op` is a live container (caller's contract) and the GIL is held; `self` is
         // handed on only as the traversal's `arg`.
         unsafe { op.traverse(visit as VisitProc, self as *mut Count as *mut c_void) };
-        if let Some(dict) = op.as_dict().filter(|_| self.unicode_dicts) {
+        if let Some(dict) = op.as_dict() {
             let found = &mut self.found;
-            // SAFETY: the GIL is held; `dict_next` is `PyDict_Next`.
+            // SAFETY: the GIL is held; `api` and `layout` are this interpreter's.
             unsafe {
-                dict.unicode_keys(self.api.dict_next, |key| {
+                dict.unicode_keys(self.api, self.layout, |key| {
                     found.add(key);
                 })
             };
@@ -193,7 +192,6 @@ unsafe fn count(
         heap,
         api,
         layout,
-        unicode_dicts: layout.unicode_dicts(),
     };
     // Queued already, or never to be traversed.
     for &op in gc_items.iter().chain(extra).chain(lists) {

@@ -163,10 +163,10 @@ impl<F: FnMut(usize, bool)> Walk<'_, F> {
         if let Some(tp) = object.as_type() {
             pending.extend(tp.cached_keys(self.layout));
         }
-        if let Some(dict) = object.as_dict().filter(|_| self.layout.unicode_dicts()) {
-            // SAFETY: the GIL is held; `dict_next` is `PyDict_Next`; its keys are live, and
-            // strings, which `reached` passes on as untracked.
-            unsafe { dict.unicode_keys(self.api.dict_next, |key| pending.push(key)) };
+        if let Some(dict) = object.as_dict() {
+            // SAFETY: the GIL is held; `api` and `layout` are this interpreter's; its keys are
+            // live, and strings, which `reached` passes on as untracked.
+            unsafe { dict.unicode_keys(self.api, self.layout, |key| pending.push(key)) };
         }
     }
 

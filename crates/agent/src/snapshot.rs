@@ -473,13 +473,13 @@ unsafe fn references_of(op: usize, walk: &mut Walk) {
 /// The snapshot's contract (see [`take`]); `op` is a live container.
 unsafe fn visit_untraversed(op: Object, walk: &mut Walk) {
     let layout = walk.layout;
-    // 3.11+: a dict whose keys are all strings does not visit its keys.
-    if let Some(dict) = op.as_dict().filter(|_| layout.unicode_dicts()) {
-        let dict_next = walk.api.dict_next;
+    // A dict whose keys are all strings does not visit its keys.
+    if let Some(dict) = op.as_dict() {
+        let api = walk.api;
         // SAFETY: `op` is a live dict and the GIL is held (the snapshot's contract); `walk` is
         // borrowed only through the pointer for each call.
         unsafe {
-            dict.unicode_keys(dict_next, |key| {
+            dict.unicode_keys(api, &layout, |key| {
                 visit(key as *mut PyObject, walk as *mut Walk as *mut c_void);
             })
         };

@@ -404,24 +404,31 @@ impl Dict {
             && unsafe { read_usize(keys) as isize } > 0
     }
 
-    /// Calls `f` with each key of a dict whose combined table holds only string keys (3.11+),
-    /// which `dict_traverse` does not visit since a string cannot form a cycle. A split
+    /// Calls `f` with each key of a dict whose combined table holds only string keys, which
+    /// `dict_traverse` does not visit since a string cannot form a cycle: 3.11+ says so in
+    /// the keys' kind, 3.9-3.10 in a lookup function other than the generic one. A split
     /// table's keys are its type's, held once there (see [`Type::cached_keys`]).
     ///
     /// # Safety
-    /// The dict is live and the GIL is held; `dict_next` is `PyDict_Next` (`Api::dict_next`).
-    pub unsafe fn unicode_keys(self, dict_next: DictNext, mut f: impl FnMut(usize)) {
+    /// The dict is live and the GIL is held; `api` is this interpreter's, laid out as
+    /// `layout`.
+    pub unsafe fn unicode_keys(self, api: &Api, layout: &Layout, mut f: impl FnMut(usize)) {
         let keys = self.keys_word();
         // SAFETY: `ma_values` is a field of a live dict, and a non-null `ma_keys` is its live
-        // keys object, whose `dk_kind` is readable.
+        // keys object, whose `dk_kind` (3.11+) or `dk_lookup` (3.9-3.10) is readable.
         unsafe {
             if keys == 0 || read_usize(self.0 .0 + DICT_VALUES) != 0 {
                 return;
             }
-            if *((keys + DICT_KEYS_KIND) as *const u8) != DICT_KEYS_UNICODE {
+            let unicode = match layout.dict_lookup {
+                Some(at) => api.lookdict != 0 && read_usize(keys + at) != api.lookdict,
+                None => *((keys + DICT_KEYS_KIND) as *const u8) == DICT_KEYS_UNICODE,
+            };
+            if !unicode {
                 return;
             }
         }
+        let dict_next = api.dict_next;
         let mut pos: isize = 0;
         let mut key: *mut PyObject = std::ptr::null_mut();
         let mut value: *mut PyObject = std::ptr::null_mut();

@@ -77,6 +77,10 @@ pub struct Layout {
     pub frame_obj: Option<usize>,
     /// 3.9-3.10: `PyFrameObject.f_gen`, the generator that owns the frame, if one does.
     pub frame_gen: Option<usize>,
+    /// 3.9-3.10: `PyDictKeysObject.dk_lookup`, the keys' lookup function: only the generic
+    /// one (`Api::lookdict`) goes with a traversal that visits the keys. The struct is not in
+    /// the installed headers; `Api::find_lookdict` checks the offset where it runs.
+    pub dict_lookup: Option<usize>,
     /// 3.14+: a frame's code and locals are tagged `_PyStackRef`s, not plain pointers.
     pub stackrefs: bool,
     /// `PyTupleObject.ob_item` (3.14 caches the hash before it).
@@ -183,6 +187,7 @@ impl Layout {
             frame_locals: None,
             frame_obj: None,
             frame_gen: Some(if minor == 9 { 96 } else { 88 }),
+            dict_lookup: Some(16),
             stackrefs: false,
             tuple_items: 24,
             module: MODULE_UP_TO_3_14,
@@ -215,6 +220,7 @@ impl Layout {
                 frame_locals: Some((72, 76)),
                 frame_obj: Some(40),
                 frame_gen: None,
+                dict_lookup: None,
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
@@ -252,6 +258,7 @@ impl Layout {
                 frame_locals: Some((72, 72)),
                 frame_obj: Some(48),
                 frame_gen: None,
+                dict_lookup: None,
                 stackrefs: false,
                 tuple_items: 24,
                 module: MODULE_UP_TO_3_14,
@@ -289,6 +296,7 @@ impl Layout {
                 frame_locals: Some((80, 72)),
                 frame_obj: Some(48),
                 frame_gen: None,
+                dict_lookup: None,
                 stackrefs: true,
                 tuple_items: 32,
                 module: if minor == 14 {

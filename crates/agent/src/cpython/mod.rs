@@ -238,6 +238,9 @@ pub struct Api {
     pub frame_types: [usize; 4],
     /// `[start, end)` of `_PyEval_EvalFrameDefault`, where native unwinding stops.
     pub eval_loop: (usize, usize),
+    /// 3.9-3.10: `lookdict`, the generic lookup of a dict's keys (a static function), found by
+    /// [`Api::find_lookdict`]; 0 on 3.11+ and until then.
+    pub lookdict: usize,
 }
 
 /// The address of the global symbol `name`, if the process has one.
@@ -332,7 +335,62 @@ impl Api {
                 ]
                 .map(|name| sym(name).map_or(0, |p| p as usize)),
                 eval_loop: symbol_extent(eval),
+                lookdict: 0,
             })
+        }
+    }
+}
+
+impl Api {
+    /// 3.9-3.10: finds `lookdict`, which no symbol names, in dicts made and freed here: a
+    /// dict takes the generic lookup once a key is no str. Two dicts with an int key must
+    /// share it and one with a str key must not, or the offset is wrong and it stays 0 (the
+    /// keys of str-keyed dicts then go uncounted, as before).
+    ///
+    /// # Safety
+    /// In the CPython process, with the GIL held, before the hooks are installed (the dicts
+    /// are not the program's and must not be recorded).
+    pub unsafe fn find_lookdict(&mut self, layout: &Layout) {
+        type New = unsafe extern "C" fn() -> *mut PyObject;
+        type FromLong = unsafe extern "C" fn(std::ffi::c_long) -> *mut PyObject;
+        type FromStr = unsafe extern "C" fn(*const std::ffi::c_char) -> *mut PyObject;
+        type SetItem = unsafe extern "C" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> c_int;
+        let Some(at) = layout.dict_lookup else {
+            return;
+        };
+        // SAFETY: in a CPython process these symbols are the functions of these signatures
+        // (the caller's contract), called with the GIL held; every object made is a new
+        // reference, given back once; a live dict's `ma_keys` is its live keys object, at
+        // least `at + 8` bytes.
+        unsafe {
+            let (Some(new), Some(from_long), Some(from_str), Some(set_item)) = (
+                sym(c"PyDict_New"),
+                sym(c"PyLong_FromLong"),
+                sym(c"PyUnicode_FromString"),
+                sym(c"PyDict_SetItem"),
+            ) else {
+                return;
+            };
+            let new: New = std::mem::transmute(new);
+            let from_long: FromLong = std::mem::transmute(from_long);
+            let from_str: FromStr = std::mem::transmute(from_str);
+            let set_item: SetItem = std::mem::transmute(set_item);
+            let keys = [from_long(1), from_long(2), from_str(c"key".as_ptr())];
+            let dicts = [new(), new(), new()];
+            let mut lookups = [0usize; 3];
+            for i in 0..3 {
+                let (d, k) = (dicts[i], keys[i]);
+                if !d.is_null() && !k.is_null() && set_item(d, k, k) == 0 {
+                    lookups[i] = read_usize(read_usize(d as usize + DICT_KEYS) + at);
+                }
+            }
+            if lookups[0] != 0 && lookups[0] == lookups[1] && lookups[2] != lookups[0] {
+                self.lookdict = lookups[0];
+            }
+            for op in dicts.into_iter().chain(keys).filter(|op| !op.is_null()) {
+                (self.decref)(op);
+            }
+            (self.err_clear)();
         }
     }
 }
