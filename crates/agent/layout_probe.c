@@ -13,7 +13,7 @@
 #include "internal/pycore_dict.h"
 #endif
 #include "internal/pycore_gc.h"
-#if PY_VERSION_HEX >= 0x030B0000
+#if PY_VERSION_HEX >= 0x030A0000
 #include "internal/pycore_interp.h"
 #endif
 #if PY_VERSION_HEX >= 0x030C0000
@@ -54,6 +54,10 @@ int main(void) {
     SHOW("frame_previous", offsetof(PyFrameObject, f_back));
     SHOW("frame_instr", offsetof(PyFrameObject, f_lasti));
     SHOW("frame_gen", offsetof(PyFrameObject, f_gen));
+#endif
+#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030B0000
+    SHOW("interp_bytes_characters", offsetof(PyInterpreterState, bytes.characters));
+    SHOW("interp_unicode_latin1", offsetof(PyInterpreterState, unicode.latin1));
 #endif
 #if PY_VERSION_HEX >= 0x030B0000
     SHOW("frame_previous", offsetof(_PyInterpreterFrame, previous));

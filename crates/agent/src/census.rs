@@ -200,6 +200,12 @@ unsafe fn count(
     // SAFETY: the GIL is held (caller's contract), so the frame lists stay put, and each
     // local of a running frame is a live object.
     unsafe { pyframes::running_references(api, layout, |word| c.reached(word)) };
+    // SAFETY: the GIL is held, so the main interpreter stays put; its caches hold live
+    // objects.
+    unsafe {
+        let interp = (api.main_interpreter)() as usize;
+        cpython::interpreter_caches(layout, interp, |word| c.reached(word));
+    }
     while let Some(op) = c.queue.pop() {
         // SAFETY: only live containers and code objects are queued: the caller's `gc_items`
         // and `extra`, and objects `reached` found to be one; the GIL is held.

@@ -234,6 +234,12 @@ unsafe fn walk(
     unsafe { w.drain() };
     // SAFETY: the GIL is held, so the frames stay put; their locals are live objects.
     unsafe { pyframes::running_references(api, layout, |op| w.reached(op)) };
+    // SAFETY: the GIL is held, so the main interpreter stays put; its caches hold live
+    // objects.
+    unsafe {
+        let interp = (api.main_interpreter)() as usize;
+        cpython::interpreter_caches(layout, interp, |op| w.reached(op));
+    }
     // The census's statics: the extensions' and the interpreter's, less its borrowed words
     // (its freelists, its type cache's values); its method cache holds the names it caches.
     let own = modules::find(modules, refcount as *const () as usize);

@@ -229,7 +229,13 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
             // only through the pointer for the call.
             visit(word as *mut PyObject, &mut walk as *mut Walk as *mut c_void);
         });
-        let borrowed = layout.borrowed_at((api.main_interpreter)() as usize);
+        let interp = (api.main_interpreter)() as usize;
+        cpython::interpreter_caches(layout, interp, |word| {
+            // SAFETY: a cache's references are live objects, and `walk` is borrowed only
+            // through the pointer for the call.
+            visit(word as *mut PyObject, &mut walk as *mut Walk as *mut c_void);
+        });
+        let borrowed = layout.borrowed_at(interp);
         scan_statics(&modules, &types, &mut walk, &borrowed);
         while let Some(op) = walk.queue.pop() {
             references_of(op, &mut walk);

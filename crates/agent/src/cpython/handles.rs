@@ -612,6 +612,24 @@ impl Module {
     }
 }
 
+/// Calls `f` with each reference that the interpreter state at `interp` keeps in its caches
+/// of single-character bytes and strs (3.10, see `Layout::interp_caches`; nothing on other
+/// versions). Empty slots are 0 and skipped.
+///
+/// # Safety
+/// `interp` is a live interpreter state laid out as `layout`, and the GIL is held.
+pub unsafe fn interpreter_caches(layout: &Layout, interp: usize, mut f: impl FnMut(usize)) {
+    for at in layout.interp_caches.into_iter().flatten() {
+        for i in 0..256 {
+            // SAFETY: the caches are arrays of 256 object pointers in the live state.
+            let word = unsafe { read_usize(interp + at + 8 * i) };
+            if word != 0 {
+                f(word);
+            }
+        }
+    }
+}
+
 /// A live thread state of the interpreter whose layout is `layout`.
 #[derive(Clone, Copy)]
 pub struct ThreadState<'l> {

@@ -77,6 +77,11 @@ pub struct Layout {
     pub frame_obj: Option<usize>,
     /// 3.9-3.10: `PyFrameObject.f_gen`, the generator that owns the frame, if one does.
     pub frame_gen: Option<usize>,
+    /// 3.10: `bytes.characters` and `unicode.latin1` in `PyInterpreterState`, 256 references
+    /// each to the single-character bytes and strs made so far. 3.10 allocates the state
+    /// on the heap, where no scan of static data reads them (3.9 keeps them static, 3.11+
+    /// the state itself).
+    pub interp_caches: Option<[usize; 2]>,
     /// 3.9-3.10: `PyDictKeysObject.dk_lookup`, the keys' lookup function: only the generic
     /// one (`Api::lookdict`) goes with a traversal that visits the keys. The struct is not in
     /// the installed headers; `Api::find_lookdict` checks the offset where it runs.
@@ -187,6 +192,7 @@ impl Layout {
             frame_locals: None,
             frame_obj: None,
             frame_gen: Some(if minor == 9 { 96 } else { 88 }),
+            interp_caches: (minor == 10).then_some([5616, 7672]),
             dict_lookup: Some(16),
             stackrefs: false,
             tuple_items: 24,
@@ -220,6 +226,7 @@ impl Layout {
                 frame_locals: Some((72, 76)),
                 frame_obj: Some(40),
                 frame_gen: None,
+                interp_caches: None,
                 dict_lookup: None,
                 stackrefs: false,
                 tuple_items: 24,
@@ -258,6 +265,7 @@ impl Layout {
                 frame_locals: Some((72, 72)),
                 frame_obj: Some(48),
                 frame_gen: None,
+                interp_caches: None,
                 dict_lookup: None,
                 stackrefs: false,
                 tuple_items: 24,
@@ -296,6 +304,7 @@ impl Layout {
                 frame_locals: Some((80, 72)),
                 frame_obj: Some(48),
                 frame_gen: None,
+                interp_caches: None,
                 dict_lookup: None,
                 stackrefs: true,
                 tuple_items: 32,

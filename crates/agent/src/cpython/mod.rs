@@ -19,7 +19,7 @@ mod layout;
 #[cfg(test)]
 mod probe;
 
-pub use handles::{Frame, Header, Object, ThreadState, Type};
+pub use handles::{interpreter_caches, Frame, Header, Object, ThreadState, Type};
 pub use layout::{Borrowed, Layout, StateSize};
 
 pub type PyObject = c_void;

@@ -230,6 +230,12 @@ fn layouts_match_the_installed_headers() {
             h.get("frame_gen").map(|&v| v as usize),
             "{what}"
         );
+        assert_eq!(
+            l.interp_caches,
+            h.get("interp_bytes_characters")
+                .map(|&v| [v as usize, at("interp_unicode_latin1")]),
+            "{what}"
+        );
         // 3.9-3.10 keep `PyDictKeysObject` out of their headers (Objects/dict-common.h):
         // `Api::find_lookdict` checks its `dk_lookup` in the running interpreter instead.
         assert_eq!(l.dict_lookup.is_some(), minor <= 10, "{what}");
