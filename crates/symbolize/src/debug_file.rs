@@ -12,7 +12,7 @@ const DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// The debug file of the ELF file at `path`, if one is installed.
 pub fn find(path: &Path) -> Option<PathBuf> {
-    let data = std::fs::read(path).ok()?;
+    let data = crate::mapped::map(path)?;
     let file = object::File::parse(&*data).ok()?;
     // A file with its own DWARF needs no other.
     if file.section_by_name(".debug_info").is_some() {
@@ -47,7 +47,7 @@ fn same_build(candidate: &Path, id: Option<&[u8]>) -> bool {
     let Some(id) = id else {
         return true;
     };
-    let Ok(data) = std::fs::read(candidate) else {
+    let Some(data) = crate::mapped::map(candidate) else {
         return false;
     };
     object::File::parse(&*data)

@@ -8,6 +8,7 @@
 //! reader must know when a name is a guess.
 
 mod debug_file;
+mod mapped;
 mod symbols;
 
 use addr2line::Loader;

@@ -13,7 +13,7 @@ impl Symbols {
     pub fn of<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Symbols {
         let mut all = Vec::new();
         for path in paths {
-            let Ok(data) = std::fs::read(path) else {
+            let Some(data) = crate::mapped::map(path) else {
                 continue;
             };
             let Ok(file) = object::File::parse(&*data) else {
