@@ -982,11 +982,12 @@ fn enter(s: &mut State, serial: u32) {
     WINDOW.store(serial, Relaxed);
 }
 
-/// Drops every recorded block.
+/// Drops every recorded block, and the stacks they were made at.
 fn forget_recorded(s: &mut State) {
     // SAFETY: the lock is held.
     unsafe { DEFERRED.clear() };
     s.live = LiveTable::default();
+    s.stacks.clear();
     s.native_blocks = 0;
     s.sampled_every = None;
     LOST_WRITES.store(0, Relaxed);

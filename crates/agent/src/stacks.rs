@@ -63,6 +63,17 @@ impl StackTable {
         }
     }
 
+    /// Forgets every stack, keeping the room they took (and any reserved for traps): an
+    /// outermost window starts with nothing recorded, so no id is left to name one. Stamped
+    /// by window, a session's windows would otherwise each add their own copies (a pytest
+    /// session's table grew to hundreds of megabytes).
+    pub fn clear(&mut self) {
+        self.words.clear();
+        self.entries.clear();
+        self.index.clear();
+        self.last = None;
+    }
+
     /// The id of this stack, adding it if new; `is_new` reports whether it was.
     pub fn intern(
         &mut self,
