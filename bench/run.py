@@ -65,8 +65,37 @@ HUGE = {
     ),
 }
 
-# A real test suite, shipped in simplejson's wheel, under pytest.
-PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "simplejson.tests"]
+# Real test suites under pytest: simplejson's, shipped in its wheel, and msgpack's, from its
+# sdist (its wheels leave it out). msgpack's `test_unpacker_reentrant_feed` is left out, as in
+# tests/test_python_api.py: an open false alarm on 3.13 and later.
+PYTEST_SUITES = {
+    "pytest simplejson": ["--pyargs", "simplejson.tests"],
+    "pytest msgpack (sdist)": ["{msgpack}", "-k", "not test_unpacker_reentrant_feed"],
+}
+PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
+# pytest-memray's object-lifetime check on every test of a suite (3.13.3 and later): a plugin
+# module, put on the path and loaded with `-p`.
+MEMRAY_EVERY_TEST = """
+import pytest
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.limit_leaked_objects())
+"""
+
+# memray's object-lifetime tracking (3.13.3 and later) around the seed's call: the objects
+# made inside and alive at its end, without their C line.
+MEMRAY_LIFETIMES = """
+import sys, time, memray
+code = open(sys.argv[1]).read()
+with memray.Tracker(sys.argv[2], track_object_lifetimes=True) as tracker:
+    exec(compile(code, sys.argv[1], "exec"))
+end = time.perf_counter()
+alive = tracker.get_surviving_objects()
+sys.stderr.write("REPORT %.3f\\nSURVIVING %d\\n" % (time.perf_counter() - end, len(alive)))
+"""
 
 READING = "## Reading the table"
 FAST_SAMPLES = 3
@@ -102,6 +131,21 @@ class Tools:
         self.memray = str(venv / "bin" / "memray")
         self.env = dict(os.environ, PYTHONPATH=zoo)
         self.tmp = tmp
+        self.suite = []
+
+    def version(self, code):
+        return subprocess.run([self.python, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def msgpack_tests(self):
+        """The test folder of the installed msgpack's sdist, unpacked under tmp."""
+        import tarfile
+        version = self.version("import importlib.metadata as m; print(m.version('msgpack'))")
+        subprocess.run([self.python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
+                        ":all:", "-d", str(self.tmp), "msgpack==%s" % version], check=True)
+        with tarfile.open(self.tmp / ("msgpack-%s.tar.gz" % version)) as tar:
+            tar.extractall(self.tmp, filter="data")
+        return str(self.tmp / ("msgpack-%s" % version) / "test")
 
     def script(self, name, code):
         # Not NAME.py: a script named ast.py would import itself instead of the stdlib's ast.
@@ -157,24 +201,48 @@ class Tools:
         named = table.returncode == 0 and "zoo.c;19|" in (self.tmp / "m.csv").read_text(errors="replace")
         return wall + report, rss, report, named
 
+    def pytest_run(self, *options, env=None):
+        return run([self.python, *PYTEST, *self.suite, *options], env or self.env)
+
     def pytest_plain(self, _script):
-        wall, rss, out = run([self.python, *PYTEST], self.env)
-        if " passed" not in out:
+        wall, rss, out = self.pytest_run()
+        if " passed" not in out or " failed" in out:
             raise SystemExit("the test suite fails on its own:\n%s" % out[-2000:])
         return wall, rss, None, None
 
     def pytest_refhunt(self, _script, *options):
-        wall, rss, out = run([self.python, *PYTEST, "--refhunt", *options], self.env)
-        if " 0 leaking" not in out:
-            raise SystemExit("pytest --refhunt reported leaks:\n%s" % out[-4000:])
-        return wall, rss, None, None
+        wall, rss, out = self.pytest_run("--refhunt", *options)
+        leaking = re.search(r"refhunt: \d+ tests checked.*?, (\d+) leaking", out)
+        if not leaking:
+            raise SystemExit("pytest --refhunt gave no summary:\n%s" % out[-4000:])
+        return wall, rss, None, "%s leaking" % leaking.group(1)
 
     def pytest_refhunt_full(self, script):
         return self.pytest_refhunt(script, "--refhunt-no-screen")
 
     def pytest_memray(self, _script):
-        wall, rss, _ = run([self.python, *PYTEST, "--memray"], self.env)
+        wall, rss, _ = self.pytest_run("--memray")
         return wall, rss, None, None
+
+    def pytest_memray_objects(self, _script):
+        plugins = self.tmp / "plugins"
+        plugins.mkdir(exist_ok=True)
+        (plugins / "memray_every_test.py").write_text(MEMRAY_EVERY_TEST)
+        env = dict(self.env, PYTHONPATH="%s:%s" % (plugins, self.env["PYTHONPATH"]))
+        wall, rss, out = self.pytest_run("--memray", "-p", "memray_every_test", env=env)
+        failed = re.search(r"(\d+) failed", out)
+        return wall, rss, None, "%s leaking" % (failed.group(1) if failed else 0)
+
+    def memray_lifetimes(self, script):
+        wrapper = self.script("memray_lifetimes", MEMRAY_LIFETIMES)
+        capture = self.tmp / "l.bin"
+        if capture.exists():
+            capture.unlink()
+        wall, rss, out = run([self.python, wrapper, script, str(capture)], self.env)
+        took = re.search(r"REPORT ([\d.]+)", out)
+        alive = re.search(r"SURVIVING (\d+)", out)
+        return (wall, rss, float(took.group(1)) if took else None,
+                "no: %s objects" % alive.group(1) if alive else "no")
 
     def tracemalloc(self, script):
         wrapper = self.script("tracemalloc_wrapper", TRACEMALLOC)
@@ -189,6 +257,16 @@ class Tools:
         return wall, rss, None, "zoo.c:19" in out
 
 
+def found(said):
+    """The "found" cell of a tool's runs: whether each named the seed's line (yes, no), or
+    what the last said (tests leaking, objects alive)."""
+    if not said or said[0] is None:
+        return "-"
+    if isinstance(said[0], bool):
+        return "yes" if all(said) else "no"
+    return said[-1]
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -197,6 +275,9 @@ def median(values):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--venv", action="append", required=True)
+    parser.add_argument("--sid-venv", action="append", default=[],
+                        help="a venv of Debian sid's 3.13.3+ (scripts/sid.sh), run beside memray's "
+                        "object-lifetime tracking")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
@@ -206,24 +287,42 @@ def main():
     lines = ["# Benchmarks: refhunt beside valgrind, memray and tracemalloc", "",
              "Written by `bench/run.sh` on %s, %d cores. Medians of %d interleaved rounds (plain "
              "and refhunt run three times a round; on the slow workloads, the big and huge heaps, "
-             "the nine extensions and the pytest suite, plain and refhunt's default once a round "
+             "the nine extensions and the pytest suites, plain and refhunt's default once a round "
              "and the others once in all). Wall "
              "time is the whole process with its report; ratios are to the plain run. "
-             "\"Report\" is the time from the program's end to a readable report. \"Line\" says "
-             "whether the tool named zoo.c:19, the line that leaks, on the seed case."
+             "\"Report\" is the time from the program's end to a readable report. \"Found\" says "
+             "whether the tool named zoo.c:19, the line that leaks, on the seed case, and how "
+             "many tests it reported leaking under pytest."
              % (" ".join(os.uname()[0:3:2]), os.cpu_count(), args.runs), ""]
-    for venv in map(pathlib.Path, args.venv):
+    venvs = [(v, False) for v in args.venv] + [(v, True) for v in args.sid_venv]
+    for index, (venv, sid) in enumerate(venvs):
+        venv = pathlib.Path(venv)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix="refhunt-bench-"))
-        tools = Tools(venv.resolve(), zoo_build.build(str(venv / "bin" / "python"), str(tmp / "zoo")), tmp)
-        version = subprocess.run([tools.python, "-c", "import sys; print(sys.version.split()[0])"],
-                                 capture_output=True, text=True).stdout.strip()
-        lines += ["## Python %s" % version, "",
-                  "| workload | tool | wall | ratio | peak RSS ratio | report | line |",
+        python = str(venv / "bin" / "python")
+        if sid:
+            # Built inside the folder, with its compiler and headers (the paths are the same
+            # there).
+            subprocess.run([python, str(ROOT / "zoo" / "build.py"), "--out", str(tmp / "zoo")],
+                           check=True, stdout=subprocess.DEVNULL)
+            zoo = str(tmp / "zoo")
+        else:
+            zoo = zoo_build.build(python, str(tmp / "zoo"))
+        tools = Tools(venv.resolve(), zoo, tmp)
+        version = tools.version("import sys; print(sys.version.split()[0])")
+        title = "## Python %s" % version
+        if sid:
+            title += (" (Debian sid; 3.13.3 and later: memray's object-lifetime tracking and "
+                      "pytest-memray's `limit_leaked_objects`)")
+        lines += [title, "",
+                  "| workload | tool | wall | ratio | peak RSS ratio | report | found |",
                   "|---|---|---:|---:|---:|---:|---|"]
-        workloads = [(w, code, "fast") for w, code in WORKLOADS.items()]
-        workloads += [(w, code, "slow") for w, code in SLOW.items()]
-        workloads += [(w, code, "huge") for w, code in HUGE.items()]
-        workloads.append(("pytest simplejson", "", "pytest"))
+        if sid:
+            workloads = [("seed", WORKLOADS["seed"], "fast"), ("pytest simplejson", "", "pytest")]
+        else:
+            workloads = [(w, code, "fast") for w, code in WORKLOADS.items()]
+            workloads += [(w, code, "slow") for w, code in SLOW.items()]
+            workloads += [(w, code, "huge") for w, code in HUGE.items()]
+            workloads += [(w, "", "pytest") for w in PYTEST_SUITES]
         for workload, code, kind in workloads:
             script = tools.script(workload.replace(" ", "_"), code)
             configs = [("plain", tools.plain),
@@ -236,12 +335,24 @@ def main():
                 configs = configs[:2] + configs[4:]
             if kind == "huge":
                 configs = configs[:2] + configs[4:5]
+            if sid and kind == "fast":
+                configs = configs[:2] + [("memray object lifetimes (Tracker)", tools.memray_lifetimes)]
             if kind == "pytest":
+                suite = PYTEST_SUITES[workload]
+                tools.suite = [tools.msgpack_tests() if a == "{msgpack}" else a for a in suite]
                 configs = [("plain", tools.pytest_plain),
-                           ("pytest --refhunt (screened)", tools.pytest_refhunt),
-                           ("pytest --refhunt --refhunt-no-screen", tools.pytest_refhunt_full),
-                           ("pytest --memray", tools.pytest_memray)]
-            if workload == "seed" and shutil.which("valgrind"):
+                           ("pytest --refhunt (screened)", tools.pytest_refhunt)]
+                if sid:
+                    configs.append(("pytest --memray, limit_leaked_objects on every test",
+                                    tools.pytest_memray_objects))
+                else:
+                    # The full method runs once, on simplejson under the first interpreter:
+                    # it takes over a minute.
+                    if index == 0 and workload == "pytest simplejson":
+                        configs.append(("pytest --refhunt --refhunt-no-screen",
+                                        tools.pytest_refhunt_full))
+                    configs.append(("pytest --memray", tools.pytest_memray))
+            if workload == "seed" and not sid and shutil.which("valgrind"):
                 configs.append(("valgrind memcheck", tools.valgrind))
             results = {name: [] for name, _ in configs}
             for round_ in range(args.runs):
@@ -262,11 +373,10 @@ def main():
                 wall = median([r[0] for r in results[name]])
                 rss = median([r[1] for r in results[name]])
                 report = median([r[2] for r in results[name]])
-                named = [r[3] for r in results[name]]
-                line = "-" if workload != "seed" or named[0] is None else ("yes" if all(named) else "no")
                 lines.append("| %s | %s | %.2f s | %.1fx | %.2fx | %s | %s |" % (
                     workload, name, wall, wall / base_wall, rss / base_rss,
-                    "-" if report is None else "%.2f s" % report, line))
+                    "-" if report is None else "%.2f s" % report,
+                    found([r[3] for r in results[name]])))
         lines.append("")
         shutil.rmtree(tmp, ignore_errors=True)
     # The hand-written reading of the table, below its tables, is kept.
