@@ -66,11 +66,10 @@ HUGE = {
 }
 
 # Real test suites under pytest: simplejson's, shipped in its wheel, and msgpack's, from its
-# sdist (its wheels leave it out). msgpack's `test_unpacker_reentrant_feed` is left out, as in
-# tests/test_python_api.py: an open false alarm on 3.13 and later.
+# sdist (its wheels leave it out).
 PYTEST_SUITES = {
     "pytest simplejson": ["--pyargs", "simplejson.tests"],
-    "pytest msgpack (sdist)": ["{msgpack}", "-k", "not test_unpacker_reentrant_feed"],
+    "pytest msgpack (sdist)": ["{msgpack}"],
 }
 PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
 

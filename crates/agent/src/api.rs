@@ -53,7 +53,9 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
     // `tp_basicsize` is readable, `get` is `PyRefTracer_GetTracer`, and `after_fork_child`
     // takes no arguments, as a fork handler must.
     guarded(|| unsafe {
-        if STATE.lock().is_some() {
+        if let Some(s) = STATE.lock().as_ref() {
+            // A test before this run may have used tracemalloc, which took the tracer.
+            hooks::reclaim_tracer(s);
             TRACKING.store(true, Ordering::SeqCst);
             return Ok(());
         }

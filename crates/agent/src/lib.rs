@@ -23,6 +23,7 @@ mod breakpoints;
 mod brief;
 mod census;
 mod cpython;
+mod elf_symbols;
 mod got;
 mod holds;
 mod hooks;
