@@ -24,12 +24,7 @@ for version in ${REFHUNT_BENCH_VERSIONS:-3.11 3.13}; do
     venvs+=(--venv "$(dirname "$(dirname "$python")")")
 done
 if [ -n "$sid_versions" ]; then
-    sid_build "$sid"
-    trap 'sid_unmount "$sid"' EXIT
-    trap 'exit 129' HUP
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    sid_mount "$sid" "$PWD"
+    sid_open "$sid"
     wheel=$(sid_wheel "$sid" "$python")
     for version in $sid_versions; do
         venv=$(sid_venv "$sid" "$version" "$wheel")

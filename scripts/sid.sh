@@ -165,6 +165,20 @@ sid_mount() {
     done
 }
 
+# Builds the folder DIR if needed and mounts it with the checkout (the current directory) for
+# the rest of the calling script, unmounted on every way out of it; the mount namespace
+# (sid_prepare) covers SIGKILL.
+sid_open() {
+    local dir=$1
+    sid_build "$dir"
+    # shellcheck disable=SC2064  # the folder's path, now
+    trap "sid_unmount $(printf %q "$dir")" EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    sid_mount "$dir" "$PWD"
+}
+
 # Runs COMMAND... inside the folder DIR, in the current directory.
 sid_run() {
     local dir=$1

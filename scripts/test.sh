@@ -35,13 +35,7 @@ cd "$(dirname "$0")/.."
 
 # The folder first: the layout probe among the unit tests reads its 3.14 and 3.15 headers.
 if [ -n "$sid_versions" ]; then
-    sid_build "$sid"
-    # Unmounted on every way out; the mount namespace (sid_prepare) covers SIGKILL.
-    trap 'sid_unmount "$sid"' EXIT
-    trap 'exit 129' HUP
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    sid_mount "$sid" "$PWD"
+    sid_open "$sid"
     export REFHUNT_SID=$sid
 fi
 
