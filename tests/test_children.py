@@ -131,3 +131,30 @@ def test_a_python_subprocess_is_followed_and_its_report_merged_on_request(env):
     alone = env.run("python", script, refhunt_args=["--no-children"])
     assert ints_at_seed_line(alone.report) == 11
     assert "children" not in alone.report and "child processes" not in alone.stderr
+
+
+def test_a_subinterpreter_is_no_child_and_ends_nothing(env):
+    """A subinterpreter imports site, and so refhunt's bootstrap and `.pth` file: it was
+    tracked as a child of the same PID with a report of its own (3.9-3.11, 3.13+), and on 3.12,
+    whose ctypes an isolated subinterpreter cannot import, the bootstrap ended the program with
+    exit code 125 before its first line ran. The process is one, tracked from its main
+    interpreter: its own leak is found, and nothing else is reported."""
+    script = env.script("subinterpreters.py", textwrap.dedent("""
+        try:
+            import _interpreters as interpreters
+        except ImportError:
+            import _xxsubinterpreters as interpreters
+        import zoo
+        for _ in range(2):
+            interp = interpreters.create()
+            interpreters.run_string(interp, "x = [str(i) * 3 for i in range(2000)]")
+            interpreters.destroy(interp)
+        zoo.leakNewRefs(5000, 20)
+        print("done")
+    """))
+    r = env.run("python", script)
+    assert r.rc == 0, r.stderr
+    assert r.stdout == "done\n"
+    assert ints_at_seed_line(r.report) == 20, r.stderr[-3000:]
+    assert not r.report.get("children"), r.report.get("children")
+    assert "child processes followed" not in r.stderr

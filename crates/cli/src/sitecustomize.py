@@ -10,6 +10,23 @@ import sys
 def _refhunt_bootstrap():
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    _refhunt_start()
+    ours = sys.modules.pop("sitecustomize")
+    try:
+        import sitecustomize  # noqa: F401  (the program's own)
+    except ImportError as error:
+        if error.name != "sitecustomize":
+            raise
+    finally:
+        sys.modules["sitecustomize"] = ours
+
+
+def _refhunt_start():
+    # Once tracking starts, the process's environment no longer names the capture: a
+    # subinterpreter (`_interpreters.create()`, mod_wsgi's), which imports site and so this
+    # file, is tracked from the main interpreter (see refhunt/_subinterpreter.py).
+    if "REFHUNT_CAPTURE" not in os.environ:
+        return
     lent = os.environ.pop("REFHUNT_LENT", None)
     try:
         try:
@@ -33,15 +50,7 @@ def _refhunt_bootstrap():
         if status:
             with open(status, "w") as f:
                 f.write("error: %s: %s" % (type(error).__name__, error))
-    ours = sys.modules.pop("sitecustomize")
-    try:
-        import sitecustomize  # noqa: F401  (the program's own)
-    except ImportError as error:
-        if error.name != "sitecustomize":
-            raise
-    finally:
-        sys.modules["sitecustomize"] = ours
 
 
 _refhunt_bootstrap()
-del _refhunt_bootstrap
+del _refhunt_bootstrap, _refhunt_start
