@@ -53,9 +53,9 @@ pub extern "C" fn refhunt_start(hexversion: u32) -> c_int {
     // `tp_basicsize` is readable, `get` is `PyRefTracer_GetTracer`, and `after_fork_child`
     // takes no arguments, as a fork handler must.
     guarded(|| unsafe {
-        if let Some(s) = STATE.lock().as_ref() {
+        if STATE.lock().is_some() {
             // A test before this run may have used tracemalloc, which took the tracer.
-            hooks::reclaim_tracer(s);
+            hooks::reclaim_tracer();
             TRACKING.store(true, Ordering::SeqCst);
             return Ok(());
         }

@@ -918,18 +918,23 @@ pub unsafe fn tracer_is_ours(api: &Api) -> bool {
 /// Puts refhunt's reference tracer back where tracemalloc took it, as a tracked run starts.
 /// `tracemalloc.start()` puts its own in place of refhunt's; from 3.14 `stop()` leaves none,
 /// and 3.13.0 to 3.13.2 leave theirs, inert. Either way every run after a test that used
-/// tracemalloc saw no object made (msgpack's suite showed it: Unpackers made unseen, their buffers reported as
-/// native leaks). tracemalloc's tracer, known by its name in the interpreter's full symbol
-/// table, gets every event refhunt's does (see [`hook_reftracer`]), so tracemalloc loses
-/// nothing while it traces. Another tool's tracer is left to it; the window's capture says so.
+/// tracemalloc saw no object made (msgpack's suite showed it: Unpackers made unseen, their
+/// buffers reported as native leaks). tracemalloc's tracer, known by its name in the
+/// interpreter's full symbol table, gets every event refhunt's does (see [`hook_reftracer`]),
+/// so tracemalloc loses nothing while it traces. Another tool's tracer is left to it; the
+/// window's capture says so.
+///
+/// The state's lock is not held here: finding tracemalloc's tracer walks the loader's list
+/// of modules, whose lock a thread in `dlopen` may hold while its frees wait for the state.
 ///
 /// # Safety
 /// The GIL is held.
-pub unsafe fn reclaim_tracer(s: &State) {
-    if s.creations != Creations::RefTracer {
-        return;
-    }
-    let (Some(get), Some(set)) = (s.api.get_reftracer, s.api.set_reftracer) else {
+pub unsafe fn reclaim_tracer() {
+    let facts = STATE.lock().as_ref().and_then(|s| {
+        let by_tracer = s.creations == Creations::RefTracer;
+        Some((s.api.get_reftracer?, s.api.set_reftracer?, s.interpreter.0)).filter(|_| by_tracer)
+    });
+    let Some((get, set, interpreter)) = facts else {
         return;
     };
     // SAFETY: `PyRefTracer_GetTracer`, called with the GIL held (caller's contract); it may
@@ -939,7 +944,6 @@ pub unsafe fn reclaim_tracer(s: &State) {
         return;
     }
     if current != 0 {
-        let interpreter = s.interpreter.0;
         let tracemalloc = *TRACEMALLOC_TRACER.get_or_init(|| {
             crate::modules::loaded()
                 .iter()
