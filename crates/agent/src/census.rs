@@ -162,6 +162,20 @@ pub struct Roots<'a> {
     pub ours: &'a FxHashSet<usize>,
 }
 
+/// What the interpreter holds where no traversal of the collector's objects looks: what its
+/// running frames refer to (see [`pyframes::running_references`]) and, on 3.10, its state's
+/// caches of single-character bytes and strs. Values may repeat.
+///
+/// # Safety
+/// The GIL is held, so the frames and the main interpreter's state stay put.
+pub unsafe fn interpreter_roots(api: &Api, layout: &Layout, mut f: impl FnMut(usize)) {
+    // SAFETY: the GIL is held (caller's contract).
+    unsafe {
+        pyframes::running_references(api, layout, &mut f);
+        cpython::interpreter_caches(layout, (api.main_interpreter)() as usize, f);
+    }
+}
+
 /// The references found to every object reached from the roots, running frames and static
 /// data, the agent's own included.
 ///
@@ -197,15 +211,8 @@ unsafe fn count(
     for &op in gc_items.iter().chain(extra).chain(lists) {
         c.found.insert(op, 0);
     }
-    // SAFETY: the GIL is held (caller's contract), so the frame lists stay put, and each
-    // local of a running frame is a live object.
-    unsafe { pyframes::running_references(api, layout, |word| c.reached(word)) };
-    // SAFETY: the GIL is held, so the main interpreter stays put; its caches hold live
-    // objects.
-    unsafe {
-        let interp = (api.main_interpreter)() as usize;
-        cpython::interpreter_caches(layout, interp, |word| c.reached(word));
-    }
+    // SAFETY: the GIL is held (caller's contract); what the interpreter holds is live.
+    unsafe { interpreter_roots(api, layout, |word| c.reached(word)) };
     while let Some(op) = c.queue.pop() {
         // SAFETY: only live containers and code objects are queued: the caller's `gc_items`
         // and `extra`, and objects `reached` found to be one; the GIL is held.

@@ -21,13 +21,12 @@
 //! and runs the full method if that cannot clear it. See docs/architecture.md, "The screen",
 //! for why a leak it finds in every measured call shows in the screened ones.
 
-use crate::census::{left_out, statics_hold_objects};
+use crate::census::{interpreter_roots, left_out, statics_hold_objects};
 use crate::cpython::{self, Api, Header, Layout, Object, PyObject, VisitProc};
 use crate::hooks::State;
 use crate::live::ALLOCATED;
 use crate::maps::Readable;
 use crate::modules::{self, LoadedModule};
-use crate::pyframes;
 use crate::snapshot::untraversed_fields;
 use crate::survivors::{Heap, Survivors};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -232,14 +231,8 @@ unsafe fn walk(
     }
     // SAFETY: as above.
     unsafe { w.drain() };
-    // SAFETY: the GIL is held, so the frames stay put; their locals are live objects.
-    unsafe { pyframes::running_references(api, layout, |op| w.reached(op)) };
-    // SAFETY: the GIL is held, so the main interpreter stays put; its caches hold live
-    // objects.
-    unsafe {
-        let interp = (api.main_interpreter)() as usize;
-        cpython::interpreter_caches(layout, interp, |op| w.reached(op));
-    }
+    // SAFETY: the GIL is held; what the interpreter holds is live.
+    unsafe { interpreter_roots(api, layout, |op| w.reached(op)) };
     // The census's statics: the extensions' and the interpreter's, less its borrowed words
     // (its freelists, its type cache's values); its method cache holds the names it caches.
     let own = modules::find(modules, refcount as *const () as usize);

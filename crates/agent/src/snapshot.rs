@@ -11,7 +11,7 @@
 
 use crate::attribution::{self, Attribution};
 use crate::brief;
-use crate::census::{Roots, PLAIN_GAIN};
+use crate::census::{self, Roots, PLAIN_GAIN};
 use crate::cpython::{self, read_usize, Api, Header, Layout, Object, PyObject, Type, VisitProc};
 use crate::holds::History;
 use crate::hooks::State;
@@ -19,7 +19,7 @@ use crate::live::{Block, ALLOCATED, BUFFER, NO_STACK};
 use crate::modules::{self, LoadedModule};
 use crate::native;
 use crate::paths;
-use crate::pyframes::{self, PyFrameRef};
+use crate::pyframes::PyFrameRef;
 use crate::survivors::{Heap, Survivors};
 use crate::tally::{Held, Owner, Tally};
 use refhunt_core::capture::{
@@ -224,18 +224,12 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
         // What running frames refer to counts, and the containers among it are walked too
         // (up to 3.10 the frames themselves, which the collector does not track while they
         // run: their locals and their callers).
-        pyframes::running_references(api, layout, |word| {
-            // SAFETY: a running frame's references are live objects, and `walk` is borrowed
-            // only through the pointer for the call.
+        census::interpreter_roots(api, layout, |word| {
+            // SAFETY: what the interpreter holds is live, and `walk` is borrowed only through
+            // the pointer for the call.
             visit(word as *mut PyObject, &mut walk as *mut Walk as *mut c_void);
         });
-        let interp = (api.main_interpreter)() as usize;
-        cpython::interpreter_caches(layout, interp, |word| {
-            // SAFETY: a cache's references are live objects, and `walk` is borrowed only
-            // through the pointer for the call.
-            visit(word as *mut PyObject, &mut walk as *mut Walk as *mut c_void);
-        });
-        let borrowed = layout.borrowed_at(interp);
+        let borrowed = layout.borrowed_at((api.main_interpreter)() as usize);
         scan_statics(&modules, &types, &mut walk, &borrowed);
         while let Some(op) = walk.queue.pop() {
             references_of(op, &mut walk);
@@ -273,7 +267,7 @@ pub unsafe fn take(state: &State, gc_objects: usize, garbage: usize, in_flight: 
                     survivors.contains(h.object)
                 );
             }
-            explain(&survivors, &held, &held, &attribution, api);
+            explain(&survivors, &held, &attribution, api);
         }
         let grouped = group(
             &survivors,
@@ -793,19 +787,13 @@ unsafe fn class_of(op: usize, b: &Block, classes: &Tally, attribution: &Attribut
 ///
 /// # Safety
 /// The snapshot's contract (see [`take`]).
-unsafe fn explain(
-    survivors: &Survivors,
-    classes: &Tally,
-    held: &Tally,
-    attribution: &Attribution,
-    api: &Api,
-) {
+unsafe fn explain(survivors: &Survivors, held: &Tally, attribution: &Attribution, api: &Api) {
     // SAFETY: the whole body relies on the contract above: `for_each` hands over live survivors
     // (the live table is accurate); `repr`, `PyUnicode_AsUTF8` and `Py_DecRef` run with the GIL
     // held on a live object and the new reference `repr` returned, given back once.
     unsafe {
         survivors.for_each(|op, b| {
-            if class_of(op, &b, classes, attribution) != Class::Leaked {
+            if class_of(op, &b, held, attribution) != Class::Leaked {
                 return;
             }
             let h = held.get(op).unwrap_or_default();
