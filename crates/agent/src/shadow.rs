@@ -247,11 +247,21 @@ impl Counts {
 
     /// Adds one to `addr`'s count if it has one; whether it had.
     pub fn add_if_counted(&mut self, addr: usize) -> bool {
-        let had = self.get(addr).is_some();
-        if had {
-            self.add(addr);
+        let slot = self.shadow.find(addr);
+        let stored = if slot.is_null() {
+            self.odd.get_mut(&addr)
+        } else {
+            // SAFETY: `find` returned a record slot of the shadow's, and `&mut self` keeps any
+            // other access out while the borrow lasts.
+            Some(unsafe { &mut *slot })
+        };
+        match stored {
+            Some(n) if *n != 0 => {
+                *n = n.saturating_add(1);
+                true
+            }
+            _ => false,
         }
-        had
     }
 
     pub fn get(&self, addr: usize) -> Option<u32> {

@@ -353,7 +353,8 @@ impl Type {
         // SAFETY: a heap type of a 3.11+ interpreter keeps `ht_cached_keys` after `ht_slots`;
         // when non-null it is a live keys object, whose header fields are read.
         let (n, entries) = unsafe {
-            let keys = if self.is_heap() && layout.unicode_dicts() {
+            // 3.9-3.10 keys objects (those with `dk_lookup`) are laid out otherwise.
+            let keys = if self.is_heap() && layout.dict_lookup.is_none() {
                 read_usize(self.0 + layout.ht_slots + HT_CACHED_KEYS_AFTER_SLOTS)
             } else {
                 0

@@ -364,11 +364,6 @@ impl Layout {
         [self.ascii_size, self.compact_size]
     }
 
-    /// 3.11+: a dict whose keys are all strings does not visit its keys.
-    pub fn unicode_dicts(&self) -> bool {
-        self.minor >= 11
-    }
-
     /// 3.13+: an object may keep its attributes inline and still own a `__dict__`.
     pub fn inline_values(&self) -> bool {
         self.minor >= 13
