@@ -138,13 +138,9 @@ class Tools:
 
     def msgpack_tests(self):
         """The test folder of the installed msgpack's sdist, unpacked under tmp."""
-        import tarfile
+        import sdist
         version = self.version("import importlib.metadata as m; print(m.version('msgpack'))")
-        subprocess.run([self.python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
-                        ":all:", "-d", str(self.tmp), "msgpack==%s" % version], check=True)
-        with tarfile.open(self.tmp / ("msgpack-%s.tar.gz" % version)) as tar:
-            tar.extractall(self.tmp, filter="data")
-        return str(self.tmp / ("msgpack-%s" % version) / "test")
+        return str(sdist.unpacked("msgpack", version, self.tmp, self.python) / "test")
 
     def script(self, name, code):
         # Not NAME.py: a script named ast.py would import itself instead of the stdlib's ast.
@@ -280,7 +276,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "zoo"))
+    sys.path[:0] = [str(ROOT / "zoo"), str(ROOT / "tests")]
     import build as zoo_build
 
     lines = ["# Benchmarks: refhunt beside valgrind, memray and tracemalloc", "",

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+import sdist
 from conftest import marker_line, zoo_build
 
 
@@ -231,20 +232,6 @@ def test_a_real_suite_has_no_false_alarm(env):
                      checked.stdout), checked.stdout[-2000:]
 
 
-def _sdist_tests(package, version, folder, into):
-    """The test folder of `package`'s sdist of `version`, from PyPI (its wheels leave it out),
-    unpacked under `into` once."""
-    import tarfile
-    unpacked = into / ("%s-%s" % (package, version))
-    if not unpacked.is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
-                        ":all:", "-d", str(into), "%s==%s" % (package, version)],
-                       check=True, timeout=600)
-        with tarfile.open(into / ("%s-%s.tar.gz" % (package, version))) as tar:
-            tar.extractall(into, filter="data")
-    return unpacked / folder
-
-
 def test_msgpack_suite_from_its_sdist_finds_its_one_real_leak(env, tmp_path_factory):
     """msgpack's own suite (its C extension's 160 tests), from its sdist, as its user would run
     it: the same tests pass with and without --refhunt, and the only leak is a real one. Where
@@ -258,7 +245,7 @@ def test_msgpack_suite_from_its_sdist_finds_its_one_real_leak(env, tmp_path_fact
     if found.strip() != "True":
         pytest.skip("msgpack has no build for %r" % env)
     version = env.python_output("import importlib.metadata as m; print(m.version('msgpack'))").strip()
-    suite = _sdist_tests("msgpack", version, "test", tmp_path_factory.getbasetemp())
+    suite = sdist.unpacked("msgpack", version, tmp_path_factory.getbasetemp()) / "test"
     command = [env.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)]
     plain = subprocess.run(command, capture_output=True, text=True, cwd=str(env.tmp), timeout=600)
     checked = subprocess.run(command + ["--refhunt"], capture_output=True, text=True,
