@@ -155,6 +155,7 @@ def test_a_subinterpreter_is_no_child_and_ends_nothing(env):
     r = env.run("python", script)
     assert r.rc == 0, r.stderr
     assert r.stdout == "done\n"
+    assert [(g["type_name"], g["count"]) for g in r.report["leaks"]] == [("int", 20)], r.stderr
     assert ints_at_seed_line(r.report) == 20, r.stderr[-3000:]
     assert not r.report.get("children"), r.report.get("children")
     assert "child processes followed" not in r.stderr
